@@ -1,0 +1,214 @@
+//! The `Backend` trait: what every compute backend (CPU, CUDA) provides, and what the
+//! trainer and the slow-point finder are generic over.
+//!
+//! Tensors are opaque, backend-owned flat f32 buffers ([`Backend::Tensor`]): the CUDA
+//! backend keeps them on the device, so a training loop moves data to the host only when
+//! it asks to (`download`). Every operation validates lengths against the cell and shape
+//! it is given and returns [`Error::Shape`](crate::Error) on a mismatch.
+//!
+//! Layouts (all row-major): parameters flat in [`ParamLayout`](crate::ParamLayout) order;
+//! sequences time-major `x [T, B, I]`, `h [T, B, H]`; states `[B, S]` with `S = H`, or
+//! `S = 2H` for the LSTM, each row `[h | c]`.
+
+use crate::cell::{CellDims, SeqShape};
+use crate::error::{Error, Result};
+
+/// The result of a sequence forward pass.
+pub struct SeqForward<T, C> {
+    /// `h_t` for `t = 1..T`, `[T, B, H]`.
+    pub h_seq: T,
+    /// The final state `s_T`, `[B, S]`.
+    pub s_final: T,
+    /// Whatever the backend keeps for the backward pass (gate activations, `s_0`).
+    pub cache: C,
+}
+
+/// Upstream gradients for a sequence backward pass. Either may be absent (no loss there).
+#[derive(Clone, Copy)]
+pub struct SeqUpstream<'a, T> {
+    /// `∂L/∂h_t` for every step, `[T, B, H]`: zeros where a step carries no loss.
+    pub dh_seq: Option<&'a T>,
+    /// `∂L/∂s_T`, `[B, S]` (the LSTM's `c_T` gradient enters here).
+    pub ds_final: Option<&'a T>,
+}
+
+/// Gradients of a sequence backward pass.
+pub struct SeqGrads<T> {
+    /// `∂L/∂θ`, flat in `ParamLayout` order.
+    pub dparams: T,
+    /// `∂L/∂s_0`, `[B, S]`.
+    pub ds0: T,
+    /// `∂L/∂x_t`, `[T, B, I]`, when asked for.
+    pub dx: Option<T>,
+}
+
+/// The speed `S(s, x) = ‖F(s, x) − s‖²` of `N` states and its gradients (MATH.md §4).
+pub struct SpeedGrad<T> {
+    /// `S_n`, `[N]`.
+    pub speed: T,
+    /// `∂S_n/∂s_n = 2 (J − I)ᵀ (F(s_n) − s_n)`, `[N, S]`.
+    pub dstate: T,
+    /// `Σ_n ∂S_n/∂θ`, flat in `ParamLayout` order, when asked for.
+    pub dparams: Option<T>,
+}
+
+/// Adam's hyper-parameters (Kingma & Ba; PyTorch's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl AdamConfig {
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.lr.is_finite()
+            && self.lr > 0.0
+            && (0.0..1.0).contains(&self.beta1)
+            && (0.0..1.0).contains(&self.beta2)
+            && self.eps.is_finite()
+            && self.eps > 0.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "Adam needs lr > 0, 0 ≤ beta1, beta2 < 1 and eps > 0; got {self:?}"
+            )))
+        }
+    }
+}
+
+/// Adam's moment estimates for one parameter tensor, and the step count.
+pub struct AdamState<T> {
+    pub m: T,
+    pub v: T,
+    /// Updates applied so far (bias correction uses `step + 1` for the next one).
+    pub step: u64,
+}
+
+/// A compute backend. See the module docs for the layouts.
+pub trait Backend: Send + Sync {
+    /// A flat f32 buffer where this backend computes (host memory, device memory).
+    type Tensor: Send + Sync;
+    /// What a forward pass keeps for its backward pass.
+    type Cache: Send + Sync;
+
+    /// A human-readable name: "cpu (avx2+fma, 2 threads)", "cuda (NVIDIA H100)".
+    fn name(&self) -> String;
+
+    fn upload(&self, host: &[f32]) -> Result<Self::Tensor>;
+    fn download(&self, tensor: &Self::Tensor) -> Result<Vec<f32>>;
+    fn zeros(&self, len: usize) -> Result<Self::Tensor>;
+    fn len(&self, tensor: &Self::Tensor) -> usize;
+
+    /// Runs `s_t = F(s_{t−1}, x_t)` for `t = 1..T` from `s0` (zeros when `None`).
+    fn seq_forward(
+        &self,
+        cell: &CellDims,
+        params: &Self::Tensor,
+        shape: SeqShape,
+        x: &Self::Tensor,
+        s0: Option<&Self::Tensor>,
+    ) -> Result<SeqForward<Self::Tensor, Self::Cache>>;
+
+    /// Backpropagation through time for the forward pass `fwd` (made with the same
+    /// `cell`, `params`, `shape` and `x`). `want_dx = false` skips the input gradient,
+    /// the most expensive product when `I ≫ H`.
+    #[allow(clippy::too_many_arguments)]
+    fn seq_backward(
+        &self,
+        cell: &CellDims,
+        params: &Self::Tensor,
+        shape: SeqShape,
+        x: &Self::Tensor,
+        fwd: &SeqForward<Self::Tensor, Self::Cache>,
+        upstream: SeqUpstream<'_, Self::Tensor>,
+        want_dx: bool,
+    ) -> Result<SeqGrads<Self::Tensor>>;
+
+    /// `S_n = ‖F(s_n, x_n) − s_n‖²` for `N` states `[N, S]` with inputs `[N, I]`.
+    fn step_speed(
+        &self,
+        cell: &CellDims,
+        params: &Self::Tensor,
+        states: &Self::Tensor,
+        x: &Self::Tensor,
+        n: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// The speeds and their gradients with respect to the states and (summed over the
+    /// `N` points, when `want_dparams`) the parameters.
+    fn step_speed_grad(
+        &self,
+        cell: &CellDims,
+        params: &Self::Tensor,
+        states: &Self::Tensor,
+        x: &Self::Tensor,
+        n: usize,
+        want_dparams: bool,
+    ) -> Result<SpeedGrad<Self::Tensor>>;
+
+    /// The one-step Jacobians `J_n = ∂F/∂s` at `N` states, `[N, S, S]`, row `i` holding
+    /// `∂F_i/∂s`.
+    fn step_jacobian(
+        &self,
+        cell: &CellDims,
+        params: &Self::Tensor,
+        states: &Self::Tensor,
+        x: &Self::Tensor,
+        n: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// One Adam update of `params` with `grad`, in place.
+    fn adam_update(
+        &self,
+        params: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        state: &mut AdamState<Self::Tensor>,
+        cfg: &AdamConfig,
+    ) -> Result<()>;
+
+    /// Fresh Adam state (zero moments) for a tensor of `len` values.
+    fn adam_state(&self, len: usize) -> Result<AdamState<Self::Tensor>> {
+        Ok(AdamState {
+            m: self.zeros(len)?,
+            v: self.zeros(len)?,
+            step: 0,
+        })
+    }
+}
+
+/// Adam on host slices: the definition every backend's `adam_update` matches (PyTorch's
+/// `torch.optim.Adam` without weight decay, bias-corrected).
+pub fn adam_update_host(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    step: u64,
+    cfg: &AdamConfig,
+) {
+    let t = (step + 1) as i32;
+    let bc1 = 1.0 - cfg.beta1.powi(t);
+    let bc2 = 1.0 - cfg.beta2.powi(t);
+    let step_size = cfg.lr / bc1;
+    let bc2_sqrt = bc2.sqrt();
+    for i in 0..p.len() {
+        m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * g[i];
+        v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * g[i] * g[i];
+        let denom = v[i].sqrt() / bc2_sqrt + cfg.eps;
+        p[i] -= step_size * m[i] / denom;
+    }
+}

@@ -1,0 +1,397 @@
+//! Checkpoints as safetensors under PyTorch's names, so that a `torch.nn.GRU` state dict
+//! (`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`) loads into memrnn and back.
+//!
+//! The readout is stored as `readout.weight [C, H]` and `readout.bias [C]` (a
+//! `torch.nn.Linear` registered as `readout`). memrnn adds metadata (`memrnn.cell`, and
+//! whatever the caller passes, such as the training config and step); a file written by
+//! PyTorch has none, and the cell kind is then read off the shapes (`G = rows / H`).
+
+use crate::cell::{CellDims, CellKind, ParamBlock};
+use crate::error::{Error, Result};
+use crate::model::{Model, Readout};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub const READOUT_WEIGHT: &str = "readout.weight";
+pub const READOUT_BIAS: &str = "readout.bias";
+const CELL_KEY: &str = "memrnn.cell";
+
+/// A tensor read from a safetensors file, widened to f64 (exact for f32 and f16 sources).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+impl HostTensor {
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.data.iter().map(|&v| v as f32).collect()
+    }
+}
+
+/// A model with the metadata its checkpoint carried.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub model: Model,
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn ckpt_err(path: &str, reason: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Writes named f32 tensors (name, shape, values) and string metadata as safetensors,
+/// atomically: to a temporary file beside `path`, then renamed over it, so a crash never
+/// leaves a half-written checkpoint where the last good one was.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let bytes = tensors_to_bytes(tensors, metadata)
+        .map_err(|reason| ckpt_err(&path.display().to_string(), reason))?;
+    let tmp = path.with_extension("safetensors.tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The safetensors bytes of named f32 tensors and metadata.
+pub fn tensors_to_bytes(
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    metadata: &BTreeMap<String, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, shape, data) in tensors {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(format!(
+                "tensor {name}: shape {shape:?} holds {n} values but {} were given",
+                data.len()
+            ));
+        }
+        let view =
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck_f32(data))
+                .map_err(|e| format!("tensor {name}: {e}"))?;
+        views.push((name.to_string(), view));
+    }
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
+}
+
+/// Little-endian bytes of an f32 slice (every target memrnn supports is little-endian).
+fn bytemuck_f32(data: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and every bit pattern is a valid u8 sequence; the
+    // returned slice covers exactly the same memory and borrows `data`.
+    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }
+}
+
+/// Reads every tensor of a safetensors file (f32, f64, f16 or bf16) and its metadata.
+pub fn read_tensors(
+    path: &Path,
+) -> Result<(BTreeMap<String, HostTensor>, BTreeMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    tensors_from_bytes(&bytes).map_err(|reason| ckpt_err(&path.display().to_string(), reason))
+}
+
+/// Parses safetensors bytes into f64 tensors and metadata.
+pub fn tensors_from_bytes(
+    bytes: &[u8],
+) -> std::result::Result<(BTreeMap<String, HostTensor>, BTreeMap<String, String>), String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        format!(
+            "not a valid safetensors file ({e}); was it truncated or written by another program?"
+        )
+    })?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut out = BTreeMap::new();
+    for name in st.names() {
+        let view = st.tensor(name).map_err(|e| format!("tensor {name}: {e}"))?;
+        let raw = view.data();
+        let data: Vec<f64> = match view.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("chunks_exact(8) yields 8 bytes")))
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64)
+                .collect(),
+            other => {
+                return Err(format!(
+                    "tensor {name} has dtype {other:?}; memrnn reads F32, F64 and BF16 (convert with tensor.float())"
+                ))
+            }
+        };
+        out.insert(
+            name.to_string(),
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok((out, metadata))
+}
+
+/// Saves a model under PyTorch's names with `memrnn.cell` and the caller's metadata.
+pub fn save_checkpoint(
+    path: &Path,
+    model: &Model,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    model.validate()?;
+    let layout = model.layout();
+    let view = layout.split(&model.params);
+    let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
+        (
+            ParamBlock::WeightIh.torch_name(),
+            layout.shape(ParamBlock::WeightIh),
+            view.w_ih,
+        ),
+        (
+            ParamBlock::WeightHh.torch_name(),
+            layout.shape(ParamBlock::WeightHh),
+            view.w_hh,
+        ),
+        (
+            ParamBlock::BiasIh.torch_name(),
+            layout.shape(ParamBlock::BiasIh),
+            view.b_ih,
+        ),
+        (
+            ParamBlock::BiasHh.torch_name(),
+            layout.shape(ParamBlock::BiasHh),
+            view.b_hh,
+        ),
+    ];
+    if let Some(r) = &model.readout {
+        tensors.push((READOUT_WEIGHT, vec![r.classes, r.hidden], &r.weight));
+        tensors.push((READOUT_BIAS, vec![r.classes], &r.bias));
+    }
+    let mut meta = metadata.clone();
+    meta.insert(CELL_KEY.to_string(), model.cell.kind.name().to_string());
+    write_tensors(path, &tensors, &meta)
+}
+
+/// Loads a checkpoint written by [`save_checkpoint`] or a PyTorch state dict saved with
+/// `safetensors.torch.save_file`. Missing or extra names, inconsistent shapes, unknown
+/// dtypes and non-finite values are errors that say which tensor is wrong.
+pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
+    let (tensors, metadata) = read_tensors(path)?;
+    let p = path.display().to_string();
+    let model = model_from_tensors(&tensors, &metadata).map_err(|reason| ckpt_err(&p, reason))?;
+    model.validate().map_err(|e| ckpt_err(&p, e.to_string()))?;
+    Ok(Checkpoint { model, metadata })
+}
+
+fn model_from_tensors(
+    tensors: &BTreeMap<String, HostTensor>,
+    metadata: &BTreeMap<String, String>,
+) -> std::result::Result<Model, String> {
+    let get = |name: &str| {
+        tensors.get(name).ok_or_else(|| {
+            let have: Vec<&String> = tensors.keys().collect();
+            format!(
+                "no tensor named {name:?} (found {have:?}); memrnn expects PyTorch's layer-0 names \
+                 weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0 and optionally readout.weight / readout.bias"
+            )
+        })
+    };
+    let known = [
+        ParamBlock::WeightIh.torch_name(),
+        ParamBlock::WeightHh.torch_name(),
+        ParamBlock::BiasIh.torch_name(),
+        ParamBlock::BiasHh.torch_name(),
+        READOUT_WEIGHT,
+        READOUT_BIAS,
+    ];
+    if let Some(extra) = tensors.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(format!(
+            "unexpected tensor {extra:?}: memrnn reads a single-layer, unidirectional RNN/GRU/LSTM \
+             (names {known:?})"
+        ));
+    }
+    let w_hh = get(ParamBlock::WeightHh.torch_name())?;
+    let w_ih = get(ParamBlock::WeightIh.torch_name())?;
+    if w_hh.shape.len() != 2 || w_ih.shape.len() != 2 {
+        return Err(format!(
+            "weight_hh_l0 has shape {:?} and weight_ih_l0 {:?}; both must be matrices",
+            w_hh.shape, w_ih.shape
+        ));
+    }
+    let hidden = w_hh.shape[1];
+    if hidden == 0 || w_hh.shape[0] % hidden != 0 {
+        return Err(format!(
+            "weight_hh_l0 has shape {:?}: rows must be a multiple (1, 3 or 4) of the hidden size",
+            w_hh.shape
+        ));
+    }
+    let gates = w_hh.shape[0] / hidden;
+    let kind_from_shape = CellKind::from_gates(gates)
+        .ok_or_else(|| format!("weight_hh_l0 has {gates} gate blocks; RNN has 1, GRU 3, LSTM 4"))?;
+    let kind = match metadata.get(CELL_KEY) {
+        Some(name) => {
+            let k: CellKind = name.parse().map_err(|e: Error| e.to_string())?;
+            if k != kind_from_shape {
+                return Err(format!(
+                    "metadata says the cell is {k} but weight_hh_l0's shape {:?} is a {kind_from_shape}",
+                    w_hh.shape
+                ));
+            }
+            k
+        }
+        None => kind_from_shape,
+    };
+    let input = w_ih.shape[1];
+    let cell = CellDims::new(kind, input, hidden).map_err(|e| e.to_string())?;
+    let layout = cell.layout();
+    let mut params = vec![0f32; layout.len()];
+    for block in ParamBlock::ALL {
+        let t = get(block.torch_name())?;
+        let want = layout.shape(block);
+        if t.shape != want {
+            return Err(format!(
+                "{} has shape {:?}; a {kind} cell with input {input} and hidden {hidden} needs {want:?}",
+                block.torch_name(),
+                t.shape
+            ));
+        }
+        params[layout.range(block)].copy_from_slice(&t.to_f32());
+    }
+    let readout = match (tensors.get(READOUT_WEIGHT), tensors.get(READOUT_BIAS)) {
+        (None, None) => None,
+        (Some(w), Some(b)) => {
+            if w.shape.len() != 2 || w.shape[1] != hidden || b.shape != [w.shape[0]] {
+                return Err(format!(
+                    "readout.weight has shape {:?} and readout.bias {:?}; they must be [C, {hidden}] and [C]",
+                    w.shape, b.shape
+                ));
+            }
+            Some(Readout {
+                classes: w.shape[0],
+                hidden,
+                weight: w.to_f32(),
+                bias: b.to_f32(),
+            })
+        }
+        _ => {
+            return Err(
+                "readout.weight and readout.bias must both be present or both absent".into(),
+            )
+        }
+    };
+    Ok(Model {
+        cell,
+        params,
+        readout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("memrnn-core-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn round_trip_keeps_everything() {
+        for kind in CellKind::ALL {
+            let cell = CellDims::new(kind, 3, 5).unwrap();
+            let mut model = Model::init(cell, 7);
+            model.readout = Some(Readout::init(11, 5, 8).unwrap());
+            let path = tmp(&format!("rt-{kind}.safetensors"));
+            let mut meta = BTreeMap::new();
+            meta.insert("step".to_string(), "42".to_string());
+            save_checkpoint(&path, &model, &meta).unwrap();
+            let back = load_checkpoint(&path).unwrap();
+            assert_eq!(back.model, model);
+            assert_eq!(back.metadata.get("step").map(String::as_str), Some("42"));
+        }
+    }
+
+    #[test]
+    fn wrong_names_shapes_and_values_are_clear_errors() {
+        let cell = CellDims::new(CellKind::Gru, 3, 4).unwrap();
+        let model = Model::init(cell, 1);
+        let l = model.layout();
+        let v = l.split(&model.params);
+        let meta = BTreeMap::new();
+        // A misspelt name.
+        let path = tmp("bad-name.safetensors");
+        write_tensors(
+            &path,
+            &[
+                ("weight_ih_l0", l.shape(ParamBlock::WeightIh), v.w_ih),
+                ("weight_hh", l.shape(ParamBlock::WeightHh), v.w_hh),
+                ("bias_ih_l0", l.shape(ParamBlock::BiasIh), v.b_ih),
+                ("bias_hh_l0", l.shape(ParamBlock::BiasHh), v.b_hh),
+            ],
+            &meta,
+        )
+        .unwrap();
+        let err = load_checkpoint(&path).unwrap_err().to_string();
+        assert!(err.contains("weight_hh"), "{err}");
+        // A bias of the wrong length.
+        let path = tmp("bad-shape.safetensors");
+        write_tensors(
+            &path,
+            &[
+                ("weight_ih_l0", l.shape(ParamBlock::WeightIh), v.w_ih),
+                ("weight_hh_l0", l.shape(ParamBlock::WeightHh), v.w_hh),
+                ("bias_ih_l0", vec![11], &v.b_ih[..11]),
+                ("bias_hh_l0", l.shape(ParamBlock::BiasHh), v.b_hh),
+            ],
+            &meta,
+        )
+        .unwrap();
+        let err = load_checkpoint(&path).unwrap_err().to_string();
+        assert!(err.contains("bias_ih_l0") && err.contains("[12]"), "{err}");
+        // NaN in a weight.
+        let mut bad = model.clone();
+        bad.params[3] = f32::NAN;
+        assert!(save_checkpoint(&tmp("nan.safetensors"), &bad, &meta).is_err());
+        // Truncated file.
+        let path = tmp("trunc.safetensors");
+        save_checkpoint(&path, &model, &meta).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load_checkpoint(&path).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        // Metadata that contradicts the shapes.
+        let path = tmp("lie.safetensors");
+        let mut lie = BTreeMap::new();
+        lie.insert(CELL_KEY.to_string(), "lstm".to_string());
+        let v = l.split(&model.params);
+        write_tensors(
+            &path,
+            &[
+                ("weight_ih_l0", l.shape(ParamBlock::WeightIh), v.w_ih),
+                ("weight_hh_l0", l.shape(ParamBlock::WeightHh), v.w_hh),
+                ("bias_ih_l0", l.shape(ParamBlock::BiasIh), v.b_ih),
+                ("bias_hh_l0", l.shape(ParamBlock::BiasHh), v.b_hh),
+            ],
+            &lie,
+        )
+        .unwrap();
+        let err = load_checkpoint(&path).unwrap_err().to_string();
+        assert!(err.contains("lstm") && err.contains("gru"), "{err}");
+    }
+}
