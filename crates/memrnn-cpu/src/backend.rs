@@ -1,0 +1,342 @@
+//! [`CpuBackend`]: the `Backend` trait on the CPU fast path.
+
+use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions};
+use memrnn_core::{
+    adam_update_host, check_finite, check_len, AdamConfig, AdamState, Backend, CellDims, Error,
+    Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
+};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// The CPU backend: the fast f32 path with a chosen SIMD level, on rayon's global pool or
+/// on a pool of its own with a fixed number of threads.
+#[derive(Clone)]
+pub struct CpuBackend {
+    opts: FastOptions,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    /// The best SIMD level of this CPU, on rayon's global pool.
+    pub fn new() -> Self {
+        CpuBackend {
+            opts: FastOptions::default(),
+            pool: None,
+        }
+    }
+
+    /// Runs on a pool of its own with `threads` threads.
+    pub fn with_threads(mut self, threads: usize) -> Result<Self> {
+        if threads == 0 {
+            return Err(Error::InvalidArgument(
+                "the CPU backend needs at least one thread".into(),
+            ));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("memrnn-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Backend {
+                backend: "cpu".into(),
+                reason: format!("could not start {threads} threads: {e}"),
+            })?;
+        self.pool = Some(Arc::new(pool));
+        Ok(self)
+    }
+
+    /// Uses `level` instead of the detected best; an error if this CPU lacks it.
+    pub fn with_simd(mut self, level: SimdLevel) -> Result<Self> {
+        if !level.is_available() {
+            return Err(Error::InvalidArgument(format!(
+                "SIMD level {} is not available on this CPU (available: {:?})",
+                level.name(),
+                SimdLevel::available()
+            )));
+        }
+        self.opts.simd = level;
+        Ok(self)
+    }
+
+    /// NaN-fills internal scratch before each kernel (for tests: see [`FastOptions`]).
+    pub fn with_poisoned_scratch(mut self, on: bool) -> Self {
+        self.opts.poison_scratch = on;
+        self
+    }
+
+    pub fn simd(&self) -> SimdLevel {
+        self.opts.simd
+    }
+
+    pub fn threads(&self) -> usize {
+        self.install(rayon::current_num_threads)
+    }
+
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
+    /// A forward + backward of one step from `states` with `ds_final` given by `upstream`
+    /// (computed from the forward's output): the building block of the speed and
+    /// Jacobian. Returns (F(s), ∂/∂s, ∂/∂θ).
+    fn one_step_vjp(
+        &self,
+        cell: &CellDims,
+        params: &[f32],
+        states: &[f32],
+        x: &[f32],
+        n: usize,
+        upstream: impl FnOnce(&[f32]) -> Vec<f32>,
+    ) -> Result<(Vec<f32>, fast::FastGrads)> {
+        let shape = SeqShape::new(1, n)?;
+        let fwd = fast::seq_forward(self.opts, cell, params, shape, x, Some(states))?;
+        let ds = upstream(&fwd.s_final);
+        let g = fast::seq_backward(
+            self.opts,
+            cell,
+            params,
+            shape,
+            x,
+            &fwd.cache,
+            None,
+            Some(&ds),
+            false,
+        )?;
+        Ok((fwd.s_final, g))
+    }
+
+    fn check_points(
+        &self,
+        cell: &CellDims,
+        params: &[f32],
+        states: &[f32],
+        x: &[f32],
+        n: usize,
+    ) -> Result<()> {
+        if n == 0 {
+            return Err(Error::InvalidArgument("no states given (N = 0)".into()));
+        }
+        cell.layout().check("params", params.len())?;
+        check_len("states", n * cell.state_size(), states.len(), || {
+            format!("[N={n}, S={}]", cell.state_size())
+        })?;
+        check_len("x", n * cell.input, x.len(), || {
+            format!("[N={n}, I={}]", cell.input)
+        })?;
+        check_finite("states", states)
+    }
+}
+
+impl Backend for CpuBackend {
+    type Tensor = Vec<f32>;
+    type Cache = FastCache;
+
+    fn name(&self) -> String {
+        format!(
+            "cpu ({}, {} threads)",
+            self.opts.simd.name(),
+            self.threads()
+        )
+    }
+
+    fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
+        Ok(host.to_vec())
+    }
+
+    fn download(&self, tensor: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(tensor.clone())
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn len(&self, tensor: &Vec<f32>) -> usize {
+        tensor.len()
+    }
+
+    fn seq_forward(
+        &self,
+        cell: &CellDims,
+        params: &Vec<f32>,
+        shape: SeqShape,
+        x: &Vec<f32>,
+        s0: Option<&Vec<f32>>,
+    ) -> Result<SeqForward<Vec<f32>, FastCache>> {
+        let f = self.install(|| {
+            fast::seq_forward(self.opts, cell, params, shape, x, s0.map(Vec::as_slice))
+        })?;
+        Ok(SeqForward {
+            h_seq: f.h_seq,
+            s_final: f.s_final,
+            cache: f.cache,
+        })
+    }
+
+    fn seq_backward(
+        &self,
+        cell: &CellDims,
+        params: &Vec<f32>,
+        shape: SeqShape,
+        x: &Vec<f32>,
+        fwd: &SeqForward<Vec<f32>, FastCache>,
+        upstream: SeqUpstream<'_, Vec<f32>>,
+        want_dx: bool,
+    ) -> Result<SeqGrads<Vec<f32>>> {
+        let g = self.install(|| {
+            fast::seq_backward(
+                self.opts,
+                cell,
+                params,
+                shape,
+                x,
+                &fwd.cache,
+                upstream.dh_seq.map(Vec::as_slice),
+                upstream.ds_final.map(Vec::as_slice),
+                want_dx,
+            )
+        })?;
+        Ok(SeqGrads {
+            dparams: g.dparams,
+            ds0: g.ds0,
+            dx: g.dx,
+        })
+    }
+
+    fn step_speed(
+        &self,
+        cell: &CellDims,
+        params: &Vec<f32>,
+        states: &Vec<f32>,
+        x: &Vec<f32>,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        self.check_points(cell, params, states, x, n)?;
+        let shape = SeqShape::new(1, n)?;
+        let f =
+            self.install(|| fast::seq_forward(self.opts, cell, params, shape, x, Some(states)))?;
+        let sd = cell.state_size();
+        Ok(f.s_final
+            .chunks_exact(sd)
+            .zip(states.chunks_exact(sd))
+            .map(|(f, s)| f.iter().zip(s).map(|(a, b)| (a - b) * (a - b)).sum())
+            .collect())
+    }
+
+    fn step_speed_grad(
+        &self,
+        cell: &CellDims,
+        params: &Vec<f32>,
+        states: &Vec<f32>,
+        x: &Vec<f32>,
+        n: usize,
+        want_dparams: bool,
+    ) -> Result<SpeedGrad<Vec<f32>>> {
+        self.check_points(cell, params, states, x, n)?;
+        let sd = cell.state_size();
+        // S = ‖e‖², e = F(s) − s: the upstream gradient of F(s) is 2e, and ∂S/∂s picks up
+        // −2e from the explicit −s.
+        let two_e = |next: &[f32]| -> Vec<f32> {
+            next.iter()
+                .zip(states.iter())
+                .map(|(f, s)| 2.0 * (f - s))
+                .collect()
+        };
+        let (next, g) = self.install(|| self.one_step_vjp(cell, params, states, x, n, two_e))?;
+        let speed = next
+            .chunks_exact(sd)
+            .zip(states.chunks_exact(sd))
+            .map(|(f, s)| f.iter().zip(s).map(|(a, b)| (a - b) * (a - b)).sum())
+            .collect();
+        let dstate = g
+            .ds0
+            .iter()
+            .zip(next.iter().zip(states.iter()))
+            .map(|(d, (f, s))| d - 2.0 * (f - s))
+            .collect();
+        Ok(SpeedGrad {
+            speed,
+            dstate,
+            dparams: want_dparams.then_some(g.dparams),
+        })
+    }
+
+    fn step_jacobian(
+        &self,
+        cell: &CellDims,
+        params: &Vec<f32>,
+        states: &Vec<f32>,
+        x: &Vec<f32>,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        self.check_points(cell, params, states, x, n)?;
+        let (sd, id) = (cell.state_size(), cell.input);
+        // One vector–Jacobian product per output coordinate, all N·S of them as one
+        // batch: row (k, i) starts from state k with upstream gradient e_i, and its
+        // ∂/∂s_0 is row i of J_k.
+        let reps = n * sd;
+        let mut s_rep = Vec::with_capacity(reps * sd);
+        let mut x_rep = Vec::with_capacity(reps * id);
+        for k in 0..n {
+            for _ in 0..sd {
+                s_rep.extend_from_slice(&states[k * sd..(k + 1) * sd]);
+                x_rep.extend_from_slice(&x[k * id..(k + 1) * id]);
+            }
+        }
+        let units = |_: &[f32]| -> Vec<f32> {
+            let mut u = vec![0.0f32; reps * sd];
+            for r in 0..reps {
+                u[r * sd + r % sd] = 1.0;
+            }
+            u
+        };
+        let (_, g) =
+            self.install(|| self.one_step_vjp(cell, params, &s_rep, &x_rep, reps, units))?;
+        Ok(g.ds0)
+    }
+
+    fn adam_update(
+        &self,
+        params: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        state: &mut AdamState<Vec<f32>>,
+        cfg: &AdamConfig,
+    ) -> Result<()> {
+        cfg.validate()?;
+        let n = params.len();
+        check_len("grad", n, grad.len(), || {
+            "one gradient per parameter".into()
+        })?;
+        check_len("adam m", n, state.m.len(), || {
+            "one moment per parameter".into()
+        })?;
+        check_len("adam v", n, state.v.len(), || {
+            "one moment per parameter".into()
+        })?;
+        check_finite("grad", grad)?;
+        const CHUNK: usize = 1 << 14;
+        let step = state.step;
+        self.install(|| {
+            params
+                .par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK))
+                .zip(
+                    state
+                        .m
+                        .par_chunks_mut(CHUNK)
+                        .zip(state.v.par_chunks_mut(CHUNK)),
+                )
+                .for_each(|((p, g), (m, v))| adam_update_host(p, g, m, v, step, cfg));
+        });
+        state.step += 1;
+        Ok(())
+    }
+}

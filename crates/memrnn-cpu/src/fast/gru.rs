@@ -1,0 +1,141 @@
+//! GRU steps of the fast path (gates `r, z, n`, MATH.md §2), fused with the recurrent
+//! product. Cache per step and row: `[r | z | n | u_n]`, `4·Hp` floats (`u_n` is the
+//! recurrent part of the new gate, which the reset gate's gradient needs).
+
+use super::recurrent::{microkernel, recurrent_grad, BwdCtx, Carry, FwdCtx};
+use super::simd::{sigmoid, tanh, Simd, LANES};
+use super::FastCell;
+
+pub struct Gru;
+
+/// Rows per forward tile: 4 rows × 3 gate vectors = 12 accumulators.
+const R_FWD: usize = 4;
+/// Rows per backward tile.
+const R_BWD: usize = 4;
+
+impl FastCell for Gru {
+    const CACHE_WIDTH: usize = 4;
+    const ROW_TILE: usize = R_FWD;
+
+    #[inline(always)]
+    unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize) {
+        // SAFETY: forwarded contract (FastCell::fwd_block).
+        unsafe {
+            match n {
+                1 => fwd_rows::<S, 1>(s, ctx, t, b0),
+                2 => fwd_rows::<S, 2>(s, ctx, t, b0),
+                3 => fwd_rows::<S, 3>(s, ctx, t, b0),
+                _ => fwd_rows::<S, R_FWD>(s, ctx, t, b0),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn bwd_block<S: Simd>(s: S, ctx: &BwdCtx, carry: &Carry, t: usize, b0: usize, n: usize) {
+        // SAFETY: forwarded contract (FastCell::bwd_block).
+        unsafe {
+            match n {
+                1 => bwd_rows::<S, 1>(s, ctx, carry, t, b0),
+                2 => bwd_rows::<S, 2>(s, ctx, carry, t, b0),
+                3 => bwd_rows::<S, 3>(s, ctx, carry, t, b0),
+                _ => bwd_rows::<S, R_BWD>(s, ctx, carry, t, b0),
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn fwd_rows<S: Simd, const R: usize>(s: S, ctx: &FwdCtx, t: usize, b0: usize) {
+    let (hp, h) = (ctx.hp, ctx.h);
+    let gh = 3 * hp;
+    let mut prev = [std::ptr::null::<f32>(); R];
+    for (r, p) in prev.iter_mut().enumerate() {
+        // SAFETY (all pointer arithmetic below): rows (t, b0 + r) and (t + 1, b0 + r)
+        // exist in every [T(+1), B, ·] buffer, and column offsets stay below the row width.
+        *p = unsafe { ctx.hs.add((t * ctx.batch + b0 + r) * hp) };
+    }
+    for q in 0..hp / LANES {
+        let o = q * LANES;
+        // SAFETY: see above; b_hh has G·Hp floats.
+        let bias = unsafe {
+            [
+                s.load(ctx.b_hh.add(o)),
+                s.load(ctx.b_hh.add(hp + o)),
+                s.load(ctx.b_hh.add(2 * hp + o)),
+            ]
+        };
+        let mut acc = [bias; R];
+        // SAFETY: prev rows hold Hp ≥ H floats; panel q holds H · 3 · 8 floats.
+        unsafe { microkernel::<S, 3, R>(s, &prev, h, ctx.panels.add(q * h * 3 * LANES), &mut acc) };
+        for (r, u) in acc.iter().enumerate() {
+            let row = t * ctx.batch + b0 + r;
+            // SAFETY: see above.
+            unsafe {
+                let a = ctx.a.add(row * gh + o);
+                let rg = sigmoid(s, s.add(s.load(a), u[0]));
+                let z = sigmoid(s, s.add(s.load(a.add(hp)), u[1]));
+                let n = tanh(s, s.mul_add(rg, u[2], s.load(a.add(2 * hp))));
+                let h_old = s.load(prev[r].add(o));
+                let h_new = s.mul_add(z, s.sub(h_old, n), n);
+                s.store(ctx.hs.add(((t + 1) * ctx.batch + b0 + r) * hp + o), h_new);
+                let c = ctx.gates.add(row * ctx.cw + o);
+                s.store(c, rg);
+                s.store(c.add(hp), z);
+                s.store(c.add(2 * hp), n);
+                s.store(c.add(3 * hp), u[2]);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn bwd_rows<S: Simd, const R: usize>(
+    s: S,
+    ctx: &BwdCtx,
+    carry: &Carry,
+    t: usize,
+    b0: usize,
+) {
+    let hp = ctx.hp;
+    let gh = 3 * hp;
+    let one = s.splat(1.0);
+    for r in 0..R {
+        let b = b0 + r;
+        let row = t * ctx.batch + b;
+        for q in 0..hp / LANES {
+            let o = q * LANES;
+            // SAFETY: rows (t, b) of hs, gates, dh_seq, da, du and row b of the carries
+            // exist and belong to this task; o + 8 ≤ Hp.
+            unsafe {
+                let mut dh = s.load(carry.cur_h.add(b * hp + o));
+                if !ctx.dh_seq.is_null() {
+                    dh = s.add(dh, s.load(ctx.dh_seq.add(row * hp + o)));
+                }
+                let c = ctx.gates.add(row * ctx.cw + o);
+                let (rg, z, n, un) = (
+                    s.load(c),
+                    s.load(c.add(hp)),
+                    s.load(c.add(2 * hp)),
+                    s.load(c.add(3 * hp)),
+                );
+                let h_old = s.load(ctx.hs.add(row * hp + o));
+                let dn = s.mul(dh, s.sub(one, z));
+                let dz = s.mul(dh, s.sub(h_old, n));
+                let dpre_n = s.mul(dn, s.sub(one, s.mul(n, n)));
+                let dpre_r = s.mul(s.mul(dpre_n, un), s.mul(rg, s.sub(one, rg)));
+                let dpre_z = s.mul(dz, s.mul(z, s.sub(one, z)));
+                let da = ctx.da.add(row * gh + o);
+                let du = ctx.du.add(row * gh + o);
+                s.store(da, dpre_r);
+                s.store(da.add(hp), dpre_z);
+                s.store(da.add(2 * hp), dpre_n);
+                s.store(du, dpre_r);
+                s.store(du.add(hp), dpre_z);
+                s.store(du.add(2 * hp), s.mul(dpre_n, rg));
+                s.store(carry.next_h.add(b * hp + o), s.mul(dh, z));
+            }
+        }
+    }
+    // SAFETY: du rows (t, b0..b0+R) were written above; next_h rows belong to this task.
+    unsafe { recurrent_grad::<S, R>(s, ctx, gh, t, b0, carry.next_h) };
+}

@@ -1,0 +1,548 @@
+//! The fast path (f32): the same equations as the reference, organised for speed.
+//!
+//! Forward: the input products `a = x W_ihᵀ + b_ih` for all `T·B` rows are one SGEMM;
+//! the time loop then runs the recurrent product fused with the gate arithmetic, one
+//! output tile (8 units × all gates) at a time while that tile's weights are hot in L1
+//! and a few batch rows accumulate in registers ([`recurrent`]). Batch rows never
+//! interact, so rayon splits the batch into contiguous ranges and each task runs the
+//! whole time loop for its rows with no synchronisation between steps.
+//!
+//! Backward: the reverse loop computes, per step and row, `∂L/∂a` and `∂L/∂u` from the
+//! cached gates and `∂L/∂h_{t−1}` through `W_hh` (again a fused, register-tiled product),
+//! storing the gate gradients of every step; the weight gradients, the bias gradients and
+//! (optionally) the input gradient are then large products over all `T·B` rows.
+//!
+//! Results do not depend on the thread count: each row's arithmetic is the same whichever
+//! task runs it, the SGEMMs split only their outputs, and column sums run rows in order.
+
+pub mod gemm;
+pub mod gru;
+pub mod lstm;
+pub mod recurrent;
+pub mod rnn;
+pub mod simd;
+
+use gemm::{column_sums_acc, matmul, MatRef};
+use memrnn_core::{check_finite, check_len, CellDims, CellKind, Error, Result, SeqShape};
+use rayon::prelude::*;
+use recurrent::{padded, BwdCtx, Carry, FwdCtx};
+use simd::{Simd, SimdJob, SimdLevel};
+use std::marker::PhantomData;
+use std::ops::Range;
+
+/// Options of a fast-path call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastOptions {
+    pub simd: SimdLevel,
+    /// Fill every scratch buffer the kernels must write with NaN first, so that an
+    /// element a kernel forgets to write shows up in the outputs (tests turn this on).
+    pub poison_scratch: bool,
+}
+
+impl Default for FastOptions {
+    fn default() -> Self {
+        FastOptions {
+            simd: SimdLevel::detect(),
+            poison_scratch: false,
+        }
+    }
+}
+
+/// Per-cell step code (see `rnn.rs`, `gru.rs`, `lstm.rs`).
+pub trait FastCell {
+    /// Floats cached per step and row, in units of `Hp`.
+    const CACHE_WIDTH: usize;
+    /// Batch rows per forward tile (the register budget: rows × gates ≤ 12).
+    const ROW_TILE: usize;
+
+    /// Forward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ ROW_TILE`).
+    ///
+    /// # Safety
+    /// The buffers behind `ctx` have the documented sizes, the rows belong to the calling
+    /// task, and steps before `t` have been computed for them.
+    unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize);
+
+    /// Backward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ 4`).
+    ///
+    /// # Safety
+    /// As for `fwd_block`; steps after `t` have been processed for these rows.
+    unsafe fn bwd_block<S: Simd>(s: S, ctx: &BwdCtx, carry: &Carry, t: usize, b0: usize, n: usize);
+}
+
+/// Rows per backward tile, every cell.
+const BWD_TILE: usize = 4;
+
+/// What the fast forward pass keeps for its backward pass.
+pub struct FastCache {
+    cell: CellDims,
+    shape: SeqShape,
+    hp: usize,
+    /// `h_0..h_T`, `[T+1, B, Hp]`.
+    hs: Vec<f32>,
+    /// `c_0..c_T` (LSTM only), `[T+1, B, Hp]`.
+    cs: Vec<f32>,
+    /// Gate cache, `[T, B, CACHE_WIDTH·Hp]`.
+    gates: Vec<f32>,
+}
+
+/// Outputs of the fast forward pass.
+pub struct FastForward {
+    /// `[T, B, H]`.
+    pub h_seq: Vec<f32>,
+    /// `[B, S]`.
+    pub s_final: Vec<f32>,
+    pub cache: FastCache,
+}
+
+/// Gradients from the fast backward pass, as in the reference.
+pub struct FastGrads {
+    pub dparams: Vec<f32>,
+    pub ds0: Vec<f32>,
+    pub dx: Option<Vec<f32>>,
+}
+
+/// Fails on NaN or infinity, scanning in parallel (inputs can be large).
+fn check_finite_par(what: &str, data: &[f32]) -> Result<()> {
+    const CHUNK: usize = 1 << 16;
+    let bad = data
+        .par_chunks(CHUNK)
+        .enumerate()
+        .find_first(|(_, c)| c.iter().any(|v| !v.is_finite()));
+    match bad {
+        None => Ok(()),
+        Some((i, c)) => check_finite(what, c).map_err(|e| match e {
+            Error::NonFinite { what, index, value } => Error::NonFinite {
+                what,
+                index: i * CHUNK + index,
+                value,
+            },
+            other => other,
+        }),
+    }
+}
+
+/// Copies `g` gate blocks of `h` rows (each `cols` wide) into blocks of `hp` rows,
+/// zero-padded: `[G·H, cols]` → `[G·Hp, cols]`.
+fn pad_gate_rows(src: &[f32], g: usize, h: usize, hp: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; g * hp * cols];
+    for gate in 0..g {
+        out[gate * hp * cols..(gate * hp + h) * cols]
+            .copy_from_slice(&src[gate * h * cols..(gate + 1) * h * cols]);
+    }
+    out
+}
+
+/// The inverse of [`pad_gate_rows`], into `dst`.
+fn unpad_gate_rows(src: &[f32], g: usize, h: usize, hp: usize, cols: usize, dst: &mut [f32]) {
+    for gate in 0..g {
+        dst[gate * h * cols..(gate + 1) * h * cols]
+            .copy_from_slice(&src[gate * hp * cols..(gate * hp + h) * cols]);
+    }
+}
+
+/// Copies rows of `src` (`rows × from` floats) into rows of `to` floats (`to ≥ width`,
+/// `from ≥ width`), `width` floats each; the rest of each destination row is untouched.
+fn copy_rows(src: &[f32], from: usize, dst: &mut [f32], to: usize, width: usize) {
+    dst.par_chunks_mut(to)
+        .zip(src.par_chunks(from))
+        .for_each(|(d, s)| d[..width].copy_from_slice(&s[..width]));
+}
+
+/// Contiguous batch ranges, one per task: as many tasks as threads, none empty.
+fn batch_tasks(batch: usize, tile: usize) -> Vec<Range<usize>> {
+    let tiles = batch.div_ceil(tile);
+    let n = rayon::current_num_threads().clamp(1, tiles.max(1));
+    let per = batch.div_ceil(n);
+    (0..n)
+        .map(|i| i * per..((i + 1) * per).min(batch))
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+fn fill_nan_if(poison: bool, v: &mut [f32]) {
+    if poison {
+        v.par_iter_mut().for_each(|x| *x = f32::NAN);
+    }
+}
+
+struct FwdJob<C> {
+    ctx: FwdCtx,
+    steps: usize,
+    rows: Range<usize>,
+    cell: PhantomData<C>,
+}
+
+impl<C: FastCell> SimdJob for FwdJob<C> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        for t in 0..self.steps {
+            let mut b = self.rows.start;
+            while b < self.rows.end {
+                let n = C::ROW_TILE.min(self.rows.end - b);
+                // SAFETY: seq_forward sized every buffer for [T(+1), B, ·] and gave this
+                // task the rows self.rows alone; steps run in order.
+                unsafe { C::fwd_block(s, &self.ctx, t, b, n) };
+                b += n;
+            }
+        }
+    }
+}
+
+struct BwdJob<C> {
+    ctx: BwdCtx,
+    carry: Carry,
+    steps: usize,
+    rows: Range<usize>,
+    cell: PhantomData<C>,
+}
+
+impl<C: FastCell> SimdJob for BwdJob<C> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(mut self, s: S) {
+        for t in (0..self.steps).rev() {
+            let mut b = self.rows.start;
+            while b < self.rows.end {
+                let n = BWD_TILE.min(self.rows.end - b);
+                // SAFETY: seq_backward sized every buffer and gave this task the rows
+                // self.rows alone; steps run in reverse order.
+                unsafe { C::bwd_block(s, &self.ctx, &self.carry, t, b, n) };
+                b += n;
+            }
+            self.carry.swap();
+        }
+    }
+}
+
+/// Runs `x [T, B, I]` from `s0 [B, S]` (zeros when `None`). Non-finite parameters,
+/// inputs or initial states are errors.
+pub fn seq_forward(
+    opts: FastOptions,
+    cell: &CellDims,
+    params: &[f32],
+    shape: SeqShape,
+    x: &[f32],
+    s0: Option<&[f32]>,
+) -> Result<FastForward> {
+    cell.layout().check("params", params.len())?;
+    shape.check_inputs(cell, x.len(), s0.map(<[f32]>::len))?;
+    check_finite("params", params)?;
+    check_finite_par("x", x)?;
+    if let Some(s0) = s0 {
+        check_finite("s0", s0)?;
+    }
+    if !opts.simd.is_available() {
+        return Err(Error::InvalidArgument(format!(
+            "SIMD level {} is not available on this CPU",
+            opts.simd.name()
+        )));
+    }
+    Ok(match cell.kind {
+        CellKind::Rnn => forward_impl::<rnn::Rnn>(opts, cell, params, shape, x, s0),
+        CellKind::Gru => forward_impl::<gru::Gru>(opts, cell, params, shape, x, s0),
+        CellKind::Lstm => forward_impl::<lstm::Lstm>(opts, cell, params, shape, x, s0),
+    })
+}
+
+fn forward_impl<C: FastCell>(
+    opts: FastOptions,
+    cell: &CellDims,
+    params: &[f32],
+    shape: SeqShape,
+    x: &[f32],
+    s0: Option<&[f32]>,
+) -> FastForward {
+    let (steps, batch, input, h, g) = (
+        shape.steps,
+        shape.batch,
+        cell.input,
+        cell.hidden,
+        cell.gates(),
+    );
+    let hp = padded(h);
+    let gh = g * hp;
+    let rows = shape.rows();
+    let p = cell.layout().split(params);
+    let w_ihp = pad_gate_rows(p.w_ih, g, h, hp, input);
+    let b_ihp = pad_gate_rows(p.b_ih, g, h, hp, 1);
+    let b_hhp = pad_gate_rows(p.b_hh, g, h, hp, 1);
+
+    // Input side: one SGEMM over all T·B rows, on top of the bias.
+    let mut a = vec![0.0f32; rows * gh];
+    a.par_chunks_mut(gh)
+        .for_each(|row| row.copy_from_slice(&b_ihp));
+    matmul(
+        &mut a,
+        gh,
+        true,
+        MatRef::new(x, rows, input, input),
+        MatRef::new(&w_ihp, gh, input, input).t(),
+    );
+
+    let panels = recurrent::pack_forward(cell, p.w_hh);
+    let lstm = cell.kind == CellKind::Lstm;
+    let sd = cell.state_size();
+    let mut hs = vec![0.0f32; (steps + 1) * batch * hp];
+    let mut cs = vec![0.0f32; if lstm { (steps + 1) * batch * hp } else { 0 }];
+    fill_nan_if(opts.poison_scratch, &mut hs[batch * hp..]);
+    if lstm {
+        fill_nan_if(opts.poison_scratch, &mut cs[batch * hp..]);
+    }
+    if let Some(s0) = s0 {
+        copy_rows(s0, sd, &mut hs[..batch * hp], hp, h);
+        if lstm {
+            copy_rows(&s0[h..], sd, &mut cs[..batch * hp], hp, h);
+        }
+    }
+    let mut gates = vec![0.0f32; rows * C::CACHE_WIDTH * hp];
+    fill_nan_if(opts.poison_scratch, &mut gates);
+
+    let ctx = FwdCtx {
+        batch,
+        h,
+        hp,
+        a: a.as_ptr(),
+        b_hh: b_hhp.as_ptr(),
+        panels: panels.as_ptr(),
+        hs: hs.as_mut_ptr(),
+        cs: cs.as_mut_ptr(),
+        gates: gates.as_mut_ptr(),
+        cw: C::CACHE_WIDTH * hp,
+    };
+    batch_tasks(batch, C::ROW_TILE)
+        .into_par_iter()
+        .for_each(|rows| {
+            opts.simd.run(FwdJob::<C> {
+                ctx,
+                steps,
+                rows,
+                cell: PhantomData,
+            })
+        });
+
+    let mut h_seq = vec![0.0f32; rows * h];
+    copy_rows(&hs[batch * hp..], hp, &mut h_seq, h, h);
+    let mut s_final = vec![0.0f32; batch * sd];
+    copy_rows(&hs[steps * batch * hp..], hp, &mut s_final, sd, h);
+    if lstm {
+        for b in 0..batch {
+            let src = &cs[(steps * batch + b) * hp..][..h];
+            s_final[b * sd + h..(b + 1) * sd].copy_from_slice(src);
+        }
+    }
+    FastForward {
+        h_seq,
+        s_final,
+        cache: FastCache {
+            cell: *cell,
+            shape,
+            hp,
+            hs,
+            cs,
+            gates,
+        },
+    }
+}
+
+/// Backpropagation through time for a forward pass of the fast path. `dh_seq [T, B, H]`
+/// (zeros where a step has no loss) and `ds_final [B, S]` are the upstream gradients.
+#[allow(clippy::too_many_arguments)]
+pub fn seq_backward(
+    opts: FastOptions,
+    cell: &CellDims,
+    params: &[f32],
+    shape: SeqShape,
+    x: &[f32],
+    cache: &FastCache,
+    dh_seq: Option<&[f32]>,
+    ds_final: Option<&[f32]>,
+    want_dx: bool,
+) -> Result<FastGrads> {
+    cell.layout().check("params", params.len())?;
+    shape.check_inputs(cell, x.len(), None)?;
+    if cache.cell != *cell || cache.shape != shape {
+        return Err(Error::InvalidArgument(format!(
+            "the forward cache is for a {} cell (I {}, H {}) over {:?}, not for this call's {} cell (I {}, H {}) over {shape:?}",
+            cache.cell.kind, cache.cell.input, cache.cell.hidden, cache.shape, cell.kind, cell.input, cell.hidden
+        )));
+    }
+    if let Some(d) = dh_seq {
+        check_len("dh_seq", shape.rows() * cell.hidden, d.len(), || {
+            format!("[T={}, B={}, H={}]", shape.steps, shape.batch, cell.hidden)
+        })?;
+        check_finite_par("dh_seq", d)?;
+    }
+    if let Some(d) = ds_final {
+        check_len("ds_final", shape.batch * cell.state_size(), d.len(), || {
+            format!("[B={}, S={}]", shape.batch, cell.state_size())
+        })?;
+        check_finite("ds_final", d)?;
+    }
+    Ok(match cell.kind {
+        CellKind::Rnn => backward_impl::<rnn::Rnn>(
+            opts, cell, params, shape, x, cache, dh_seq, ds_final, want_dx,
+        ),
+        CellKind::Gru => backward_impl::<gru::Gru>(
+            opts, cell, params, shape, x, cache, dh_seq, ds_final, want_dx,
+        ),
+        CellKind::Lstm => backward_impl::<lstm::Lstm>(
+            opts, cell, params, shape, x, cache, dh_seq, ds_final, want_dx,
+        ),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_impl<C: FastCell>(
+    opts: FastOptions,
+    cell: &CellDims,
+    params: &[f32],
+    shape: SeqShape,
+    x: &[f32],
+    cache: &FastCache,
+    dh_seq: Option<&[f32]>,
+    ds_final: Option<&[f32]>,
+    want_dx: bool,
+) -> FastGrads {
+    let (steps, batch, input, h, g) = (
+        shape.steps,
+        shape.batch,
+        cell.input,
+        cell.hidden,
+        cell.gates(),
+    );
+    let hp = cache.hp;
+    let gh = g * hp;
+    let rows = shape.rows();
+    let sd = cell.state_size();
+    let lstm = cell.kind == CellKind::Lstm;
+    let layout = cell.layout();
+    let p = layout.split(params);
+
+    let dh_p = dh_seq.map(|d| {
+        let mut out = vec![0.0f32; rows * hp];
+        copy_rows(d, h, &mut out, hp, h);
+        out
+    });
+    // Ping-pong carries: [B, Hp] each, for h and (LSTM) c.
+    let mut carry_h = [vec![0.0f32; batch * hp], vec![0.0f32; batch * hp]];
+    let mut carry_c = [vec![0.0f32; batch * hp], vec![0.0f32; batch * hp]];
+    if let Some(d) = ds_final {
+        copy_rows(d, sd, &mut carry_h[0], hp, h);
+        if lstm {
+            copy_rows(&d[h..], sd, &mut carry_c[0], hp, h);
+        }
+    }
+    if opts.poison_scratch {
+        // Only the real columns of `next` are written before they are read; the padding
+        // must stay zero, so poison just the real part.
+        for b in 0..batch {
+            carry_h[1][b * hp..b * hp + h]
+                .iter_mut()
+                .for_each(|v| *v = f32::NAN);
+        }
+    }
+    let mut da = vec![0.0f32; rows * gh];
+    fill_nan_if(opts.poison_scratch, &mut da);
+    let mut du_own = if cell.kind == CellKind::Gru {
+        let mut v = vec![0.0f32; rows * gh];
+        fill_nan_if(opts.poison_scratch, &mut v);
+        v
+    } else {
+        Vec::new()
+    };
+    let panels = recurrent::pack_backward(cell, p.w_hh);
+    let da_ptr = da.as_mut_ptr();
+    let du_ptr = if du_own.is_empty() {
+        da_ptr
+    } else {
+        du_own.as_mut_ptr()
+    };
+    let ctx = BwdCtx {
+        batch,
+        h,
+        hp,
+        hs: cache.hs.as_ptr(),
+        cs: cache.cs.as_ptr(),
+        gates: cache.gates.as_ptr(),
+        cw: C::CACHE_WIDTH * hp,
+        dh_seq: dh_p.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
+        da: da_ptr,
+        du: du_ptr,
+        panels: panels.as_ptr(),
+    };
+    let [h0, h1] = &mut carry_h;
+    let [c0, c1] = &mut carry_c;
+    let carry = Carry {
+        cur_h: h0.as_mut_ptr(),
+        next_h: h1.as_mut_ptr(),
+        cur_c: c0.as_mut_ptr(),
+        next_c: c1.as_mut_ptr(),
+    };
+    batch_tasks(batch, BWD_TILE)
+        .into_par_iter()
+        .for_each(|rows| {
+            opts.simd.run(BwdJob::<C> {
+                ctx,
+                carry,
+                steps,
+                rows,
+                cell: PhantomData,
+            })
+        });
+    // After T swaps the latest carry (∂L/∂s_0) is in buffer T mod 2.
+    let last = steps % 2;
+    let mut ds0 = vec![0.0f32; batch * sd];
+    copy_rows(&carry_h[last], hp, &mut ds0, sd, h);
+    if lstm {
+        for b in 0..batch {
+            ds0[b * sd + h..(b + 1) * sd].copy_from_slice(&carry_c[last][b * hp..b * hp + h]);
+        }
+    }
+
+    let du: &[f32] = if du_own.is_empty() { &da } else { &du_own };
+    let da_m = MatRef::new(&da, rows, gh, gh);
+    let du_m = MatRef::new(du, rows, gh, gh);
+    let mut dparams = vec![0.0f32; layout.len()];
+    let grads = layout.split_mut(&mut dparams);
+    // ∂L/∂W_ih = Σ_t daᵀ x, over all T·B rows at once.
+    let mut dw = vec![0.0f32; gh * input];
+    matmul(
+        &mut dw,
+        input,
+        false,
+        da_m.t(),
+        MatRef::new(x, rows, input, input),
+    );
+    unpad_gate_rows(&dw, g, h, hp, input, grads.w_ih);
+    // ∂L/∂W_hh = Σ_t duᵀ h_{t−1}: hs rows 0..T·B are exactly h_0..h_{T−1}.
+    let mut dw = vec![0.0f32; gh * h];
+    matmul(
+        &mut dw,
+        h,
+        false,
+        du_m.t(),
+        MatRef::new(&cache.hs[..rows * hp], rows, h, hp),
+    );
+    unpad_gate_rows(&dw, g, h, hp, h, grads.w_hh);
+    let mut db = vec![0.0f32; gh];
+    column_sums_acc(&da, rows, gh, gh, &mut db);
+    unpad_gate_rows(&db, g, h, hp, 1, grads.b_ih);
+    db.iter_mut().for_each(|v| *v = 0.0);
+    column_sums_acc(du, rows, gh, gh, &mut db);
+    unpad_gate_rows(&db, g, h, hp, 1, grads.b_hh);
+    let dx = want_dx.then(|| {
+        let w_ihp = pad_gate_rows(p.w_ih, g, h, hp, input);
+        let mut dx = vec![0.0f32; rows * input];
+        matmul(
+            &mut dx,
+            input,
+            false,
+            da_m,
+            MatRef::new(&w_ihp, gh, input, input),
+        );
+        dx
+    });
+    drop(du_own);
+    FastGrads { dparams, ds0, dx }
+}

@@ -1,0 +1,220 @@
+//! The recurrent product, fused with the gates: packing of `W_hh` into panels, the
+//! register-tiled micro-kernel, and the raw views the per-cell step code works on.
+//!
+//! Padding: inside the fast path every `H`-sized block is padded to `Hp = ⌈H/16⌉·16`
+//! columns (the backward output tiles are 16 wide, the forward unit tiles 8). Padded
+//! weights are zero, so padded units stay exactly zero in the forward pass and carry zero
+//! gradient in the backward pass; the public outputs are unpadded.
+//!
+//! Forward panel `q` (units `8q..8q+8`) holds, for each `k < H`, the `G` gate vectors
+//! `W_hh[g·H + 8q + l, k]`, `l < 8`: one panel is all the recurrent weights one
+//! output tile needs, streamed from L1 while `R` batch rows accumulate in registers.
+//! Backward panel `q` (columns `16q..16q+16` of `∂L/∂h`) holds, for each padded gate row
+//! `j < G·Hp`, the 16 weights `W_hh[j, 16q + l]`.
+
+use super::simd::{Simd, LANES};
+use memrnn_core::CellDims;
+
+/// `⌈h / 16⌉ · 16`.
+pub fn padded(h: usize) -> usize {
+    h.div_ceil(16) * 16
+}
+
+/// Forward panels of `W_hh [G·H, H]`; see the module docs.
+pub fn pack_forward(cell: &CellDims, w_hh: &[f32]) -> Vec<f32> {
+    let (g, h) = (cell.gates(), cell.hidden);
+    let hp = padded(h);
+    let tiles = hp / LANES;
+    let mut out = vec![0.0; tiles * h * g * LANES];
+    for q in 0..tiles {
+        for k in 0..h {
+            for gate in 0..g {
+                let base = ((q * h + k) * g + gate) * LANES;
+                for l in 0..LANES {
+                    let unit = q * LANES + l;
+                    if unit < h {
+                        out[base + l] = w_hh[(gate * h + unit) * h + k];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Backward panels of `W_hh [G·H, H]`; see the module docs.
+pub fn pack_backward(cell: &CellDims, w_hh: &[f32]) -> Vec<f32> {
+    let (g, h) = (cell.gates(), cell.hidden);
+    let hp = padded(h);
+    let gh = g * hp;
+    let tiles = hp / (2 * LANES);
+    let mut out = vec![0.0; tiles * gh * 2 * LANES];
+    for q in 0..tiles {
+        for gate in 0..g {
+            for jj in 0..h {
+                let j = gate * hp + jj;
+                let base = (q * gh + j) * 2 * LANES;
+                for l in 0..2 * LANES {
+                    let col = q * 2 * LANES + l;
+                    if col < h {
+                        out[base + l] = w_hh[(gate * h + jj) * h + col];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `acc[r][w] += Σ_k a[r][k] · panel[k][w]` for `R` rows and `W` vectors of 8 columns.
+///
+/// # Safety
+/// Each `a[r]` must be readable for `k_len` floats and `panel` for `k_len · W · 8`.
+#[inline(always)]
+pub unsafe fn microkernel<S: Simd, const W: usize, const R: usize>(
+    s: S,
+    a: &[*const f32; R],
+    k_len: usize,
+    panel: *const f32,
+    acc: &mut [[S::V; W]; R],
+) {
+    let mut p = panel;
+    for k in 0..k_len {
+        let mut w = [s.splat(0.0); W];
+        for (g, wv) in w.iter_mut().enumerate() {
+            // SAFETY: p + g·8 + 8 ≤ panel + k_len·W·8 (caller's contract).
+            *wv = unsafe { s.load(p.add(g * LANES)) };
+        }
+        for r in 0..R {
+            // SAFETY: k < k_len (caller's contract on a[r]).
+            let x = s.splat(unsafe { *a[r].add(k) });
+            for g in 0..W {
+                acc[r][g] = s.mul_add(x, w[g], acc[r][g]);
+            }
+        }
+        // SAFETY: stays within (or one past) the panel.
+        p = unsafe { p.add(W * LANES) };
+    }
+}
+
+/// Raw views of the forward pass's buffers, shared by the tasks of one call. Every task
+/// owns a disjoint range of batch rows and writes only those rows.
+#[derive(Clone, Copy)]
+pub struct FwdCtx {
+    pub batch: usize,
+    pub h: usize,
+    pub hp: usize,
+    /// Input pre-activations `a = x W_ihᵀ + b_ih`, `[T·B, G·Hp]`.
+    pub a: *const f32,
+    /// `b_hh`, padded, `[G·Hp]`.
+    pub b_hh: *const f32,
+    /// Forward panels (`pack_forward`).
+    pub panels: *const f32,
+    /// Hidden states `h_0..h_T`, `[T+1, B, Hp]`.
+    pub hs: *mut f32,
+    /// Cell states `c_0..c_T` (LSTM), `[T+1, B, Hp]`.
+    pub cs: *mut f32,
+    /// Per-step cache of gate values, `[T, B, cw]`.
+    pub gates: *mut f32,
+    pub cw: usize,
+}
+
+// SAFETY: the pointers refer to buffers that outlive the parallel region (the caller
+// joins every task before dropping or reading them), inputs are only read, and each task
+// writes only the rows of its own batch range, so no two threads write the same element.
+unsafe impl Send for FwdCtx {}
+// SAFETY: as above.
+unsafe impl Sync for FwdCtx {}
+
+/// Raw views of the backward pass's buffers; the same disjoint-rows rule as [`FwdCtx`].
+#[derive(Clone, Copy)]
+pub struct BwdCtx {
+    pub batch: usize,
+    pub h: usize,
+    pub hp: usize,
+    pub hs: *const f32,
+    pub cs: *const f32,
+    pub gates: *const f32,
+    pub cw: usize,
+    /// `∂L/∂h_t` from the loss, padded `[T, B, Hp]`, or null.
+    pub dh_seq: *const f32,
+    /// `∂L/∂a`, `[T, B, G·Hp]`.
+    pub da: *mut f32,
+    /// `∂L/∂u`, `[T, B, G·Hp]`: the same buffer as `da` except for the GRU.
+    pub du: *mut f32,
+    /// Backward panels (`pack_backward`).
+    pub panels: *const f32,
+}
+
+// SAFETY: as for FwdCtx: buffers outlive the region, tasks write disjoint rows.
+unsafe impl Send for BwdCtx {}
+// SAFETY: as above.
+unsafe impl Sync for BwdCtx {}
+
+/// The gradient carried between steps for one task: `∂L/∂h` (and `∂L/∂c`) for the step
+/// being processed (`cur`) and the one before it (`next`), `[B, Hp]` each.
+#[derive(Clone, Copy)]
+pub struct Carry {
+    pub cur_h: *mut f32,
+    pub next_h: *mut f32,
+    pub cur_c: *mut f32,
+    pub next_c: *mut f32,
+}
+
+impl Carry {
+    pub fn swap(&mut self) {
+        std::mem::swap(&mut self.cur_h, &mut self.next_h);
+        std::mem::swap(&mut self.cur_c, &mut self.next_c);
+    }
+}
+
+// SAFETY: as for FwdCtx: each task reads and writes only its own rows of these buffers.
+unsafe impl Send for Carry {}
+// SAFETY: as above.
+unsafe impl Sync for Carry {}
+
+/// `next_h[b] += Σ_j du[t, b, j] · W_hh[j, ·]` for rows `b0..b0+R`: the recurrent part of
+/// `∂L/∂h_{t−1}`, 16 columns at a time.
+///
+/// # Safety
+/// The buffers behind `ctx` and `next_h` must have the sizes the docs state, rows
+/// `b0..b0+R` must belong to the calling task, and `du` must be written for step `t`.
+#[inline(always)]
+pub unsafe fn recurrent_grad<S: Simd, const R: usize>(
+    s: S,
+    ctx: &BwdCtx,
+    gh: usize,
+    t: usize,
+    b0: usize,
+    next_h: *mut f32,
+) {
+    let hp = ctx.hp;
+    let mut rows = [std::ptr::null::<f32>(); R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        // SAFETY: row (t, b0 + r) lies inside du [T, B, G·Hp].
+        *row = unsafe { ctx.du.add((t * ctx.batch + b0 + r) * gh) };
+    }
+    for q in 0..hp / (2 * LANES) {
+        let mut acc = [[s.splat(0.0); 2]; R];
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: columns 16q..16q+16 < Hp of row b0 + r of next_h.
+            unsafe {
+                let p = next_h.add((b0 + r) * hp + q * 2 * LANES);
+                a[0] = s.load(p);
+                a[1] = s.load(p.add(LANES));
+            }
+        }
+        // SAFETY: each du row holds gh floats; panel q holds gh · 16 floats.
+        unsafe {
+            microkernel::<S, 2, R>(s, &rows, gh, ctx.panels.add(q * gh * 2 * LANES), &mut acc)
+        };
+        for (r, a) in acc.iter().enumerate() {
+            // SAFETY: as for the loads above.
+            unsafe {
+                let p = next_h.add((b0 + r) * hp + q * 2 * LANES);
+                s.store(p, a[0]);
+                s.store(p.add(LANES), a[1]);
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! tanh RNN steps of the fast path (MATH.md §2), fused with the recurrent product. No
+//! gate cache: the backward pass needs only `h_t`, which the forward pass keeps anyway.
+
+use super::recurrent::{microkernel, recurrent_grad, BwdCtx, Carry, FwdCtx};
+use super::simd::{tanh, Simd, LANES};
+use super::FastCell;
+
+pub struct Rnn;
+
+/// Rows per forward tile: 8 rows × 1 vector = 8 accumulators.
+const R_FWD: usize = 8;
+const R_BWD: usize = 4;
+
+impl FastCell for Rnn {
+    const CACHE_WIDTH: usize = 0;
+    const ROW_TILE: usize = R_FWD;
+
+    #[inline(always)]
+    unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize) {
+        // SAFETY: forwarded contract (FastCell::fwd_block).
+        unsafe {
+            match n {
+                1 => fwd_rows::<S, 1>(s, ctx, t, b0),
+                2 => fwd_rows::<S, 2>(s, ctx, t, b0),
+                3 => fwd_rows::<S, 3>(s, ctx, t, b0),
+                4 => fwd_rows::<S, 4>(s, ctx, t, b0),
+                5 => fwd_rows::<S, 5>(s, ctx, t, b0),
+                6 => fwd_rows::<S, 6>(s, ctx, t, b0),
+                7 => fwd_rows::<S, 7>(s, ctx, t, b0),
+                _ => fwd_rows::<S, R_FWD>(s, ctx, t, b0),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn bwd_block<S: Simd>(s: S, ctx: &BwdCtx, carry: &Carry, t: usize, b0: usize, n: usize) {
+        // SAFETY: forwarded contract (FastCell::bwd_block).
+        unsafe {
+            match n {
+                1 => bwd_rows::<S, 1>(s, ctx, carry, t, b0),
+                2 => bwd_rows::<S, 2>(s, ctx, carry, t, b0),
+                3 => bwd_rows::<S, 3>(s, ctx, carry, t, b0),
+                _ => bwd_rows::<S, R_BWD>(s, ctx, carry, t, b0),
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn fwd_rows<S: Simd, const R: usize>(s: S, ctx: &FwdCtx, t: usize, b0: usize) {
+    let (hp, h) = (ctx.hp, ctx.h);
+    let mut prev = [std::ptr::null::<f32>(); R];
+    for (r, p) in prev.iter_mut().enumerate() {
+        // SAFETY (all pointer arithmetic below): rows (t, b0 + r) and (t + 1, b0 + r)
+        // exist in every [T(+1), B, ·] buffer, and column offsets stay below the row width.
+        *p = unsafe { ctx.hs.add((t * ctx.batch + b0 + r) * hp) };
+    }
+    for q in 0..hp / LANES {
+        let o = q * LANES;
+        // SAFETY: see above; b_hh has Hp floats.
+        let mut acc = [[unsafe { s.load(ctx.b_hh.add(o)) }]; R];
+        // SAFETY: prev rows hold Hp ≥ H floats; panel q holds H · 8 floats.
+        unsafe { microkernel::<S, 1, R>(s, &prev, h, ctx.panels.add(q * h * LANES), &mut acc) };
+        for (r, u) in acc.iter().enumerate() {
+            let row = t * ctx.batch + b0 + r;
+            // SAFETY: see above.
+            unsafe {
+                let h_new = tanh(s, s.add(s.load(ctx.a.add(row * hp + o)), u[0]));
+                s.store(ctx.hs.add(((t + 1) * ctx.batch + b0 + r) * hp + o), h_new);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn bwd_rows<S: Simd, const R: usize>(
+    s: S,
+    ctx: &BwdCtx,
+    carry: &Carry,
+    t: usize,
+    b0: usize,
+) {
+    let hp = ctx.hp;
+    let one = s.splat(1.0);
+    for r in 0..R {
+        let b = b0 + r;
+        let row = t * ctx.batch + b;
+        for q in 0..hp / LANES {
+            let o = q * LANES;
+            // SAFETY: rows (t, b), (t + 1, b) of hs, dh_seq, da and row b of the carries
+            // exist and belong to this task; o + 8 ≤ Hp.
+            unsafe {
+                let mut dh = s.load(carry.cur_h.add(b * hp + o));
+                if !ctx.dh_seq.is_null() {
+                    dh = s.add(dh, s.load(ctx.dh_seq.add(row * hp + o)));
+                }
+                let h_new = s.load(ctx.hs.add((row + ctx.batch) * hp + o));
+                s.store(
+                    ctx.da.add(row * hp + o),
+                    s.mul(dh, s.sub(one, s.mul(h_new, h_new))),
+                );
+                s.store(carry.next_h.add(b * hp + o), s.splat(0.0));
+            }
+        }
+    }
+    // SAFETY: du (= da) rows (t, b0..b0+R) were written above; next_h rows are this task's.
+    unsafe { recurrent_grad::<S, R>(s, ctx, hp, t, b0, carry.next_h) };
+}

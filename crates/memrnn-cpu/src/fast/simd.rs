@@ -1,0 +1,336 @@
+//! The SIMD layer of the fast path: 8-lane f32 vectors behind one trait, with an AVX2 +
+//! FMA implementation chosen at run time and a portable fallback (plain arrays that the
+//! compiler vectorises with the baseline instruction set). No `target-cpu=native`.
+//!
+//! How the dispatch works: a job implements [`SimdJob`]; [`SimdLevel::run`] calls its
+//! `run::<S>` either directly (portable) or from a `#[target_feature(enable = "avx2,fma")]`
+//! function (AVX2). Everything the job calls on the hot path is `#[inline(always)]`, so it
+//! is compiled inside that function with AVX2 and FMA enabled. A value of type
+//! [`Avx2Fma`] is a proof that the CPU has both: only [`SimdLevel::run`] makes one, after
+//! checking.
+
+/// The instruction sets the fast path can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SimdLevel {
+    /// Baseline x86-64 (SSE2) or whatever the target guarantees, via plain arrays.
+    Portable,
+    /// AVX2 with fused multiply-add (x86-64 only).
+    Avx2Fma,
+}
+
+impl SimdLevel {
+    /// The best level this CPU supports.
+    pub fn detect() -> SimdLevel {
+        if SimdLevel::Avx2Fma.is_available() {
+            SimdLevel::Avx2Fma
+        } else {
+            SimdLevel::Portable
+        }
+    }
+
+    /// Every level this CPU supports, best last (the tests run each).
+    pub fn available() -> Vec<SimdLevel> {
+        [SimdLevel::Portable, SimdLevel::Avx2Fma]
+            .into_iter()
+            .filter(|l| l.is_available())
+            .collect()
+    }
+
+    pub fn is_available(self) -> bool {
+        match self {
+            SimdLevel::Portable => true,
+            SimdLevel::Avx2Fma => avx2_fma_detected(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Portable => "portable",
+            SimdLevel::Avx2Fma => "avx2+fma",
+        }
+    }
+
+    /// Runs `job` with this level's vectors.
+    ///
+    /// # Panics
+    /// If the level is not available (callers check with [`Self::is_available`] when the
+    /// level comes from a user).
+    pub fn run<J: SimdJob>(self, job: J) -> J::Output {
+        match self {
+            SimdLevel::Portable => job.run(Portable),
+            SimdLevel::Avx2Fma => {
+                assert!(
+                    avx2_fma_detected(),
+                    "AVX2+FMA requested on a CPU without it"
+                );
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // SAFETY: the assert above checked that the CPU supports AVX2 and FMA,
+                    // the features `run_avx2` is compiled with.
+                    unsafe { run_avx2(job) }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("avx2_fma_detected() is false off x86-64")
+            }
+        }
+    }
+}
+
+fn avx2_fma_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<J: SimdJob>(job: J) -> J::Output {
+    job.run(Avx2Fma { _proof: () })
+}
+
+/// A computation generic over the vector type, run through [`SimdLevel::run`].
+pub trait SimdJob {
+    type Output;
+    fn run<S: Simd>(self, s: S) -> Self::Output;
+}
+
+/// Number of f32 lanes in every vector type here.
+pub const LANES: usize = 8;
+
+/// 8-lane f32 vector operations. `S` values are zero-sized tokens; the methods take one
+/// so that AVX2 code can only run where a token was made (after feature detection).
+pub trait Simd: Copy + Send + Sync + 'static {
+    type V: Copy;
+    /// Loads 8 floats from `p` (no alignment needed).
+    ///
+    /// # Safety
+    /// `p..p+8` must be readable.
+    unsafe fn load(self, p: *const f32) -> Self::V;
+    /// Stores 8 floats at `p`.
+    ///
+    /// # Safety
+    /// `p..p+8` must be writable and not aliased by a live reference.
+    unsafe fn store(self, p: *mut f32, v: Self::V);
+    fn splat(self, x: f32) -> Self::V;
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    fn min(self, a: Self::V, b: Self::V) -> Self::V;
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a · b + c`, fused where the hardware has FMA.
+    fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+}
+
+/// `tanh`, as a [13/6] rational approximation on `[−7.9, 7.9]` (Eigen's
+/// `generic_fast_tanh_float`), clamped outside where `tanh` is `±1` to f32 precision.
+/// Max abs error about 1e-7 (tested against `f64::tanh`).
+#[inline(always)]
+pub fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
+    let c = 7.905_311_f32;
+    let x = s.max(s.min(x, s.splat(c)), s.splat(-c));
+    let x2 = s.mul(x, x);
+    let mut p = s.mul_add(x2, s.splat(-2.760_768_5e-16), s.splat(2.000_187_9e-13));
+    p = s.mul_add(x2, p, s.splat(-8.604_671_5e-11));
+    p = s.mul_add(x2, p, s.splat(5.122_297e-8));
+    p = s.mul_add(x2, p, s.splat(1.485_722_4e-5));
+    p = s.mul_add(x2, p, s.splat(6.372_619_3e-4));
+    p = s.mul_add(x2, p, s.splat(4.893_524_6e-3));
+    p = s.mul(x, p);
+    let mut q = s.mul_add(x2, s.splat(1.198_258_4e-6), s.splat(1.185_347_1e-4));
+    q = s.mul_add(x2, q, s.splat(2.268_434_6e-3));
+    q = s.mul_add(x2, q, s.splat(4.893_525e-3));
+    s.div(p, q)
+}
+
+/// The logistic sigmoid, `σ(x) = ½ + ½ tanh(x / 2)`.
+#[inline(always)]
+pub fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
+    let half = s.splat(0.5);
+    s.mul_add(half, tanh(s, s.mul(half, x)), half)
+}
+
+/// Plain arrays: correct everywhere, vectorised by the compiler for the baseline ISA.
+#[derive(Clone, Copy, Debug)]
+pub struct Portable;
+
+macro_rules! lanewise {
+    ($a:expr, $b:expr, |$x:ident, $y:ident| $e:expr) => {{
+        let (a, b) = ($a, $b);
+        let mut out = [0.0f32; LANES];
+        for l in 0..LANES {
+            let ($x, $y) = (a[l], b[l]);
+            out[l] = $e;
+        }
+        out
+    }};
+}
+
+impl Simd for Portable {
+    type V = [f32; LANES];
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> Self::V {
+        // SAFETY: the caller guarantees p..p+8 is readable; read_unaligned needs no alignment.
+        unsafe { p.cast::<[f32; LANES]>().read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: Self::V) {
+        // SAFETY: the caller guarantees p..p+8 is writable and unaliased.
+        unsafe { p.cast::<[f32; LANES]>().write_unaligned(v) }
+    }
+    #[inline(always)]
+    fn splat(self, x: f32) -> Self::V {
+        [x; LANES]
+    }
+    #[inline(always)]
+    fn add(self, a: Self::V, b: Self::V) -> Self::V {
+        lanewise!(a, b, |x, y| x + y)
+    }
+    #[inline(always)]
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V {
+        lanewise!(a, b, |x, y| x - y)
+    }
+    #[inline(always)]
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V {
+        lanewise!(a, b, |x, y| x * y)
+    }
+    #[inline(always)]
+    fn div(self, a: Self::V, b: Self::V) -> Self::V {
+        lanewise!(a, b, |x, y| x / y)
+    }
+    #[inline(always)]
+    fn min(self, a: Self::V, b: Self::V) -> Self::V {
+        lanewise!(a, b, |x, y| if x < y { x } else { y })
+    }
+    #[inline(always)]
+    fn max(self, a: Self::V, b: Self::V) -> Self::V {
+        lanewise!(a, b, |x, y| if x > y { x } else { y })
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // Unfused on purpose: `f32::mul_add` without hardware FMA is a slow libm call.
+        self.add(self.mul(a, b), c)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use avx2::Avx2Fma;
+
+#[cfg(not(target_arch = "x86_64"))]
+/// Never constructed off x86-64.
+#[derive(Clone, Copy, Debug)]
+pub enum Avx2Fma {}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Simd, LANES};
+    use std::arch::x86_64::*;
+
+    /// A token proving AVX2 and FMA are present; made only by `SimdLevel::run`.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx2Fma {
+        pub(super) _proof: (),
+    }
+
+    // SAFETY (for every method below): an `Avx2Fma` exists only inside `run_avx2`, which
+    // is entered after `is_x86_feature_detected!` confirmed AVX2 and FMA, so the
+    // instructions these intrinsics emit are supported. Pointer validity for load/store
+    // is the caller's contract, stated on the trait.
+    impl Simd for Avx2Fma {
+        type V = __m256;
+        #[inline(always)]
+        unsafe fn load(self, p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn div(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_div_ps(a, b) }
+        }
+        #[inline(always)]
+        fn min(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_min_ps(a, b) }
+        }
+        #[inline(always)]
+        fn max(self, a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+    }
+    const _: () = assert!(LANES == 8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TanhSigmoid<'a>(&'a [f32]);
+    impl SimdJob for TanhSigmoid<'_> {
+        type Output = (Vec<f32>, Vec<f32>);
+        fn run<S: Simd>(self, s: S) -> Self::Output {
+            let mut t = vec![0.0; self.0.len()];
+            let mut g = vec![0.0; self.0.len()];
+            for ((x, t), g) in self
+                .0
+                .chunks_exact(LANES)
+                .zip(t.chunks_exact_mut(LANES))
+                .zip(g.chunks_exact_mut(LANES))
+            {
+                // SAFETY: each chunk holds exactly LANES floats.
+                unsafe {
+                    let v = s.load(x.as_ptr());
+                    s.store(t.as_mut_ptr(), tanh(s, v));
+                    s.store(g.as_mut_ptr(), sigmoid(s, v));
+                }
+            }
+            (t, g)
+        }
+    }
+
+    #[test]
+    fn tanh_and_sigmoid_are_accurate_at_every_level() {
+        let xs: Vec<f32> = (0..16_000).map(|i| (i as f32 - 8000.0) / 400.0).collect();
+        for level in SimdLevel::available() {
+            let (t, g) = level.run(TanhSigmoid(&xs));
+            let mut worst_t = 0.0f64;
+            let mut worst_g = 0.0f64;
+            for (i, &x) in xs.iter().enumerate() {
+                let x = x as f64;
+                worst_t = worst_t.max((t[i] as f64 - x.tanh()).abs());
+                worst_g = worst_g.max((g[i] as f64 - 1.0 / (1.0 + (-x).exp())).abs());
+            }
+            assert!(worst_t < 3e-7, "{level:?}: tanh max abs error {worst_t:e}");
+            assert!(
+                worst_g < 3e-7,
+                "{level:?}: sigmoid max abs error {worst_g:e}"
+            );
+        }
+    }
+}

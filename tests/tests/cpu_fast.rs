@@ -1,0 +1,355 @@
+//! The CPU fast path against the f64 reference: every cell, awkward shapes, every SIMD
+//! level this machine has, scratch NaN-poisoned; bit-identical results for 1 and 2
+//! threads; speed, Jacobian and Adam through the `Backend` trait; bad input.
+
+use memrnn_core::{
+    real::convert, AdamConfig, Backend, CellDims, CellKind, Error, SeqShape, SeqUpstream,
+};
+use memrnn_cpu::{reference, CpuBackend, SimdLevel};
+use memrnn_testkit::{assert_close, awkward_cases, random_params, rng, test_seed, uniform, Case};
+
+const TOL: f64 = 1e-4;
+
+/// The awkward shapes plus a few larger ones that cross several tiles in every direction.
+fn cases(kind: CellKind) -> Vec<Case> {
+    let mut v = awkward_cases(kind);
+    for (i, h, b, t) in [(40, 37, 19, 7), (7, 64, 9, 5), (65, 33, 5, 11)] {
+        v.push(Case {
+            cell: CellDims::new(kind, i, h).unwrap(),
+            shape: SeqShape::new(t, b).unwrap(),
+        });
+    }
+    v
+}
+
+struct Inputs {
+    params: Vec<f64>,
+    x: Vec<f64>,
+    s0: Vec<f64>,
+    dh_seq: Vec<f64>,
+    ds_final: Vec<f64>,
+}
+
+fn inputs(case: &Case, seed: u64) -> Inputs {
+    let (cell, shape) = (case.cell, case.shape);
+    let mut r = rng(seed);
+    let mut dh_seq: Vec<f64> = uniform(&mut r, shape.rows() * cell.hidden, -1.0, 1.0);
+    // Loss on a subset of steps: every third step carries none.
+    let n = shape.batch * cell.hidden;
+    for t in (0..shape.steps).step_by(3) {
+        dh_seq[t * n..(t + 1) * n].iter_mut().for_each(|v| *v = 0.0);
+    }
+    Inputs {
+        params: random_params(&mut r, &cell, 1.5),
+        x: uniform(&mut r, shape.rows() * cell.input, -1.0, 1.0),
+        s0: uniform(&mut r, shape.batch * cell.state_size(), -0.9, 0.9),
+        dh_seq,
+        ds_final: uniform(&mut r, shape.batch * cell.state_size(), -1.0, 1.0),
+    }
+}
+
+#[test]
+fn fast_path_matches_reference_at_every_simd_level() {
+    for kind in CellKind::ALL {
+        for case in cases(kind) {
+            let (cell, shape) = (case.cell, case.shape);
+            let seed = test_seed(&format!("fast-{kind}-{cell:?}-{shape:?}"), 11);
+            let inp = inputs(&case, seed);
+            let fwd =
+                reference::seq_forward(&cell, &inp.params, shape, &inp.x, Some(&inp.s0)).unwrap();
+            let want = reference::seq_backward(
+                &cell,
+                &inp.params,
+                shape,
+                &inp.x,
+                &fwd,
+                Some(&inp.dh_seq),
+                Some(&inp.ds_final),
+                true,
+            )
+            .unwrap();
+            let (p, x, s0): (Vec<f32>, Vec<f32>, Vec<f32>) =
+                (convert(&inp.params), convert(&inp.x), convert(&inp.s0));
+            let (dh, dsf): (Vec<f32>, Vec<f32>) = (convert(&inp.dh_seq), convert(&inp.ds_final));
+            for level in SimdLevel::available() {
+                let be = CpuBackend::new()
+                    .with_simd(level)
+                    .unwrap()
+                    .with_poisoned_scratch(true);
+                let what = format!(
+                    "{kind} {} I{} H{} B{} T{}",
+                    level.name(),
+                    cell.input,
+                    cell.hidden,
+                    shape.batch,
+                    shape.steps
+                );
+                let f = be.seq_forward(&cell, &p, shape, &x, Some(&s0)).unwrap();
+                assert_close(&format!("{what} h_seq"), &f.h_seq, &fwd.h_seq, TOL, seed);
+                assert_close(
+                    &format!("{what} s_final"),
+                    &f.s_final,
+                    fwd.s_final(&cell, shape),
+                    TOL,
+                    seed,
+                );
+                let up = SeqUpstream {
+                    dh_seq: Some(&dh),
+                    ds_final: Some(&dsf),
+                };
+                let g = be.seq_backward(&cell, &p, shape, &x, &f, up, true).unwrap();
+                assert_close(
+                    &format!("{what} dparams"),
+                    &g.dparams,
+                    &want.dparams,
+                    TOL,
+                    seed,
+                );
+                assert_close(&format!("{what} ds0"), &g.ds0, &want.ds0, TOL, seed);
+                assert_close(
+                    &format!("{what} dx"),
+                    g.dx.as_ref().unwrap(),
+                    want.dx.as_ref().unwrap(),
+                    TOL,
+                    seed,
+                );
+                // Without the input gradient, and with only one kind of upstream gradient.
+                let g2 = be
+                    .seq_backward(
+                        &cell,
+                        &p,
+                        shape,
+                        &x,
+                        &f,
+                        SeqUpstream {
+                            dh_seq: Some(&dh),
+                            ds_final: Some(&dsf),
+                        },
+                        false,
+                    )
+                    .unwrap();
+                assert!(g2.dx.is_none());
+                assert_eq!(g2.dparams, g.dparams, "{what}: dparams depend on want_dx");
+            }
+        }
+    }
+}
+
+#[test]
+fn upstream_gradients_may_be_absent() {
+    for kind in CellKind::ALL {
+        let case = Case {
+            cell: CellDims::new(kind, 6, 11).unwrap(),
+            shape: SeqShape::new(4, 3).unwrap(),
+        };
+        let (cell, shape) = (case.cell, case.shape);
+        let seed = test_seed(&format!("absent-{kind}"), 12);
+        let inp = inputs(&case, seed);
+        let fwd = reference::seq_forward(&cell, &inp.params, shape, &inp.x, None).unwrap();
+        let (p, x): (Vec<f32>, Vec<f32>) = (convert(&inp.params), convert(&inp.x));
+        let be = CpuBackend::new().with_poisoned_scratch(true);
+        let f = be.seq_forward(&cell, &p, shape, &x, None).unwrap();
+        for (dh, ds) in [(true, false), (false, true)] {
+            let want = reference::seq_backward(
+                &cell,
+                &inp.params,
+                shape,
+                &inp.x,
+                &fwd,
+                dh.then_some(inp.dh_seq.as_slice()),
+                ds.then_some(inp.ds_final.as_slice()),
+                true,
+            )
+            .unwrap();
+            let (dh32, ds32): (Vec<f32>, Vec<f32>) = (convert(&inp.dh_seq), convert(&inp.ds_final));
+            let up = SeqUpstream {
+                dh_seq: dh.then_some(&dh32),
+                ds_final: ds.then_some(&ds32),
+            };
+            let g = be.seq_backward(&cell, &p, shape, &x, &f, up, true).unwrap();
+            assert_close(
+                &format!("{kind} dparams (dh {dh}, ds {ds})"),
+                &g.dparams,
+                &want.dparams,
+                TOL,
+                seed,
+            );
+            assert_close(
+                &format!("{kind} ds0 (dh {dh}, ds {ds})"),
+                &g.ds0,
+                &want.ds0,
+                TOL,
+                seed,
+            );
+        }
+    }
+}
+
+#[test]
+fn results_are_identical_for_one_and_two_threads() {
+    for kind in CellKind::ALL {
+        // Large enough that the SGEMMs and the batch split both use both threads.
+        let case = Case {
+            cell: CellDims::new(kind, 97, 45).unwrap(),
+            shape: SeqShape::new(6, 37).unwrap(),
+        };
+        let (cell, shape) = (case.cell, case.shape);
+        let seed = test_seed(&format!("threads-{kind}"), 13);
+        let inp = inputs(&case, seed);
+        let (p, x, s0): (Vec<f32>, Vec<f32>, Vec<f32>) =
+            (convert(&inp.params), convert(&inp.x), convert(&inp.s0));
+        let dh: Vec<f32> = convert(&inp.dh_seq);
+        let run = |threads: usize| {
+            let be = CpuBackend::new().with_threads(threads).unwrap();
+            let f = be.seq_forward(&cell, &p, shape, &x, Some(&s0)).unwrap();
+            let up = SeqUpstream {
+                dh_seq: Some(&dh),
+                ds_final: None,
+            };
+            let g = be.seq_backward(&cell, &p, shape, &x, &f, up, true).unwrap();
+            (f.h_seq, f.s_final, g.dparams, g.ds0, g.dx.unwrap())
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            let many = run(threads);
+            assert!(
+                one.0 == many.0 && one.1 == many.1,
+                "{kind}: forward differs with {threads} threads (seed {seed})"
+            );
+            assert!(
+                one.2 == many.2,
+                "{kind}: dparams differ with {threads} threads (seed {seed})"
+            );
+            assert!(
+                one.3 == many.3 && one.4 == many.4,
+                "{kind}: ds0/dx differ with {threads} threads (seed {seed})"
+            );
+        }
+    }
+}
+
+#[test]
+fn speed_gradient_and_jacobian_match_reference() {
+    for kind in CellKind::ALL {
+        for (i, h, n) in [(1, 1, 1), (5, 7, 3), (3, 19, 5)] {
+            let cell = CellDims::new(kind, i, h).unwrap();
+            let seed = test_seed(&format!("speed-{kind}-{i}-{h}"), 14);
+            let mut r = rng(seed);
+            let params: Vec<f64> = random_params(&mut r, &cell, 2.0);
+            let states: Vec<f64> = uniform(&mut r, n * cell.state_size(), -0.9, 0.9);
+            let x: Vec<f64> = uniform(&mut r, n * cell.input, -1.0, 1.0);
+            let (sp, ds, dp) = reference::speed_grad(&cell, &params, &states, &x, n, true).unwrap();
+            let jac = reference::jacobian(&cell, &params, &states, &x, n).unwrap();
+            let (p, s, xx): (Vec<f32>, Vec<f32>, Vec<f32>) =
+                (convert(&params), convert(&states), convert(&x));
+            let be = CpuBackend::new().with_poisoned_scratch(true);
+            let what = format!("{kind} I{i} H{h} N{n}");
+            let got = be.step_speed(&cell, &p, &s, &xx, n).unwrap();
+            assert_close(&format!("{what} speed"), &got, &sp, TOL, seed);
+            let g = be.step_speed_grad(&cell, &p, &s, &xx, n, true).unwrap();
+            assert_close(
+                &format!("{what} speed (grad call)"),
+                &g.speed,
+                &sp,
+                TOL,
+                seed,
+            );
+            assert_close(&format!("{what} dS/ds"), &g.dstate, &ds, TOL, seed);
+            assert_close(
+                &format!("{what} dS/dθ"),
+                g.dparams.as_ref().unwrap(),
+                dp.as_ref().unwrap(),
+                TOL,
+                seed,
+            );
+            let j = be.step_jacobian(&cell, &p, &s, &xx, n).unwrap();
+            assert_close(&format!("{what} Jacobian"), &j, &jac, TOL, seed);
+        }
+    }
+}
+
+#[test]
+fn adam_first_step_moves_each_parameter_by_lr() {
+    // After one step m̂ = g and v̂ = g², so every parameter moves by lr · g / (|g| + eps).
+    let be = CpuBackend::new();
+    let cfg = AdamConfig {
+        lr: 0.01,
+        ..AdamConfig::default()
+    };
+    let mut p = vec![1.0f32, -2.0, 0.5, 3.0];
+    let g = vec![0.3f32, -4.0, 1e-3, 0.0];
+    let mut st = be.adam_state(4).unwrap();
+    be.adam_update(&mut p, &g, &mut st, &cfg).unwrap();
+    let want = [
+        1.0 - 0.01,
+        -2.0 + 0.01,
+        0.5 - 0.01 * 1e-3 / (1e-3 + 1e-8),
+        3.0,
+    ];
+    for (a, b) in p.iter().zip(want) {
+        assert!((a - b).abs() < 1e-6, "{p:?} vs {want:?}");
+    }
+    assert_eq!(st.step, 1);
+    let bad = AdamConfig { lr: -1.0, ..cfg };
+    assert!(be.adam_update(&mut p, &g, &mut st, &bad).is_err());
+    assert!(be
+        .adam_update(&mut p, &g[..3].to_vec(), &mut st, &cfg)
+        .is_err());
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let be = CpuBackend::new();
+    let cell = CellDims::new(CellKind::Lstm, 3, 5).unwrap();
+    let shape = SeqShape::new(2, 4).unwrap();
+    let seed = test_seed("bad-input", 15);
+    let mut r = rng(seed);
+    let p: Vec<f32> = random_params(&mut r, &cell, 1.0);
+    let x: Vec<f32> = uniform(&mut r, shape.rows() * 3, -1.0, 1.0);
+    // NaN in a weight.
+    let mut bad = p.clone();
+    bad[7] = f32::NAN;
+    match be.seq_forward(&cell, &bad, shape, &x, None) {
+        Err(Error::NonFinite { what, index, .. }) => assert!(what == "params" && index == 7),
+        other => panic!("expected a NonFinite error, got {:?}", other.err()),
+    }
+    // Inf in the data.
+    let mut badx = x.clone();
+    badx[20] = f32::INFINITY;
+    let err = be.seq_forward(&cell, &p, shape, &badx, None).err().unwrap();
+    assert!(
+        err.to_string().contains("x contains a non-finite value"),
+        "{err}"
+    );
+    // Mismatched shapes.
+    let err = be
+        .seq_forward(&cell, &p, shape, &x[1..].to_vec(), None)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("shape mismatch for x"), "{err}");
+    let err = be
+        .seq_forward(&cell, &p[1..].to_vec(), shape, &x, None)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("params"), "{err}");
+    let err = be
+        .seq_forward(&cell, &p, shape, &x, Some(&vec![0.0; 4 * 5]))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("s0"), "{err}");
+    // A forward pass of another shape handed to the backward pass.
+    let f = be.seq_forward(&cell, &p, shape, &x, None).unwrap();
+    let other = SeqShape::new(1, 8).unwrap();
+    let up = SeqUpstream {
+        dh_seq: None,
+        ds_final: None,
+    };
+    let err = be
+        .seq_backward(&cell, &p, other, &x, &f, up, false)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("forward cache"), "{err}");
+    let err = be.step_speed(&cell, &p, &vec![], &vec![], 0).err().unwrap();
+    assert!(err.to_string().contains("no states"), "{err}");
+    assert!(CpuBackend::new().with_threads(0).is_err());
+}
