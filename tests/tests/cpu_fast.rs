@@ -238,7 +238,11 @@ fn speed_gradient_and_jacobian_match_reference() {
             let params: Vec<f64> = random_params(&mut r, &cell, 2.0);
             let states: Vec<f64> = uniform(&mut r, n * cell.state_size(), -0.9, 0.9);
             let x: Vec<f64> = uniform(&mut r, n * cell.input, -1.0, 1.0);
-            let (sp, ds, dp) = reference::speed_grad(&cell, &params, &states, &x, n, true).unwrap();
+            let reference::RefSpeedGrad {
+                speed: sp,
+                dstate: ds,
+                dparams: dp,
+            } = reference::speed_grad(&cell, &params, &states, &x, n, true).unwrap();
             let jac = reference::jacobian(&cell, &params, &states, &x, n).unwrap();
             let (p, s, xx): (Vec<f32>, Vec<f32>, Vec<f32>) =
                 (convert(&params), convert(&states), convert(&x));

@@ -30,6 +30,9 @@ impl HostTensor {
     }
 }
 
+/// Every tensor of a safetensors file by name, and its string metadata.
+pub type TensorFile = (BTreeMap<String, HostTensor>, BTreeMap<String, String>);
+
 /// A model with the metadata its checkpoint carried.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
@@ -100,7 +103,7 @@ pub fn read_tensors(
 /// Parses safetensors bytes into f64 tensors and metadata.
 pub fn tensors_from_bytes(
     bytes: &[u8],
-) -> std::result::Result<(BTreeMap<String, HostTensor>, BTreeMap<String, String>), String> {
+) -> std::result::Result<TensorFile, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
         format!(
             "not a valid safetensors file ({e}); was it truncated or written by another program?"

@@ -116,8 +116,11 @@ fn speed_gradients_and_jacobian_match_finite_differences() {
             let params: Vec<f64> = random_params(&mut r, &cell, 2.0);
             let states: Vec<f64> = uniform(&mut r, n * cell.state_size(), -0.9, 0.9);
             let x: Vec<f64> = uniform(&mut r, n * cell.input, -1.0, 1.0);
-            let (speeds, dstate, dparams) =
-                reference::speed_grad(&cell, &params, &states, &x, n, true).unwrap();
+            let reference::RefSpeedGrad {
+                speed: speeds,
+                dstate,
+                dparams,
+            } = reference::speed_grad(&cell, &params, &states, &x, n, true).unwrap();
             let total = |p: &[f64], s: &[f64]| -> f64 {
                 reference::speed(&cell, p, s, &x, n).unwrap().iter().sum()
             };

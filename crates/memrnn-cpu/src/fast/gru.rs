@@ -8,8 +8,9 @@ use super::FastCell;
 
 pub struct Gru;
 
-/// Rows per forward tile: 4 rows × 3 gate vectors = 12 accumulators.
-const R_FWD: usize = 4;
+/// Rows per forward tile: 3 rows × 3 gate vectors = 9 accumulators, + 3 weight vectors
+/// + 1 broadcast = 13 of the 16 ymm registers (4 rows would need all 16 and spill).
+const R_FWD: usize = 3;
 /// Rows per backward tile.
 const R_BWD: usize = 4;
 
@@ -24,7 +25,6 @@ impl FastCell for Gru {
             match n {
                 1 => fwd_rows::<S, 1>(s, ctx, t, b0),
                 2 => fwd_rows::<S, 2>(s, ctx, t, b0),
-                3 => fwd_rows::<S, 3>(s, ctx, t, b0),
                 _ => fwd_rows::<S, R_FWD>(s, ctx, t, b0),
             }
         }

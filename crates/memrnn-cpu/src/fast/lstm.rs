@@ -8,8 +8,9 @@ use super::FastCell;
 
 pub struct Lstm;
 
-/// Rows per forward tile: 3 rows × 4 gate vectors = 12 accumulators.
-const R_FWD: usize = 3;
+/// Rows per forward tile: 2 rows × 4 gate vectors = 8 accumulators, + 4 weight vectors
+/// + 1 broadcast = 13 of the 16 ymm registers (3 rows would need 17 and spill).
+const R_FWD: usize = 2;
 const R_BWD: usize = 4;
 
 impl FastCell for Lstm {
@@ -22,7 +23,6 @@ impl FastCell for Lstm {
         unsafe {
             match n {
                 1 => fwd_rows::<S, 1>(s, ctx, t, b0),
-                2 => fwd_rows::<S, 2>(s, ctx, t, b0),
                 _ => fwd_rows::<S, R_FWD>(s, ctx, t, b0),
             }
         }

@@ -76,6 +76,7 @@ pub fn step<T: Real>(cell: &CellDims, p: &ParamView<'_, T>, s: &[T], x: &[T], s_
 /// The backward pass of one step for one row: given `ds_new = ∂L/∂F(s, x)`, overwrites
 /// `ds = ∂L/∂s`, accumulates the parameter gradients into `grad`, and, when given,
 /// overwrites `dx = ∂L/∂x`.
+#[allow(clippy::too_many_arguments)]
 pub fn step_backward<T: Real>(
     cell: &CellDims,
     p: &ParamView<'_, T>,
@@ -137,6 +138,17 @@ pub fn speed<T: Real>(
         .collect())
 }
 
+/// The speed of `N` points and its gradients, as the reference computes them.
+#[derive(Clone, Debug)]
+pub struct RefSpeedGrad<T> {
+    /// `S_n`, `[N]`.
+    pub speed: Vec<T>,
+    /// `∂S_n/∂s_n = 2 (J − I)ᵀ (F(s_n) − s_n)`, `[N, S]`.
+    pub dstate: Vec<T>,
+    /// `Σ_n ∂S_n/∂θ`, when asked for.
+    pub dparams: Option<Vec<T>>,
+}
+
 /// The speed of `N` points, `∂S_n/∂s_n = 2 (J − I)ᵀ (F(s_n) − s_n)`, and, when asked,
 /// `Σ_n ∂S_n/∂θ`.
 pub fn speed_grad<T: Real>(
@@ -146,7 +158,7 @@ pub fn speed_grad<T: Real>(
     x: &[T],
     n: usize,
     want_dparams: bool,
-) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>)> {
+) -> Result<RefSpeedGrad<T>> {
     check_points(cell, params, states, x, n)?;
     let layout = cell.layout();
     let p = layout.split(params);
@@ -170,7 +182,11 @@ pub fn speed_grad<T: Real>(
             *d = *d - gn;
         }
     }
-    Ok((speeds, dstate, dparams))
+    Ok(RefSpeedGrad {
+        speed: speeds,
+        dstate,
+        dparams,
+    })
 }
 
 /// The one-step Jacobians `J_n = ∂F/∂s` at `N` points, `[N, S, S]`, row `i` = `∂F_i/∂s`,

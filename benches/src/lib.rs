@@ -1,0 +1,114 @@
+//! Shared pieces of memrnn's benchmarks: the named shapes of TARGETS.md, the FLOP counts
+//! that make figures comparable with cuDNN's samples, and a median timer.
+
+use memrnn_core::{real::convert, Backend, CellDims, CellKind, SeqShape, SeqUpstream};
+use memrnn_testkit::{random_params, rng, uniform};
+use serde::Serialize;
+use std::time::Instant;
+
+/// A named benchmark shape.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct BenchShape {
+    pub name: &'static str,
+    pub batch: usize,
+    pub input: usize,
+    pub hidden: usize,
+    pub steps: usize,
+}
+
+/// TARGETS.md's shapes.
+pub const SHAPES: [BenchShape; 4] = [
+    BenchShape { name: "paper", batch: 128, input: 785, hidden: 200, steps: 20 },
+    BenchShape { name: "small-batch", batch: 8, input: 64, hidden: 256, steps: 500 },
+    BenchShape { name: "long", batch: 1024, input: 785, hidden: 200, steps: 1000 },
+    BenchShape { name: "wide", batch: 64, input: 256, hidden: 1024, steps: 100 },
+];
+
+pub fn shape(name: &str) -> Option<BenchShape> {
+    SHAPES.iter().copied().find(|s| s.name == name)
+}
+
+/// Forward FLOPs: `2·B·G·H·(I + H)` per step, times `T`.
+pub fn forward_flops(kind: CellKind, s: &BenchShape) -> f64 {
+    let g = kind.gates() as f64;
+    2.0 * s.batch as f64 * g * s.hidden as f64 * (s.input + s.hidden) as f64 * s.steps as f64
+}
+
+/// A training step without input gradient: forward + `2·B·G·H·I` + `4·B·G·H·H`, times `T`.
+pub fn train_flops(kind: CellKind, s: &BenchShape) -> f64 {
+    let g = kind.gates() as f64;
+    let (b, h, i, t) = (s.batch as f64, s.hidden as f64, s.input as f64, s.steps as f64);
+    forward_flops(kind, s) + (2.0 * b * g * h * i + 4.0 * b * g * h * h) * t
+}
+
+/// Random inputs for one benchmark call (fresh per seed; no zeros).
+pub struct BenchData {
+    pub cell: CellDims,
+    pub shape: SeqShape,
+    pub params: Vec<f32>,
+    pub x: Vec<f32>,
+    pub dh_seq: Vec<f32>,
+}
+
+impl BenchData {
+    pub fn new(kind: CellKind, s: &BenchShape, seed: u64) -> Self {
+        let cell = CellDims::new(kind, s.input, s.hidden).expect("valid bench dims");
+        let shape = SeqShape::new(s.steps, s.batch).expect("valid bench shape");
+        let mut r = rng(seed);
+        let params: Vec<f64> = random_params(&mut r, &cell, 1.0);
+        let x: Vec<f64> = uniform(&mut r, shape.rows() * s.input, 0.0, 1.0);
+        let dh: Vec<f64> = uniform(&mut r, shape.rows() * s.hidden, -1e-3, 1e-3);
+        BenchData {
+            cell,
+            shape,
+            params: convert(&params),
+            x: convert(&x),
+            dh_seq: convert(&dh),
+        }
+    }
+}
+
+/// One forward pass (what evaluation does).
+pub fn run_forward<B: Backend<Tensor = Vec<f32>>>(be: &B, d: &BenchData) {
+    let f = be.seq_forward(&d.cell, &d.params, d.shape, &d.x, None).expect("bench forward");
+    std::hint::black_box(&f.h_seq);
+}
+
+/// One training step's recurrent part: forward, then backward with loss on every step
+/// and no input gradient (the first layer of a network fed with data).
+pub fn run_train<B: Backend<Tensor = Vec<f32>>>(be: &B, d: &BenchData) {
+    let f = be.seq_forward(&d.cell, &d.params, d.shape, &d.x, None).expect("bench forward");
+    let up = SeqUpstream { dh_seq: Some(&d.dh_seq), ds_final: None };
+    let g = be.seq_backward(&d.cell, &d.params, d.shape, &d.x, &f, up, false).expect("bench backward");
+    std::hint::black_box(&g.dparams);
+}
+
+/// Median wall time of `reps` runs of `f` after `warmup` runs, in seconds.
+pub fn median_secs(warmup: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut t: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
+/// `C = A·B` for square `n` with the gemm crate on all threads: the SGEMM ceiling.
+pub fn sgemm_square(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: a, b, c each hold n·n floats (asserted), row-major with the strides passed.
+    assert!(a.len() >= n * n && b.len() >= n * n && c.len() >= n * n);
+    unsafe {
+        gemm::gemm(
+            n, n, n, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, n as isize, b.as_ptr(), 1, n as isize,
+            0.0f32, 1.0f32, false, false, false, par,
+        )
+    }
+}
