@@ -1,0 +1,22 @@
+//! memrnn-cuda: memrnn's CUDA backend.
+//!
+//! - Hand-written fused RNN / GRU / LSTM recurrences (`kernels/*.cu`, compiled to PTX by
+//!   `cargo xtask ptx` and embedded here, so building needs no CUDA toolkit): a persistent
+//!   cooperative kernel that keeps W_hh's slices in shared memory for all `T` steps with
+//!   one grid-wide sync per step, forward and backward, and a one-launch-per-step fallback
+//!   when they do not fit ([`RecurrencePath`]).
+//! - cuBLAS for the input products and the weight gradients over all `T·B` rows.
+//! - [`CudaBackend`] implements [`memrnn_core::Backend`] with tensors in device memory.
+//!
+//! Without a driver or GPU, [`CudaBackend::new`] returns an error (never panics);
+//! [`testing::gpu_or_skip`] turns that into a loud skip in tests.
+
+mod backend;
+mod blas;
+mod device;
+mod ops;
+pub mod ptx;
+pub mod testing;
+
+pub use backend::{CudaBackend, CudaCache, CudaTensor};
+pub use ops::recurrence::RecurrencePath;

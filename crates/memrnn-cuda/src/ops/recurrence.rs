@@ -1,0 +1,376 @@
+//! The recurrence launches shared by the three cells (`kernels/common.cuh`): launch
+//! planning (tile sizes, whether W_hh's slices fit on chip), the persistent cooperative
+//! launch, and the per-step fallback.
+
+use crate::device::{backend_err, drv, DeviceInfo};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, CudaView, LaunchArgs, LaunchConfig, PushKernelArg,
+};
+use memrnn_core::Result;
+use std::sync::Arc;
+
+/// Threads per block of every recurrence kernel (`MR_THREADS` in common.cuh).
+pub(crate) const THREADS: u32 = 256;
+/// Batch rows per thread item (`MR_ROWS`).
+const ROWS: usize = 4;
+
+/// Which kernels run the recurrence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RecurrencePath {
+    /// Persistent when W_hh's slices fit on chip and every block can be co-resident,
+    /// otherwise one launch per step.
+    #[default]
+    Auto,
+    /// Always the persistent cooperative kernel; an error when it cannot run.
+    Persistent,
+    /// Always one launch per step (weights read from L2).
+    Step,
+}
+
+/// Tile sizes and launch shape of one recurrence (see common.cuh).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub jt: i32,
+    pub bt: i32,
+    pub kc: i32,
+    pub ks: i32,
+    pub blocks: u32,
+    pub smem: u32,
+    pub persistent: bool,
+}
+
+fn ceil4(v: usize) -> usize {
+    v.div_ceil(ROWS) * ROWS
+}
+
+/// Lanes per item: a power of two ≤ 32 that keeps `items · ks ≤ THREADS` and `ks ≤ K`.
+fn lanes(items: usize, k: usize) -> i32 {
+    let mut ks = 32usize;
+    while ks > 1 && (items * ks > THREADS as usize || ks > k) {
+        ks /= 2;
+    }
+    ks as i32
+}
+
+/// Plans a recurrence with `go` products of length `k` per (unit, row) over `h` units and
+/// `b` rows. `persistent_fn` is the cooperative kernel (for its occupancy).
+pub(crate) fn plan(
+    persistent_fn: &CudaFunction,
+    dev: &DeviceInfo,
+    go: usize,
+    k: usize,
+    h: usize,
+    b: usize,
+    want: RecurrencePath,
+) -> Result<Plan> {
+    let too_big = |v: usize| v > i32::MAX as usize / 8;
+    if too_big(k) || too_big(h) || too_big(b) || too_big(go * k * ROWS) {
+        return Err(backend_err(format!(
+            "recurrence sizes (K {k}, H {h}, B {b}) exceed the kernels' 32-bit indexing"
+        )));
+    }
+    if want != RecurrencePath::Step {
+        if let Some(p) = plan_persistent(persistent_fn, dev, go, k, h, b)? {
+            return Ok(p);
+        }
+        if want == RecurrencePath::Persistent {
+            return Err(backend_err(format!(
+                "the persistent recurrence cannot run here (H {h}, B {b}, {go}×{k} weights \
+                 per unit; {} SMs, {} bytes of shared memory per block{}): use \
+                 RecurrencePath::Auto or Step",
+                dev.sms,
+                dev.max_smem_optin,
+                if dev.cooperative {
+                    ""
+                } else {
+                    ", no cooperative launch"
+                }
+            )));
+        }
+    }
+    Ok(plan_step(h, b, k))
+}
+
+fn plan_step(h: usize, b: usize, k: usize) -> Plan {
+    let bt = b.min(8);
+    let jt = h.min(32);
+    let kc = k.min(1024);
+    let blocks = h.div_ceil(jt) * b.div_ceil(bt);
+    let items = jt * bt.div_ceil(ROWS);
+    Plan {
+        jt: jt as i32,
+        bt: bt as i32,
+        kc: kc as i32,
+        ks: lanes(items, k),
+        blocks: blocks as u32,
+        smem: (ceil4(bt) * kc * 4) as u32,
+        persistent: false,
+    }
+}
+
+fn plan_persistent(
+    f: &CudaFunction,
+    dev: &DeviceInfo,
+    go: usize,
+    k: usize,
+    h: usize,
+    b: usize,
+) -> Result<Option<Plan>> {
+    if !dev.cooperative {
+        return Ok(None);
+    }
+    let sms = dev.sms as usize;
+    let limit = dev.max_smem_optin as usize;
+    let kp = k | 1;
+    let mut best: Option<(usize, Plan)> = None;
+    let mut last_bt = 0;
+    for nb in 1..=b.min(sms) {
+        let bt = b.div_ceil(nb);
+        if bt == last_bt {
+            continue;
+        }
+        last_bt = bt;
+        let nb = b.div_ceil(bt);
+        let max_nj = sms / nb;
+        if max_nj == 0 {
+            break;
+        }
+        let jt = h.div_ceil(max_nj);
+        let nj = h.div_ceil(jt);
+        let w_bytes = go * jt * kp * 4;
+        let btp = ceil4(bt);
+        let min_stage = btp * k.min(32) * 4;
+        if w_bytes + min_stage > limit {
+            continue;
+        }
+        let mut kc = ((limit - w_bytes) / (btp * 4)).min(k);
+        if kc < k {
+            kc = (kc / 32 * 32).max(32);
+        }
+        let smem = w_bytes + btp * kc * 4;
+        let blocks = nj * nb;
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(THREADS, smem, None)
+            .map_err(drv("occupancy query"))? as usize;
+        if per_sm * sms < blocks {
+            continue;
+        }
+        let chunks = k.div_ceil(kc);
+        // FMAs per block per step, plus the staging and the block barriers per chunk.
+        let cost = jt * btp * k * go + btp * k + chunks * 2048;
+        let items = jt * bt.div_ceil(ROWS);
+        let p = Plan {
+            jt: jt as i32,
+            bt: bt as i32,
+            kc: kc as i32,
+            ks: lanes(items, k),
+            blocks: blocks as u32,
+            smem: smem as u32,
+            persistent: true,
+        };
+        if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+            best = Some((cost, p));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+fn config(p: &Plan) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (p.blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: p.smem,
+    }
+}
+
+/// The sizes every recurrence launch passes after its buffers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dims {
+    pub t: i32,
+    pub b: i32,
+    pub h: i32,
+}
+
+/// The buffers of a forward recurrence (argument order of `<cell>_seq_fwd_f32`).
+pub(crate) struct FwdBuffers<'a> {
+    pub a: &'a CudaSlice<f32>,
+    pub w_hh: CudaView<'a, f32>,
+    pub b_ih: CudaView<'a, f32>,
+    pub b_hh: CudaView<'a, f32>,
+    pub s0: &'a CudaSlice<f32>,
+    pub h_seq: &'a CudaSlice<f32>,
+    pub gates: &'a CudaSlice<f32>,
+    pub c_seq: &'a CudaSlice<f32>,
+    pub s_final: &'a CudaSlice<f32>,
+}
+
+/// The buffers of a backward recurrence (argument order of `<cell>_seq_bwd_f32`).
+pub(crate) struct BwdBuffers<'a> {
+    pub w_t: &'a CudaSlice<f32>,
+    pub h_seq: &'a CudaSlice<f32>,
+    pub gates: &'a CudaSlice<f32>,
+    pub c_seq: &'a CudaSlice<f32>,
+    pub s0: &'a CudaSlice<f32>,
+    pub dh_seq: &'a CudaSlice<f32>,
+    pub d: &'a CudaSlice<f32>,
+    pub da: &'a CudaSlice<f32>,
+    pub du: &'a CudaSlice<f32>,
+    pub ds0: &'a CudaSlice<f32>,
+    pub has_dh: i32,
+}
+
+fn run(args: &mut LaunchArgs<'_>, p: &Plan, what: &str) -> Result<()> {
+    // SAFETY (for both arms): the caller (`forward` / `backward` below) checked that every
+    // buffer holds the extent the kernel indexes for these dims (see common.cuh's layout
+    // table) and pushed the arguments in the kernel's order with matching types; the
+    // plan's dynamic shared memory is what the kernel carves up for these tile sizes, and
+    // a persistent plan passed the occupancy check, so every block of the cooperative
+    // launch is co-resident as grid.sync() requires.
+    let r = if p.persistent {
+        unsafe { args.launch_cooperative(config(p)) }
+    } else {
+        unsafe { args.launch(config(p)) }
+    };
+    r.map(|_| ()).map_err(drv(what))
+}
+
+fn check(what: &str, got: usize, want: usize) -> Result<()> {
+    if got < want {
+        Err(backend_err(format!(
+            "internal: {what} holds {got} elements, the recurrence needs {want}"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs the forward recurrence: one cooperative launch, or `T` step launches.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    stream: &Arc<CudaStream>,
+    persistent_fn: &CudaFunction,
+    step_fn: &CudaFunction,
+    p: &Plan,
+    d: Dims,
+    g: usize,
+    ncache: usize,
+    state_parts: usize,
+    buf: &FwdBuffers<'_>,
+) -> Result<()> {
+    let (t, b, h) = (d.t as usize, d.b as usize, d.h as usize);
+    let s = state_parts * h;
+    check("A", buf.a.len(), t * b * g * h)?;
+    check("W_hh", buf.w_hh.len(), g * h * h)?;
+    check("b_ih", buf.b_ih.len(), g * h)?;
+    check("b_hh", buf.b_hh.len(), g * h)?;
+    check("s0", buf.s0.len(), b * s)?;
+    check("h_seq", buf.h_seq.len(), t * b * h)?;
+    check("gates", buf.gates.len(), t * b * ncache * h)?;
+    if state_parts == 2 {
+        check("c_seq", buf.c_seq.len(), t * b * h)?;
+    }
+    check("s_final", buf.s_final.len(), b * s)?;
+    let steps: Vec<i32> = if p.persistent {
+        vec![0]
+    } else {
+        (0..d.t).collect()
+    };
+    let f = if p.persistent { persistent_fn } else { step_fn };
+    for ts in steps {
+        let mut a = stream.launch_builder(f);
+        a.arg(buf.a)
+            .arg(&buf.w_hh)
+            .arg(&buf.b_ih)
+            .arg(&buf.b_hh)
+            .arg(buf.s0)
+            .arg(buf.h_seq)
+            .arg(buf.gates)
+            .arg(buf.c_seq)
+            .arg(buf.s_final);
+        a.arg(&d.t).arg(&d.b).arg(&d.h);
+        a.arg(&p.jt).arg(&p.bt).arg(&p.kc).arg(&p.ks).arg(&ts);
+        run(&mut a, p, "forward recurrence")?;
+    }
+    Ok(())
+}
+
+/// Runs the backward recurrence: one cooperative launch, or iterations `T−1 … −1`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    stream: &Arc<CudaStream>,
+    persistent_fn: &CudaFunction,
+    step_fn: &CudaFunction,
+    p: &Plan,
+    d: Dims,
+    g: usize,
+    ncache: usize,
+    state_parts: usize,
+    buf: &BwdBuffers<'_>,
+) -> Result<()> {
+    let (t, b, h) = (d.t as usize, d.b as usize, d.h as usize);
+    let s = state_parts * h;
+    check("W_hh^T", buf.w_t.len(), g * h * h)?;
+    check("h_seq", buf.h_seq.len(), t * b * h)?;
+    check("gates", buf.gates.len(), t * b * ncache * h)?;
+    if state_parts == 2 {
+        check("c_seq", buf.c_seq.len(), t * b * h)?;
+    }
+    check("s0", buf.s0.len(), b * s)?;
+    if buf.has_dh != 0 {
+        check("dh_seq", buf.dh_seq.len(), t * b * h)?;
+    }
+    check("D", buf.d.len(), b * s)?;
+    check("dA", buf.da.len(), t * b * g * h)?;
+    check("dU", buf.du.len(), t * b * g * h)?;
+    check("ds0", buf.ds0.len(), b * s)?;
+    let steps: Vec<i32> = if p.persistent {
+        vec![0]
+    } else {
+        (-1..d.t).rev().collect()
+    };
+    let f = if p.persistent { persistent_fn } else { step_fn };
+    for ts in steps {
+        let mut a = stream.launch_builder(f);
+        a.arg(buf.w_t)
+            .arg(buf.h_seq)
+            .arg(buf.gates)
+            .arg(buf.c_seq)
+            .arg(buf.s0)
+            .arg(buf.dh_seq)
+            .arg(buf.d)
+            .arg(buf.da)
+            .arg(buf.du)
+            .arg(buf.ds0);
+        a.arg(&d.t).arg(&d.b).arg(&d.h).arg(&buf.has_dh);
+        a.arg(&p.jt).arg(&p.bt).arg(&p.kc).arg(&p.ks).arg(&ts);
+        run(&mut a, p, "backward recurrence")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_plans_cover_every_unit_and_row() {
+        for (h, b, k) in [(1, 1, 1), (200, 128, 600), (1024, 64, 4096), (7, 3, 21)] {
+            let p = plan_step(h, b, k);
+            let nj = h.div_ceil(p.jt as usize);
+            let nb = b.div_ceil(p.bt as usize);
+            assert_eq!(p.blocks as usize, nj * nb);
+            assert!(p.ks >= 1 && p.ks <= 32 && (p.ks & (p.ks - 1)) == 0);
+            assert!(p.kc as usize <= k && p.kc >= 1);
+            assert!(p.smem <= 48 * 1024 * 4);
+        }
+    }
+
+    #[test]
+    fn lanes_respect_block_and_k() {
+        assert_eq!(lanes(1, 1), 1);
+        assert_eq!(lanes(8, 200), 32);
+        assert_eq!(lanes(64, 200), 4);
+        assert_eq!(lanes(300, 200), 1);
+        assert_eq!(lanes(1, 5), 4);
+    }
+}

@@ -1,0 +1,120 @@
+// adam.cu: the small kernels around the recurrences, all memory-bound, all f32.
+//   adam_update_f32   one Adam step in place (torch.optim.Adam, no weight decay; the host
+//                     passes step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t),
+//                     computed exactly as memrnn_core::adam_update_host does).
+//                     Launch: 1-D, any block size, grid-stride.
+//   col_sum_f32       out[c] = sum_r M[r, c] for M [R, C] row-major (bias gradients over all
+//                     T*B rows, no atomics). Launch: block (32, 8), grid.x = ceil(C / 32).
+//   transpose_f32     out [C, R] = in [R, C]^T (W_hh^T for the backward recurrence).
+//                     Launch: block (32, 8), grid (ceil(C / 32), ceil(R / 32)).
+//   speed_f32         per row n of [N, S]: e = f - s, speed[n] = sum e^2, twice_e = 2 e.
+//                     Launch: block 256 (8 warps, one row per warp), grid ceil(N / 8).
+//   axpy_sub_f32      out[i] = a[i] - b[i]. Launch: 1-D, grid-stride.
+//   repeat_rows_f32   out[(n*S + i), :] = in[n, :] for i < S (the Jacobian's N*S rows).
+//                     Launch: 1-D, grid-stride over N*S*C.
+//   one_hot_f32       out [N*S, S]: row (n*S + i) is e_i. Launch: 1-D, grid-stride.
+//   fill_f32          out[i] = v (NaN poisoning in tests, zeros). Launch: 1-D, grid-stride.
+// Limits: element counts below 2^31 except where a size_t count is taken.
+
+#include "common.cuh"
+
+extern "C" __global__ void adam_update_f32(float* __restrict__ p, const float* __restrict__ g,
+                                           float* __restrict__ m, float* __restrict__ v,
+                                           long long n, float beta1, float beta2,
+                                           float step_size, float bc2_sqrt, float eps) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        const float gi = g[i];
+        const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+        const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] -= step_size * mi / denom;
+    }
+}
+
+extern "C" __global__ void col_sum_f32(const float* __restrict__ M, float* __restrict__ out,
+                                       long long R, int C) {
+    __shared__ float part[8][33];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    float acc = 0.0f;
+    if (c < C)
+        for (long long r = threadIdx.y; r < R; r += 8) acc += M[r * C + c];
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float s = 0.0f;
+#pragma unroll
+        for (int y = 0; y < 8; ++y) s += part[y][threadIdx.x];
+        out[c] = s;
+    }
+}
+
+extern "C" __global__ void transpose_f32(const float* __restrict__ in, float* __restrict__ out,
+                                         int R, int C) {
+    __shared__ float tile[32][33];
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int y = threadIdx.y; y < 32; y += 8) {
+        const int r = r0 + y, c = c0 + threadIdx.x;
+        if (r < R && c < C) tile[y][threadIdx.x] = in[(size_t)r * C + c];
+    }
+    __syncthreads();
+    for (int y = threadIdx.y; y < 32; y += 8) {
+        const int c = c0 + y, r = r0 + threadIdx.x;
+        if (r < R && c < C) out[(size_t)c * R + r] = tile[threadIdx.x][y];
+    }
+}
+
+extern "C" __global__ void speed_f32(const float* __restrict__ f, const float* __restrict__ s,
+                                     float* __restrict__ speed, float* __restrict__ twice_e,
+                                     int N, int S) {
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (warp >= N) return;
+    const size_t base = (size_t)warp * S;
+    float acc = 0.0f;
+    for (int k = lane; k < S; k += 32) {
+        const float e = f[base + k] - s[base + k];
+        acc += e * e;
+        twice_e[base + k] = 2.0f * e;
+    }
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) speed[warp] = acc;
+}
+
+extern "C" __global__ void axpy_sub_f32(float* __restrict__ out, const float* __restrict__ a,
+                                        const float* __restrict__ b, long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        out[i] = a[i] - b[i];
+}
+
+extern "C" __global__ void repeat_rows_f32(const float* __restrict__ in, float* __restrict__ out,
+                                           int N, int S, int C) {
+    const long long total = (long long)N * S * C;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long row = e / C;
+        const int c = (int)(e - row * C);
+        const long long n = row / S;
+        out[e] = in[n * C + c];
+    }
+}
+
+extern "C" __global__ void one_hot_f32(float* __restrict__ out, int N, int S) {
+    const long long total = (long long)N * S * S;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long row = e / S;
+        const int k = (int)(e - row * S);
+        const int i = (int)(row % S);
+        out[e] = k == i ? 1.0f : 0.0f;
+    }
+}
+
+extern "C" __global__ void fill_f32(float* __restrict__ out, float v, long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        out[i] = v;
+}

@@ -1,0 +1,357 @@
+// common.cuh: what every memrnn kernel family shares.
+//
+// - Gate nonlinearities (accurate expf / tanhf: the PTX is built WITHOUT --use_fast_math,
+//   so the gates match the f64 reference far inside the 1e-4 relative tolerance).
+// - The tiled recurrent product `tile_phase`, the heart of the persistent recurrence:
+//   a block owns `jt` hidden units x `bt` batch rows; every thread item computes, for one
+//   unit and 4 batch rows, GO dot products of length K (the K loop split over `ks` lanes of
+//   a warp, reduced with shuffles), then hands the sums to a per-cell epilogue that does
+//   the gate arithmetic. The input vectors (h_{t-1} forward, du_{t+1} backward) are staged
+//   in shared memory in chunks of `kc` columns; the weights come from shared memory (the
+//   persistent kernels: loaded once, kept for all T steps) or from global memory (the
+//   per-step fallback kernels).
+// - The sequence drivers `seq_fwd_body` / `seq_bwd_body`, templated on a Cell (rnn.cu,
+//   gru.cu, lstm.cu define the cells), in two flavours: PERSISTENT (one cooperative
+//   launch, one grid-wide sync per step) and STEP (one launch per step, the host loops).
+//
+// Layouts (row-major, time-major, as memrnn-core's Backend documents):
+//   A      [T*B, G*H]  x W_ih^T (no bias), from cuBLAS before the loop
+//   w_hh   [G*H, H]    forward weights;  w_t [H, G*H] = W_hh^T (backward weights)
+//   s0     [B, S]      S = H, or 2H for the LSTM ([h | c])
+//   h_seq  [T, B, H]; gates [T, B, NCACHE*H] (what the cell caches); c_seq [T, B, H] (LSTM)
+//   dA, dU [T*B, G*H]  dL/d(pre-activation) input-side and recurrent-side (aliases when
+//                      the cell has da == du)
+//   D      [B, S]      the "direct" part of dL/ds carried between steps (h: GRU's z*dh;
+//                      c: LSTM's f*dc); the host initialises it with dL/ds_T (or zeros)
+//
+// Launch shape (both flavours): blockDim.x = MR_THREADS, gridDim.x = nj * nb tiles, block
+// `i` owning units [j0, j0 + jt) with j0 = (i % nj) * jt and rows [b0, b0 + bt) with
+// b0 = (i / nj) * bt. `ks` is a power of two <= 32 and jt * ceil(bt / 4) * ks need not
+// fill the block (threads loop over passes). Shared memory (dynamic):
+//   persistent: GO * jt * kp floats of weights (kp = K | 1, odd to spread banks)
+//               + ceil4(bt) * kc floats of staged input
+//   step:       ceil4(bt) * kc floats of staged input
+// The persistent kernels MUST be launched cooperatively with every block co-resident.
+// Limits: all sizes fit in int; element offsets are computed in size_t.
+
+#pragma once
+
+#include <cooperative_groups.h>
+
+#define MR_THREADS 256
+#define MR_ROWS 4  // batch rows per thread item
+
+namespace mr {
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ int ceil4(int v) { return (v + 3) & ~3; }
+
+__device__ __forceinline__ int odd_pitch(int k) { return k | 1; }
+
+// This block's tile.
+struct Tiling {
+    int jt, bt, kc, ks;  // units per tile, batch rows per tile, staged K chunk, lanes per item
+    int j0, b0;          // this block's origin
+    int n_items;         // jt * ceil(bt / 4)
+};
+
+__device__ __forceinline__ Tiling make_tiling(int jt, int bt, int kc, int ks, int H) {
+    Tiling t;
+    t.jt = jt;
+    t.bt = bt;
+    t.kc = kc;
+    t.ks = ks;
+    const int nj = (H + jt - 1) / jt;
+    t.j0 = (int)(blockIdx.x % nj) * jt;
+    t.b0 = (int)(blockIdx.x / nj) * bt;
+    t.n_items = jt * ((bt + MR_ROWS - 1) / MR_ROWS);
+    return t;
+}
+
+// For every (unit, row) of this block's tile: v[g] = sum_k in(b, k) * W(g, jl, k), then
+// epi(unit, b, v). W(g, jl, k) = w[g * w_gs + jl * w_us + k] (jl the local unit index);
+// in(b, k) = in[b * in_ld + k] is read with ld.global.cg (L2, never a stale L1 line: the
+// persistent kernels read what other blocks wrote in this launch). K == 0 skips the
+// product (v = 0). Every thread of the block must call this (it uses __syncthreads).
+template <int GO, class Epi>
+__device__ __forceinline__ void tile_phase(const Tiling& tl, const float* w, size_t w_gs,
+                                           int w_us, const float* in, int in_ld, int K,
+                                           int H, int B, float* stage, Epi& epi) {
+    const int tid = threadIdx.x;
+    const int ks = tl.ks;
+    const int kl = tid & (ks - 1);
+    const int per_pass = blockDim.x / ks;
+    const int n_chunks = K > 0 ? (K + tl.kc - 1) / tl.kc : 0;
+    const int btp = ceil4(tl.bt);
+    for (int p0 = 0; p0 < tl.n_items; p0 += per_pass) {
+        const int item = p0 + tid / ks;
+        const int jl = item % tl.jt;
+        const int bg = item / tl.jt;
+        const bool valid = item < tl.n_items && tl.j0 + jl < H;
+        float acc[GO][MR_ROWS];
+#pragma unroll
+        for (int g = 0; g < GO; ++g)
+#pragma unroll
+            for (int r = 0; r < MR_ROWS; ++r) acc[g][r] = 0.0f;
+        for (int c = 0; c < n_chunks; ++c) {
+            const int k0 = c * tl.kc;
+            const int klen = min(tl.kc, K - k0);
+            if (n_chunks > 1 || p0 == 0) {
+                __syncthreads();  // the previous readers of `stage` are done
+                for (int e = tid; e < btp * klen; e += blockDim.x) {
+                    const int r = e / klen;
+                    const int k = e - r * klen;
+                    const int b = tl.b0 + r;
+                    stage[r * tl.kc + k] =
+                        (r < tl.bt && b < B) ? __ldcg(in + (size_t)b * in_ld + k0 + k) : 0.0f;
+                }
+                __syncthreads();
+            }
+            if (valid) {
+                const float* wr = w + (size_t)jl * w_us + k0;
+                const float* s = stage + bg * MR_ROWS * tl.kc;
+                // unroll 4: measured to keep every cell's kernels free of spills
+#pragma unroll 4
+                for (int k = kl; k < klen; k += ks) {
+                    float x[MR_ROWS];
+#pragma unroll
+                    for (int r = 0; r < MR_ROWS; ++r) x[r] = s[r * tl.kc + k];
+#pragma unroll
+                    for (int g = 0; g < GO; ++g) {
+                        const float wv = wr[g * w_gs + k];
+#pragma unroll
+                        for (int r = 0; r < MR_ROWS; ++r) acc[g][r] = fmaf(wv, x[r], acc[g][r]);
+                    }
+                }
+            }
+        }
+        // Reduce over the ks lanes of each item (lane groups are aligned within a warp,
+        // and every lane of the warp is here: the pass loop is uniform over the block).
+        for (int off = ks >> 1; off > 0; off >>= 1) {
+#pragma unroll
+            for (int g = 0; g < GO; ++g)
+#pragma unroll
+                for (int r = 0; r < MR_ROWS; ++r)
+                    acc[g][r] += __shfl_xor_sync(0xffffffffu, acc[g][r], off);
+        }
+        if (valid && kl == 0) {
+            const int unit = tl.j0 + jl;
+#pragma unroll
+            for (int r = 0; r < MR_ROWS; ++r) {
+                const int rr = bg * MR_ROWS + r;
+                const int b = tl.b0 + rr;
+                if (rr < tl.bt && b < B) {
+                    float v[GO];
+#pragma unroll
+                    for (int g = 0; g < GO; ++g) v[g] = acc[g][r];
+                    epi(unit, b, v);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward.
+
+struct FwdArgs {
+    const float* A;      // [T*B, G*H]
+    const float* w_hh;   // [G*H, H]
+    const float* b_ih;   // [G*H]
+    const float* b_hh;   // [G*H]
+    const float* s0;     // [B, S]
+    float* h_seq;        // [T, B, H]
+    float* gates;        // [T, B, NCACHE*H]
+    float* c_seq;        // [T, B, H] (LSTM only)
+    float* s_final;      // [B, S]
+    int T, B, H;
+};
+
+template <class Cell>
+struct FwdEpi {
+    FwdArgs a;  // by value: a reference would pin the kernel's copy to the stack
+    int t;
+    __device__ __forceinline__ void operator()(int unit, int b, const float* u) const {
+        Cell::fwd(a, t, unit, b, u);
+    }
+};
+
+template <class Cell>
+__device__ __forceinline__ void fwd_step(const FwdArgs& a, const Tiling& tl, int t,
+                                         const float* w, size_t w_gs, int w_us,
+                                         float* stage) {
+    const int S = a.H * Cell::STATE_PARTS;
+    const float* in = t == 0 ? a.s0 : a.h_seq + (size_t)(t - 1) * a.B * a.H;
+    const int in_ld = t == 0 ? S : a.H;
+    FwdEpi<Cell> epi{a, t};
+    tile_phase<Cell::G>(tl, w, w_gs, w_us, in, in_ld, a.H, a.H, a.B, stage, epi);
+}
+
+// Persistent: W_hh's rows for this block's units (all gates) in shared memory for all T
+// steps; one grid-wide sync per step.
+template <class Cell>
+__device__ __forceinline__ void seq_fwd_persistent(const FwdArgs& a, int jt, int bt, int kc,
+                                                   int ks) {
+    extern __shared__ float smem[];
+    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
+    const int H = a.H;
+    const int kp = odd_pitch(H);
+    float* w_s = smem;
+    float* stage = smem + (size_t)Cell::G * jt * kp;
+    for (int e = threadIdx.x; e < Cell::G * jt * H; e += blockDim.x) {
+        const int k = e % H;
+        const int gj = e / H;
+        const int jl = gj % jt;
+        const int g = gj / jt;
+        const int unit = tl.j0 + jl;
+        w_s[(size_t)gj * kp + k] = unit < H ? a.w_hh[((size_t)g * H + unit) * H + k] : 0.0f;
+    }
+    __syncthreads();
+    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+    for (int t = 0; t < a.T; ++t) {
+        fwd_step<Cell>(a, tl, t, w_s, (size_t)jt * kp, kp, stage);
+        if (t + 1 < a.T) grid.sync();
+    }
+}
+
+// One step t, weights read from global memory (L2): the fallback when W_hh's slices do
+// not fit on chip.
+template <class Cell>
+__device__ __forceinline__ void seq_fwd_one_step(const FwdArgs& a, int jt, int bt, int kc,
+                                                 int ks, int t) {
+    extern __shared__ float smem[];
+    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
+    const int H = a.H;
+    fwd_step<Cell>(a, tl, t, a.w_hh + (size_t)tl.j0 * H, (size_t)H * H, H, smem);
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward through time.
+
+struct BwdArgs {
+    const float* w_t;     // [H, G*H] = W_hh^T
+    const float* h_seq;   // [T, B, H]
+    const float* gates;   // [T, B, NCACHE*H]
+    const float* c_seq;   // [T, B, H] (LSTM only)
+    const float* s0;      // [B, S]
+    const float* dh_seq;  // [T, B, H], read only when has_dh
+    float* D;             // [B, S], initialised with dL/ds_T (or zeros)
+    float* dA;            // [T*B, G*H]
+    float* dU;            // [T*B, G*H] (== dA when the cell's da == du)
+    float* ds0;           // [B, S]
+    int T, B, H, has_dh;
+};
+
+template <class Cell>
+struct BwdEpi {
+    BwdArgs a;  // by value (see FwdEpi)
+    int t;
+    __device__ __forceinline__ void operator()(int unit, int b, const float* v) const {
+        const int S = a.H * Cell::STATE_PARTS;
+        const size_t sb = (size_t)b * S + unit;
+        const float carry_h = v[0] + a.D[sb];
+        if (t < 0) {
+            a.ds0[sb] = carry_h;
+            if (Cell::STATE_PARTS == 2) a.ds0[sb + a.H] = a.D[sb + a.H];
+            return;
+        }
+        const size_t tb = (size_t)t * a.B + b;
+        const float dh = carry_h + (a.has_dh ? __ldg(a.dh_seq + tb * a.H + unit) : 0.0f);
+        Cell::bwd(a, t, unit, b, dh);
+    }
+};
+
+// Iteration t of the backward loop (t = T-1 down to -1): the recurrent product
+// dh_t += du_{t+1} W_hh for this block's units (skipped at t = T-1), then the cell's gate
+// backward for step t writing dA_t, dU_t and D (or, at t = -1, dL/ds_0).
+template <class Cell>
+__device__ __forceinline__ void bwd_iter(const BwdArgs& a, const Tiling& tl, int t,
+                                         const float* w, size_t w_gs, int w_us,
+                                         float* stage) {
+    const int GH = Cell::G * a.H;
+    const int K = t < a.T - 1 ? GH : 0;
+    const float* in = a.dU + (size_t)(t + 1) * a.B * GH;
+    BwdEpi<Cell> epi{a, t};
+    tile_phase<1>(tl, w, w_gs, w_us, in, GH, K, a.H, a.B, stage, epi);
+}
+
+// Persistent: this block's columns of W_hh (rows of W_hh^T, every gate) in shared memory
+// for all T steps; one grid-wide sync per step.
+template <class Cell>
+__device__ __forceinline__ void seq_bwd_persistent(const BwdArgs& a, int jt, int bt, int kc,
+                                                   int ks) {
+    extern __shared__ float smem[];
+    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
+    const int H = a.H;
+    const int GH = Cell::G * H;
+    const int kp = odd_pitch(GH);
+    float* w_s = smem;
+    float* stage = smem + (size_t)jt * kp;
+    for (int e = threadIdx.x; e < jt * GH; e += blockDim.x) {
+        const int k = e % GH;
+        const int jl = e / GH;
+        const int unit = tl.j0 + jl;
+        w_s[(size_t)jl * kp + k] = unit < H ? a.w_t[(size_t)unit * GH + k] : 0.0f;
+    }
+    __syncthreads();
+    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+    for (int t = a.T - 1; t >= -1; --t) {
+        bwd_iter<Cell>(a, tl, t, w_s, 0, kp, stage);
+        if (t >= 0) grid.sync();
+    }
+}
+
+template <class Cell>
+__device__ __forceinline__ void seq_bwd_one_step(const BwdArgs& a, int jt, int bt, int kc,
+                                                 int ks, int t) {
+    extern __shared__ float smem[];
+    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
+    const int GH = Cell::G * a.H;
+    bwd_iter<Cell>(a, tl, t, a.w_t + (size_t)tl.j0 * GH, 0, GH, smem);
+}
+
+}  // namespace mr
+
+// The four entry points of a cell family, identical argument lists across families:
+//   <fam>_seq_fwd_f32   persistent forward (cooperative launch), all T steps
+//   <fam>_step_fwd_f32  forward step t (fallback; one launch per step)
+//   <fam>_seq_bwd_f32   persistent backward (cooperative launch), t = T-1 .. -1
+//   <fam>_step_bwd_f32  backward iteration t (fallback; the host runs t = T-1 .. -1)
+#define MR_DEFINE_CELL_KERNELS(FAM, CELL)                                                     \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                                 \
+        FAM##_seq_fwd_f32(const float* A, const float* w_hh, const float* b_ih,              \
+                          const float* b_hh, const float* s0, float* h_seq, float* gates,    \
+                          float* c_seq, float* s_final, int T, int B, int H, int jt, int bt, \
+                          int kc, int ks, int t) {                                           \
+        (void)t;                                                                             \
+        const mr::FwdArgs a{A, w_hh, b_ih, b_hh, s0, h_seq, gates, c_seq, s_final, T, B, H}; \
+        mr::seq_fwd_persistent<CELL>(a, jt, bt, kc, ks);                                     \
+    }                                                                                        \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                                 \
+        FAM##_step_fwd_f32(const float* A, const float* w_hh, const float* b_ih,             \
+                           const float* b_hh, const float* s0, float* h_seq, float* gates,   \
+                           float* c_seq, float* s_final, int T, int B, int H, int jt,        \
+                           int bt, int kc, int ks, int t) {                                  \
+        const mr::FwdArgs a{A, w_hh, b_ih, b_hh, s0, h_seq, gates, c_seq, s_final, T, B, H}; \
+        mr::seq_fwd_one_step<CELL>(a, jt, bt, kc, ks, t);                                    \
+    }                                                                                        \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                                 \
+        FAM##_seq_bwd_f32(const float* w_t, const float* h_seq, const float* gates,          \
+                          const float* c_seq, const float* s0, const float* dh_seq,          \
+                          float* D, float* dA, float* dU, float* ds0, int T, int B, int H,   \
+                          int has_dh, int jt, int bt, int kc, int ks, int t) {               \
+        (void)t;                                                                             \
+        const mr::BwdArgs a{w_t, h_seq, gates, c_seq, s0, dh_seq, D, dA, dU, ds0,            \
+                            T,   B,     H,     has_dh};                                      \
+        mr::seq_bwd_persistent<CELL>(a, jt, bt, kc, ks);                                     \
+    }                                                                                        \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                                 \
+        FAM##_step_bwd_f32(const float* w_t, const float* h_seq, const float* gates,         \
+                           const float* c_seq, const float* s0, const float* dh_seq,         \
+                           float* D, float* dA, float* dU, float* ds0, int T, int B, int H,  \
+                           int has_dh, int jt, int bt, int kc, int ks, int t) {              \
+        const mr::BwdArgs a{w_t, h_seq, gates, c_seq, s0, dh_seq, D, dA, dU, ds0,            \
+                            T,   B,     H,     has_dh};                                      \
+        mr::seq_bwd_one_step<CELL>(a, jt, bt, kc, ks, t);                                    \
+    }
