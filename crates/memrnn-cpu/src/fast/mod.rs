@@ -159,6 +159,13 @@ fn batch_tasks(batch: usize, tile: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// The next tile's row count when `left` rows remain and tiles hold at most `max`: the
+/// rows are spread evenly over the fewest tiles (4 rows with `max` 3 give 2 + 2, not
+/// 3 + 1), since a tile streams the whole weight panel however few rows it has.
+fn balanced_tile(left: usize, max: usize) -> usize {
+    left.div_ceil(left.div_ceil(max))
+}
+
 fn fill_nan_if(poison: bool, v: &mut [f32]) {
     if poison {
         v.par_iter_mut().for_each(|x| *x = f32::NAN);
@@ -179,7 +186,7 @@ impl<C: FastCell> SimdJob for FwdJob<C> {
         for t in 0..self.steps {
             let mut b = self.rows.start;
             while b < self.rows.end {
-                let n = C::ROW_TILE.min(self.rows.end - b);
+                let n = balanced_tile(self.rows.end - b, C::ROW_TILE);
                 // SAFETY: seq_forward sized every buffer for [T(+1), B, ·] and gave this
                 // task the rows self.rows alone; steps run in order.
                 unsafe { C::fwd_block(s, &self.ctx, t, b, n) };
@@ -204,7 +211,7 @@ impl<C: FastCell> SimdJob for BwdJob<C> {
         for t in (0..self.steps).rev() {
             let mut b = self.rows.start;
             while b < self.rows.end {
-                let n = BWD_TILE.min(self.rows.end - b);
+                let n = balanced_tile(self.rows.end - b, BWD_TILE);
                 // SAFETY: seq_backward sized every buffer and gave this task the rows
                 // self.rows alone; steps run in reverse order.
                 unsafe { C::bwd_block(s, &self.ctx, &self.carry, t, b, n) };
@@ -528,8 +535,12 @@ fn backward_impl<C: FastCell>(
     let mut db = vec![0.0f32; gh];
     column_sums_acc(&da, rows, gh, gh, &mut db);
     unpad_gate_rows(&db, g, h, hp, 1, grads.b_ih);
-    db.iter_mut().for_each(|v| *v = 0.0);
-    column_sums_acc(du, rows, gh, gh, &mut db);
+    if !du_own.is_empty() {
+        // Only the GRU's ∂L/∂u differs from ∂L/∂a (in the n block); elsewhere the two
+        // bias gradients are the same sums.
+        db.iter_mut().for_each(|v| *v = 0.0);
+        column_sums_acc(du, rows, gh, gh, &mut db);
+    }
     unpad_gate_rows(&db, g, h, hp, 1, grads.b_hh);
     let dx = want_dx.then(|| {
         let w_ihp = pad_gate_rows(p.w_ih, g, h, hp, input);
