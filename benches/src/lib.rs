@@ -18,10 +18,34 @@ pub struct BenchShape {
 
 /// TARGETS.md's shapes.
 pub const SHAPES: [BenchShape; 4] = [
-    BenchShape { name: "paper", batch: 128, input: 785, hidden: 200, steps: 20 },
-    BenchShape { name: "small-batch", batch: 8, input: 64, hidden: 256, steps: 500 },
-    BenchShape { name: "long", batch: 1024, input: 785, hidden: 200, steps: 1000 },
-    BenchShape { name: "wide", batch: 64, input: 256, hidden: 1024, steps: 100 },
+    BenchShape {
+        name: "paper",
+        batch: 128,
+        input: 785,
+        hidden: 200,
+        steps: 20,
+    },
+    BenchShape {
+        name: "small-batch",
+        batch: 8,
+        input: 64,
+        hidden: 256,
+        steps: 500,
+    },
+    BenchShape {
+        name: "long",
+        batch: 1024,
+        input: 785,
+        hidden: 200,
+        steps: 1000,
+    },
+    BenchShape {
+        name: "wide",
+        batch: 64,
+        input: 256,
+        hidden: 1024,
+        steps: 100,
+    },
 ];
 
 pub fn shape(name: &str) -> Option<BenchShape> {
@@ -37,7 +61,12 @@ pub fn forward_flops(kind: CellKind, s: &BenchShape) -> f64 {
 /// A training step without input gradient: forward + `2·B·G·H·I` + `4·B·G·H·H`, times `T`.
 pub fn train_flops(kind: CellKind, s: &BenchShape) -> f64 {
     let g = kind.gates() as f64;
-    let (b, h, i, t) = (s.batch as f64, s.hidden as f64, s.input as f64, s.steps as f64);
+    let (b, h, i, t) = (
+        s.batch as f64,
+        s.hidden as f64,
+        s.input as f64,
+        s.steps as f64,
+    );
     forward_flops(kind, s) + (2.0 * b * g * h * i + 4.0 * b * g * h * h) * t
 }
 
@@ -70,16 +99,25 @@ impl BenchData {
 
 /// One forward pass (what evaluation does).
 pub fn run_forward<B: Backend<Tensor = Vec<f32>>>(be: &B, d: &BenchData) {
-    let f = be.seq_forward(&d.cell, &d.params, d.shape, &d.x, None).expect("bench forward");
+    let f = be
+        .seq_forward(&d.cell, &d.params, d.shape, &d.x, None)
+        .expect("bench forward");
     std::hint::black_box(&f.h_seq);
 }
 
 /// One training step's recurrent part: forward, then backward with loss on every step
 /// and no input gradient (the first layer of a network fed with data).
 pub fn run_train<B: Backend<Tensor = Vec<f32>>>(be: &B, d: &BenchData) {
-    let f = be.seq_forward(&d.cell, &d.params, d.shape, &d.x, None).expect("bench forward");
-    let up = SeqUpstream { dh_seq: Some(&d.dh_seq), ds_final: None };
-    let g = be.seq_backward(&d.cell, &d.params, d.shape, &d.x, &f, up, false).expect("bench backward");
+    let f = be
+        .seq_forward(&d.cell, &d.params, d.shape, &d.x, None)
+        .expect("bench forward");
+    let up = SeqUpstream {
+        dh_seq: Some(&d.dh_seq),
+        ds_final: None,
+    };
+    let g = be
+        .seq_backward(&d.cell, &d.params, d.shape, &d.x, &f, up, false)
+        .expect("bench backward");
     std::hint::black_box(&g.dparams);
 }
 
@@ -102,13 +140,34 @@ pub fn median_secs(warmup: usize, reps: usize, mut f: impl FnMut()) -> f64 {
 /// `C = A·B` for square `n` with the gemm crate on all threads: the SGEMM ceiling.
 pub fn sgemm_square(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: a, b, c each hold n·n floats (asserted), row-major with the strides passed.
     assert!(a.len() >= n * n && b.len() >= n * n && c.len() >= n * n);
     unsafe {
         gemm::gemm(
-            n, n, n, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, n as isize, b.as_ptr(), 1, n as isize,
-            0.0f32, 1.0f32, false, false, false, par,
+            n,
+            n,
+            n,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            n as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
         )
     }
 }

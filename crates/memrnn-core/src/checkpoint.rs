@@ -101,9 +101,7 @@ pub fn read_tensors(
 }
 
 /// Parses safetensors bytes into f64 tensors and metadata.
-pub fn tensors_from_bytes(
-    bytes: &[u8],
-) -> std::result::Result<TensorFile, String> {
+pub fn tensors_from_bytes(bytes: &[u8]) -> std::result::Result<TensorFile, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
         format!(
             "not a valid safetensors file ({e}); was it truncated or written by another program?"
