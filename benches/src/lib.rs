@@ -97,6 +97,50 @@ impl BenchData {
     }
 }
 
+/// [`BenchData`] uploaded to a backend once, so that timings exclude host transfers.
+pub struct DeviceData<B: Backend> {
+    pub cell: CellDims,
+    pub shape: SeqShape,
+    pub params: B::Tensor,
+    pub x: B::Tensor,
+    pub dh_seq: B::Tensor,
+}
+
+impl<B: Backend> DeviceData<B> {
+    pub fn upload(be: &B, d: &BenchData) -> memrnn_core::Result<Self> {
+        Ok(DeviceData {
+            cell: d.cell,
+            shape: d.shape,
+            params: be.upload(&d.params)?,
+            x: be.upload(&d.x)?,
+            dh_seq: be.upload(&d.dh_seq)?,
+        })
+    }
+}
+
+/// A forward pass on any backend (call the backend's synchronisation after it to time).
+pub fn device_forward<B: Backend>(be: &B, d: &DeviceData<B>) {
+    let f = be
+        .seq_forward(&d.cell, &d.params, d.shape, &d.x, None)
+        .expect("bench forward");
+    std::hint::black_box(&f.h_seq);
+}
+
+/// A training step's recurrent part on any backend.
+pub fn device_train<B: Backend>(be: &B, d: &DeviceData<B>) {
+    let f = be
+        .seq_forward(&d.cell, &d.params, d.shape, &d.x, None)
+        .expect("bench forward");
+    let up = SeqUpstream {
+        dh_seq: Some(&d.dh_seq),
+        ds_final: None,
+    };
+    let g = be
+        .seq_backward(&d.cell, &d.params, d.shape, &d.x, &f, up, false)
+        .expect("bench backward");
+    std::hint::black_box(&g.dparams);
+}
+
 /// One forward pass (what evaluation does).
 pub fn run_forward<B: Backend<Tensor = Vec<f32>>>(be: &B, d: &BenchData) {
     let f = be

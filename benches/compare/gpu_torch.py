@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Side-by-side GPU timings: PyTorch nn.GRU / nn.LSTM on cuDNN against memrnn's CUDA backend.
+
+Run on the GPU machine, from a bundle made by `benches/gpu/bundle.sh` (which carries the
+`gpu_table` binary):
+
+    python3 benches/compare/gpu_torch.py --memrnn ./gpu_table [--reps 20] [--shapes paper,long,small-batch,wide]
+
+cuDNN is timed with CUDA events around each call (median of --reps after warm-up, fresh
+random data, no zeros); memrnn's figures come from the `gpu_table` binary (median of
+synchronised runs). fwd = forward over the sequence; train = forward + backward with a
+loss on every step and no input gradient (weight gradients only). The `long` shape is
+forward only (evaluation at long delays). GFLOP/s by TARGETS.md's counting.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+
+import torch
+
+SHAPES = {
+    "paper": dict(batch=128, input=785, hidden=200, steps=20),
+    "small-batch": dict(batch=8, input=64, hidden=256, steps=500),
+    "long": dict(batch=1024, input=785, hidden=200, steps=1000),
+    "wide": dict(batch=64, input=256, hidden=1024, steps=100),
+}
+GATES = {"gru": 3, "lstm": 4}
+
+
+def flops(cell, s, train):
+    g, b, i, h, t = GATES[cell], s["batch"], s["input"], s["hidden"], s["steps"]
+    fwd = 2 * b * g * h * (i + h) * t
+    return fwd + (2 * b * g * h * i + 4 * b * g * h * h) * t if train else fwd
+
+
+def cuda_time(fn, reps):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--memrnn", required=True, help="path to the gpu_table binary")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--cells", default="gru,lstm")
+    ap.add_argument("--shapes", default="paper,long,small-batch,wide")
+    args = ap.parse_args()
+    out = subprocess.run([args.memrnn, "--reps", str(args.reps), "--cells", args.cells, "--shapes", args.shapes],
+                         check=True, capture_output=True, text=True).stdout
+    mine = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | cuDNN {torch.backends.cudnn.version()}")
+    print("| cell | shape | pass | cuDNN ms (GF/s) | memrnn ms (GF/s), path | speed-up |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    for name in args.shapes.split(","):
+        s = SHAPES[name]
+        for cell in args.cells.split(","):
+            torch.manual_seed(0)
+            net = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](s["input"], s["hidden"]).to(dev)
+            x = torch.rand(s["steps"], s["batch"], s["input"], device=dev)
+            g = torch.rand(s["steps"], s["batch"], s["hidden"], device=dev) * 2e-3 - 1e-3
+
+            def fwd():
+                with torch.no_grad():
+                    net(x)
+
+            def train():
+                net.zero_grad(set_to_none=True)
+                out, _ = net(x)
+                (out * g).sum().backward()
+
+            passes = [("fwd", fwd)] + ([] if name == "long" else [("train", train)])
+            for pass_, fn in passes:
+                secs = cuda_time(fn, args.reps)
+                gf = flops(cell, s, pass_ == "train") / secs / 1e9
+                for r in mine:
+                    if (r["cell"], r["shape"], r["pass"]) == (cell, name, pass_):
+                        print(f"| {cell} | {name} | {pass_} | {secs*1e3:.3f} ({gf:.0f}) | "
+                              f"{r['ms']:.3f} ({r['gflops']:.0f}), {r['path']} | {secs*1e3/r['ms']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
