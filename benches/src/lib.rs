@@ -141,28 +141,12 @@ pub fn device_train<B: Backend>(be: &B, d: &DeviceData<B>) {
     std::hint::black_box(&g.dparams);
 }
 
-/// One forward pass (what evaluation does).
-pub fn run_forward<B: Backend<Tensor = Vec<f32>>>(be: &B, d: &BenchData) {
-    let f = be
-        .seq_forward(&d.cell, &d.params, d.shape, &d.x, None)
-        .expect("bench forward");
-    std::hint::black_box(&f.h_seq);
-}
-
-/// One training step's recurrent part: forward, then backward with loss on every step
-/// and no input gradient (the first layer of a network fed with data).
-pub fn run_train<B: Backend<Tensor = Vec<f32>>>(be: &B, d: &BenchData) {
-    let f = be
-        .seq_forward(&d.cell, &d.params, d.shape, &d.x, None)
-        .expect("bench forward");
-    let up = SeqUpstream {
-        dh_seq: Some(&d.dh_seq),
-        ds_final: None,
-    };
-    let g = be
-        .seq_backward(&d.cell, &d.params, d.shape, &d.x, &f, up, false)
-        .expect("bench backward");
-    std::hint::black_box(&g.dparams);
+/// Parses `--name value` from the command line.
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
 }
 
 /// Median wall time of `reps` runs of `f` after `warmup` runs, in seconds.
@@ -213,5 +197,27 @@ pub fn sgemm_square(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
             false,
             par,
         )
+    }
+}
+
+/// The criterion body shared by `benches/{rnn,gru,lstm}.rs`: forward and training step of
+/// `kind` at the paper and small-batch shapes on the CPU backend, throughput in FLOP/s by
+/// TARGETS.md's counting (criterion shows it as elements/s: 1 element = 1 FLOP).
+pub fn criterion_cpu_cell(c: &mut criterion::Criterion, kind: CellKind) {
+    let be = memrnn_cpu::CpuBackend::new();
+    for name in ["paper", "small-batch"] {
+        let sh = shape(name).expect("known shape");
+        let dev = DeviceData::upload(&be, &BenchData::new(kind, &sh, 7)).expect("host upload");
+        let mut g = c.benchmark_group(format!("cpu/{}/{name}", kind.name()));
+        g.sample_size(10);
+        g.throughput(criterion::Throughput::Elements(
+            forward_flops(kind, &sh) as u64
+        ));
+        g.bench_function("forward", |b| b.iter(|| device_forward(&be, &dev)));
+        g.throughput(criterion::Throughput::Elements(
+            train_flops(kind, &sh) as u64
+        ));
+        g.bench_function("train_step", |b| b.iter(|| device_train(&be, &dev)));
+        g.finish();
     }
 }

@@ -4,17 +4,11 @@
 //! `cargo run --release -p memrnn-benches --bin cpu_table -- [--reps N] [--shapes paper,small-batch] [--threads N]`
 
 use memrnn_benches::{
-    forward_flops, median_secs, run_forward, run_train, sgemm_square, shape, train_flops, BenchData,
+    arg, device_forward, device_train, forward_flops, median_secs, sgemm_square, shape,
+    train_flops, BenchData, DeviceData,
 };
 use memrnn_core::{Backend, CellKind};
 use memrnn_cpu::CpuBackend;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -50,8 +44,9 @@ fn main() {
         for c in cells.split(',') {
             let kind: CellKind = c.parse().unwrap_or_else(|e| panic!("{e}"));
             let data = BenchData::new(kind, &sh, 1);
-            let fwd = median_secs(1, reps, || run_forward(&be, &data));
-            let train = median_secs(1, reps, || run_train(&be, &data));
+            let dev = DeviceData::upload(&be, &data).unwrap_or_else(|e| panic!("{e}"));
+            let fwd = median_secs(1, reps, || device_forward(&be, &dev));
+            let train = median_secs(1, reps, || device_train(&be, &dev));
             for (pass, secs, flops) in [
                 ("fwd", fwd, forward_flops(kind, &sh)),
                 ("train", train, train_flops(kind, &sh)),

@@ -7,18 +7,11 @@
 //! Without a GPU it prints why and exits with status 2.
 
 use memrnn_benches::{
-    device_forward, device_train, forward_flops, median_secs, shape, train_flops, BenchData,
+    arg, device_forward, device_train, forward_flops, median_secs, shape, train_flops, BenchData,
     DeviceData,
 };
 use memrnn_core::{Backend, CellKind};
 use memrnn_cuda::{CudaBackend, RecurrencePath};
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

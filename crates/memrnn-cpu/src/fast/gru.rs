@@ -11,8 +11,6 @@ pub struct Gru;
 /// Rows per forward tile: 3 rows × 3 gate vectors = 9 accumulators, + 3 weight vectors
 /// + 1 broadcast = 13 of the 16 ymm registers (4 rows would need all 16 and spill).
 const R_FWD: usize = 3;
-/// Rows per backward tile.
-const R_BWD: usize = 4;
 
 impl FastCell for Gru {
     const CACHE_WIDTH: usize = 4;
@@ -21,26 +19,13 @@ impl FastCell for Gru {
     #[inline(always)]
     unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe {
-            match n {
-                1 => fwd_rows::<S, 1>(s, ctx, t, b0),
-                2 => fwd_rows::<S, 2>(s, ctx, t, b0),
-                _ => fwd_rows::<S, R_FWD>(s, ctx, t, b0),
-            }
-        }
+        unsafe { with_rows!(n, fwd_rows::<S>(s, ctx, t, b0), [1, 2, 3]) }
     }
 
     #[inline(always)]
     unsafe fn bwd_block<S: Simd>(s: S, ctx: &BwdCtx, carry: &Carry, t: usize, b0: usize, n: usize) {
         // SAFETY: forwarded contract (FastCell::bwd_block).
-        unsafe {
-            match n {
-                1 => bwd_rows::<S, 1>(s, ctx, carry, t, b0),
-                2 => bwd_rows::<S, 2>(s, ctx, carry, t, b0),
-                3 => bwd_rows::<S, 3>(s, ctx, carry, t, b0),
-                _ => bwd_rows::<S, R_BWD>(s, ctx, carry, t, b0),
-            }
-        }
+        unsafe { with_rows!(n, bwd_rows::<S>(s, ctx, carry, t, b0), [1, 2, 3, 4]) }
     }
 }
 

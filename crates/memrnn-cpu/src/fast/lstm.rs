@@ -11,7 +11,6 @@ pub struct Lstm;
 /// Rows per forward tile: 2 rows × 4 gate vectors = 8 accumulators, + 4 weight vectors
 /// + 1 broadcast = 13 of the 16 ymm registers (3 rows would need 17 and spill).
 const R_FWD: usize = 2;
-const R_BWD: usize = 4;
 
 impl FastCell for Lstm {
     const CACHE_WIDTH: usize = 4;
@@ -20,25 +19,13 @@ impl FastCell for Lstm {
     #[inline(always)]
     unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe {
-            match n {
-                1 => fwd_rows::<S, 1>(s, ctx, t, b0),
-                _ => fwd_rows::<S, R_FWD>(s, ctx, t, b0),
-            }
-        }
+        unsafe { with_rows!(n, fwd_rows::<S>(s, ctx, t, b0), [1, 2]) }
     }
 
     #[inline(always)]
     unsafe fn bwd_block<S: Simd>(s: S, ctx: &BwdCtx, carry: &Carry, t: usize, b0: usize, n: usize) {
         // SAFETY: forwarded contract (FastCell::bwd_block).
-        unsafe {
-            match n {
-                1 => bwd_rows::<S, 1>(s, ctx, carry, t, b0),
-                2 => bwd_rows::<S, 2>(s, ctx, carry, t, b0),
-                3 => bwd_rows::<S, 3>(s, ctx, carry, t, b0),
-                _ => bwd_rows::<S, R_BWD>(s, ctx, carry, t, b0),
-            }
-        }
+        unsafe { with_rows!(n, bwd_rows::<S>(s, ctx, carry, t, b0), [1, 2, 3, 4]) }
     }
 }
 

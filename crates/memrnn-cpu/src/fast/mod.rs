@@ -15,6 +15,18 @@
 //! Results do not depend on the thread count: each row's arithmetic is the same whichever
 //! task runs it, the SGEMMs split only their outputs, and column sums run rows in order.
 
+/// Calls `f::<S, N>(args…)` with the const row count `N` equal to the run-time `n`, for
+/// the counts listed: how a cell's `fwd_block` / `bwd_block` reach their monomorphised
+/// row tiles.
+macro_rules! with_rows {
+    ($n:expr, $f:ident::<$s:ty> $args:tt, [$($k:literal),+]) => {
+        match $n {
+            $($k => $f::<$s, $k> $args,)+
+            other => unreachable!("row tile of {other} rows: balanced_tile never exceeds the cell's maximum"),
+        }
+    };
+}
+
 pub mod gemm;
 pub mod gru;
 pub mod lstm;

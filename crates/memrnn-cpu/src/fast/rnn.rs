@@ -9,7 +9,6 @@ pub struct Rnn;
 
 /// Rows per forward tile: 8 rows × 1 vector = 8 accumulators.
 const R_FWD: usize = 8;
-const R_BWD: usize = 4;
 
 impl FastCell for Rnn {
     const CACHE_WIDTH: usize = 0;
@@ -18,31 +17,13 @@ impl FastCell for Rnn {
     #[inline(always)]
     unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe {
-            match n {
-                1 => fwd_rows::<S, 1>(s, ctx, t, b0),
-                2 => fwd_rows::<S, 2>(s, ctx, t, b0),
-                3 => fwd_rows::<S, 3>(s, ctx, t, b0),
-                4 => fwd_rows::<S, 4>(s, ctx, t, b0),
-                5 => fwd_rows::<S, 5>(s, ctx, t, b0),
-                6 => fwd_rows::<S, 6>(s, ctx, t, b0),
-                7 => fwd_rows::<S, 7>(s, ctx, t, b0),
-                _ => fwd_rows::<S, R_FWD>(s, ctx, t, b0),
-            }
-        }
+        unsafe { with_rows!(n, fwd_rows::<S>(s, ctx, t, b0), [1, 2, 3, 4, 5, 6, 7, 8]) }
     }
 
     #[inline(always)]
     unsafe fn bwd_block<S: Simd>(s: S, ctx: &BwdCtx, carry: &Carry, t: usize, b0: usize, n: usize) {
         // SAFETY: forwarded contract (FastCell::bwd_block).
-        unsafe {
-            match n {
-                1 => bwd_rows::<S, 1>(s, ctx, carry, t, b0),
-                2 => bwd_rows::<S, 2>(s, ctx, carry, t, b0),
-                3 => bwd_rows::<S, 3>(s, ctx, carry, t, b0),
-                _ => bwd_rows::<S, R_BWD>(s, ctx, carry, t, b0),
-            }
-        }
+        unsafe { with_rows!(n, bwd_rows::<S>(s, ctx, carry, t, b0), [1, 2, 3, 4]) }
     }
 }
 
