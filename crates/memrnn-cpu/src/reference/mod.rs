@@ -8,6 +8,7 @@
 //! [`seq`] runs whole sequences (forward and backpropagation through time).
 
 pub mod gru;
+pub mod jvp;
 pub mod lstm;
 pub mod rnn;
 pub mod seq;

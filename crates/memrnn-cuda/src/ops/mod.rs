@@ -7,6 +7,7 @@ pub(crate) mod gru;
 pub(crate) mod lstm;
 pub(crate) mod recurrence;
 pub(crate) mod rnn;
+pub(crate) mod slowpoints;
 
 use crate::device::{CellFns, Kernels};
 use memrnn_core::CellKind;

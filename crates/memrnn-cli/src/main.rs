@@ -1,0 +1,434 @@
+//! `memrnn`: train RNNs on the delayed-classification task, evaluate their memory far
+//! beyond the training delay, and run the speed-regularisation pipeline (Haviv, Rivkind &
+//! Barak, ICML 2019). The backend is chosen at run time (`--backend`) and named on stderr.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use memrnn_core::{Backend, CellKind};
+use memrnn_cpu::CpuBackend;
+use memrnn_train::eval::{default_delays, evaluate, plot_curves, EvalConfig};
+use memrnn_train::objective::SpeedPenalty;
+use memrnn_train::pipeline::{build_v, run_pipeline, PipelineConfig, VSource};
+use memrnn_train::task::{Curriculum, DigitSet, StageSchedule};
+use memrnn_train::train::{config_from_metadata, RunOutput, TrainConfig, Trainer};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "memrnn",
+    version,
+    about = "Memory in recurrent networks: train, evaluate, regularise"
+)]
+struct Cli {
+    /// Compute backend: auto picks CUDA when compiled in and a GPU is present, else CPU.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto, global = true)]
+    backend: BackendChoice,
+    /// CPU threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum BackendChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a network (or fine-tune one with --init, optionally with the speed penalty).
+    Train(TrainArgs),
+    /// Report accuracy against delay for a checkpoint: table, JSON and SVG.
+    Eval(EvalArgs),
+    /// Train → fine-tune with the speed penalty and a λ = 0 control → evaluate all three.
+    Run(RunArgs),
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Folder with train-images-idx3-ubyte(.gz) and train-labels-idx1-ubyte(.gz)
+    /// (default: the bundled data/).
+    #[arg(long)]
+    mnist_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct NetArgs {
+    /// Cell: rnn, gru or lstm.
+    #[arg(long, default_value = "gru")]
+    cell: String,
+    /// Hidden size (default 64; 200 with --paper).
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Batch size (default 64; 128 with --paper).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Training steps (default 1500 for `train`, 1200 for `run`; 140,000 with --paper).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f32,
+    /// Global-norm gradient clip (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// T_max, the training sequence length.
+    #[arg(long, default_value_t = 20)]
+    t_max: usize,
+    /// Curriculum: none, delay (DeCu) or vocab (VoCu).
+    #[arg(long, default_value = "none")]
+    curriculum: String,
+    /// Advance the curriculum every N steps (instead of on accuracy).
+    #[arg(long)]
+    stage_every: Option<u64>,
+    /// Advance the curriculum when the running report accuracy reaches this.
+    #[arg(long, default_value_t = 0.9)]
+    stage_acc: f64,
+    /// Least steps per curriculum stage under --stage-acc.
+    #[arg(long, default_value_t = 200)]
+    stage_min_steps: u64,
+    #[arg(long, default_value_t = 50)]
+    log_every: u64,
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: u64,
+    /// The paper's scale: hidden 200, batch 128, 140,000 training steps and 5,000
+    /// fine-tuning steps (unless given). Hours on a CPU; minutes on a GPU.
+    #[arg(long)]
+    paper: bool,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Output folder.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Run name (files NAME.safetensors, NAME.metrics.jsonl, ...).
+    #[arg(long, default_value = "model")]
+    name: String,
+    /// Resume this checkpoint (written by `memrnn train`) up to --steps.
+    #[arg(long, conflicts_with = "init")]
+    resume: Option<PathBuf>,
+    /// Start from this checkpoint's weights with a fresh optimiser (fine-tuning).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Speed-penalty weight λ (needs --init; 0 = control run).
+    #[arg(long, allow_negative_numbers = true)]
+    lambda: Option<f32>,
+    /// Where V comes from: class-means or trajectory.
+    #[arg(long, default_value = "class-means")]
+    v: String,
+}
+
+#[derive(Args)]
+struct EvalCommon {
+    /// Longest delay (delays are log-spaced from 4 up to it).
+    #[arg(long, default_value_t = 1000)]
+    max_delay: usize,
+    /// Explicit delays, comma-separated (overrides --max-delay).
+    #[arg(long, value_delimiter = ',')]
+    delays: Option<Vec<usize>>,
+    /// Trials per delay.
+    #[arg(long, default_value_t = 500)]
+    trials: usize,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 500)]
+    eval_batch: usize,
+    /// Longest forward chunk (bounds memory at long delays).
+    #[arg(long, default_value_t = 50)]
+    chunk: usize,
+    #[arg(long, default_value_t = 0xE7A1)]
+    eval_seed: u64,
+}
+
+impl EvalCommon {
+    fn config(&self, t_max: usize, delta_min: usize) -> EvalConfig {
+        EvalConfig {
+            delays: self
+                .delays
+                .clone()
+                .unwrap_or_else(|| default_delays(self.max_delay)),
+            trials: self.trials,
+            batch: self.eval_batch,
+            chunk: self.chunk,
+            read_span: t_max.saturating_sub(delta_min).max(1),
+            seed: self.eval_seed,
+        }
+    }
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The checkpoint to evaluate.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    eval: EvalCommon,
+    /// Write eval.json and eval.svg here (default: beside the checkpoint).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
+    eval: EvalCommon,
+    /// Report folder.
+    #[arg(long, default_value = "report")]
+    out: PathBuf,
+    /// Fine-tuning steps (with λ and with the λ = 0 control).
+    #[arg(long)]
+    finetune_steps: Option<u64>,
+    /// Fine-tuning learning rate.
+    #[arg(long, default_value_t = 5e-4)]
+    finetune_lr: f32,
+    /// Speed-penalty weight λ (per-step mean CE, speed summed over V's points).
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    lambda: f32,
+    /// Where V comes from: class-means or trajectory.
+    #[arg(long, default_value = "class-means")]
+    v: String,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.backend {
+        BackendChoice::Cuda => bail!(
+            "the CUDA backend is not compiled into this build of memrnn; use --backend cpu (or auto)"
+        ),
+        BackendChoice::Auto | BackendChoice::Cpu => {
+            let mut b = CpuBackend::new();
+            if let Some(t) = cli.threads {
+                b = b.with_threads(t)?;
+            }
+            let why = if cli.backend == BackendChoice::Auto {
+                " (auto: no CUDA backend compiled in)"
+            } else {
+                ""
+            };
+            eprintln!("memrnn: backend {}{why}", b.name());
+            run_cmd(&b, cli.cmd, !cli.quiet)
+        }
+    }
+}
+
+fn load_data(d: &DataArgs) -> Result<DigitSet> {
+    let dir = match &d.mnist_dir {
+        Some(p) => p.clone(),
+        None => {
+            let local = PathBuf::from("data");
+            if local.join(memrnn_train::idx::IMAGE_FILES[0]).is_file() {
+                local
+            } else {
+                memrnn_train::idx::bundled_data_dir()
+            }
+        }
+    };
+    let m = memrnn_train::load_mnist_dir(&dir)?;
+    eprintln!(
+        "memrnn: {} digits of {}×{} from {}",
+        m.len(),
+        m.rows,
+        m.cols,
+        dir.display()
+    );
+    Ok(DigitSet::new(m)?)
+}
+
+fn train_config(n: &NetArgs, default_steps: u64) -> Result<TrainConfig> {
+    let cell: CellKind = n.cell.parse()?;
+    let curriculum: Curriculum = n.curriculum.parse()?;
+    let mut c = TrainConfig {
+        cell,
+        hidden: n.hidden.unwrap_or(if n.paper { 200 } else { 64 }),
+        batch: n.batch.unwrap_or(if n.paper { 128 } else { 64 }),
+        steps: n
+            .steps
+            .unwrap_or(if n.paper { 20_000 } else { default_steps }),
+        seed: n.seed,
+        curriculum,
+        schedule: match n.stage_every {
+            Some(k) => StageSchedule::Every(k),
+            None => StageSchedule::Accuracy {
+                threshold: n.stage_acc,
+                min_steps: n.stage_min_steps,
+            },
+        },
+        clip: (n.clip > 0.0).then_some(n.clip),
+        log_every: n.log_every,
+        checkpoint_every: n.checkpoint_every,
+        ..TrainConfig::default()
+    };
+    c.adam.lr = n.lr;
+    c.task.t_max = n.t_max;
+    c.validate()?;
+    Ok(c)
+}
+
+fn v_source(name: &str) -> Result<VSource> {
+    match name {
+        "class-means" | "class-mean" | "means" => Ok(VSource::ClassMeans {
+            trials: 1000,
+            delay: 20,
+            copies: 10,
+        }),
+        "trajectory" | "trajectories" => Ok(VSource::Trajectory { n: 100, delay: 20 }),
+        other => bail!("unknown V source {other:?}: expected class-means or trajectory (slow points arrive with the slow-point finder)"),
+    }
+}
+
+fn run_cmd<B: Backend>(b: &B, cmd: Cmd, progress: bool) -> Result<()> {
+    match cmd {
+        Cmd::Train(a) => cmd_train(b, a, progress),
+        Cmd::Eval(a) => cmd_eval(b, a, progress),
+        Cmd::Run(a) => cmd_run(b, a, progress),
+    }
+}
+
+fn cmd_train<B: Backend>(b: &B, a: TrainArgs, progress: bool) -> Result<()> {
+    let set = load_data(&a.data)?;
+    let cfg = train_config(&a.net, 1500)?;
+    let out = RunOutput {
+        dir: a.out.clone(),
+        name: a.name.clone(),
+        progress,
+    };
+    if a.lambda.is_some() && a.init.is_none() {
+        bail!("--lambda fine-tunes a trained network: give it with --init CHECKPOINT");
+    }
+    let mut t = if let Some(p) = &a.resume {
+        Trainer::resume(b, &set, cfg, p)?
+    } else if let Some(p) = &a.init {
+        let ck = memrnn_core::checkpoint::load_checkpoint(p)?;
+        let mut t = Trainer::from_model(b, &set, cfg.clone(), ck.model.clone())
+            .with_context(|| format!("fine-tuning {}", p.display()))?;
+        if let Some(l) = a.lambda {
+            memrnn_train::objective::check_lambda(l)?;
+            let v = build_v(b, &ck.model, &set, &cfg, v_source(&a.v)?)?;
+            eprintln!(
+                "memrnn: speed penalty λ = {l} on {} points ({})",
+                v.n, v.source
+            );
+            t.set_penalty(Some(SpeedPenalty::new(l, v)?))?;
+        }
+        t
+    } else {
+        Trainer::new(b, &set, cfg)?
+    };
+    let s = t.run(&out)?;
+    println!(
+        "trained {} steps in {:.1} s: loss {:.4}, report accuracy {:.3}, silence accuracy {:.4}\ncheckpoint {}\nmetrics {}",
+        s.steps,
+        s.seconds,
+        s.last.loss,
+        s.report_acc,
+        s.silence_acc,
+        s.checkpoint.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
+        out.metrics().display()
+    );
+    Ok(())
+}
+
+fn cmd_eval<B: Backend>(b: &B, a: EvalArgs, progress: bool) -> Result<()> {
+    let set = load_data(&a.data)?;
+    let ck = memrnn_core::checkpoint::load_checkpoint(&a.checkpoint)?;
+    let tc = config_from_metadata(&ck.metadata).unwrap_or_default();
+    let cfg = a.eval.config(tc.task.t_max, tc.task.delta_min);
+    cfg.validate()?;
+    let pb = if progress {
+        indicatif::ProgressBar::new((cfg.trials.div_ceil(cfg.batch) * cfg.delays.len()) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let r = evaluate(b, &ck.model, &set, &tc.task, &cfg, Some(&pb))?;
+    pb.finish_and_clear();
+    let dir = a.out.clone().unwrap_or_else(|| {
+        a.checkpoint
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stem = a
+        .checkpoint
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string();
+    let json = dir.join(format!("{stem}.eval.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(&r)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let svg = dir.join(format!("{stem}.eval.svg"));
+    plot_curves(
+        &svg,
+        &format!("{stem}: report accuracy vs delay"),
+        &[(&stem, &r)],
+    )?;
+    println!("{}", r.table());
+    println!("json {}\nplot {}", json.display(), svg.display());
+    Ok(())
+}
+
+fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
+    let set = load_data(&a.data)?;
+    let train = train_config(&a.net, 1200)?;
+    let eval = a.eval.config(train.task.t_max, train.task.delta_min);
+    let cfg = PipelineConfig {
+        finetune_steps: a
+            .finetune_steps
+            .unwrap_or(if a.net.paper { 5000 } else { 300 }),
+        finetune_lr: a.finetune_lr,
+        lambda: a.lambda,
+        v_source: v_source(&a.v)?,
+        eval,
+        out_dir: a.out.clone(),
+        progress,
+        train,
+    };
+    eprintln!(
+        "memrnn run: {} H{} batch {}, {} training steps, {} fine-tuning steps (λ = {} and control λ = 0), delays up to {}",
+        cfg.train.cell,
+        cfg.train.hidden,
+        cfg.train.batch,
+        cfg.train.steps,
+        cfg.finetune_steps,
+        cfg.lambda,
+        cfg.eval.delays.iter().max().copied().unwrap_or(0)
+    );
+    let r = run_pipeline(b, &set, &cfg)?;
+    println!("\n{}", r.table());
+    println!(
+        "V: {} points ({}); backend {}; {:.0} s in all\nreport folder {} (extrapolation curves: {})",
+        r.v_points,
+        r.v_source,
+        r.backend,
+        r.seconds,
+        a.out.display(),
+        r.svg.display()
+    );
+    Ok(())
+}

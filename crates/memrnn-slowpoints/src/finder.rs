@@ -1,0 +1,356 @@
+//! The finder: search, filter, de-duplicate, analyse (see the crate docs for the rules).
+
+use memrnn_core::backend::{SlowPointConfig, SlowPointSearch, StopReason};
+use memrnn_core::{check_finite, check_len, Backend, CellDims, Error, Model, Result};
+use serde::{Deserialize, Serialize};
+
+/// Everything the finder does after the search, and the search's own settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinderConfig {
+    /// Adam, iteration cap, convergence and stall rule of the search.
+    pub search: SlowPointConfig,
+    /// A point is kept only when `S ≤ max_speed_sq` (default 1e-6: it moves less than
+    /// 1e-3 per step).
+    pub max_speed_sq: f32,
+    /// Outlier rule: a point farther than `outlier_scale` × (the candidates' mean
+    /// distance to their centroid) from that centroid is dropped (default 10, as
+    /// FixedPointFinder's `outlier_distance_scale`). 0 turns the rule off.
+    pub outlier_scale: f32,
+    /// Points closer than this (Euclidean) are one point; the slowest is kept (default
+    /// 1e-3, FixedPointFinder's `tol_unique`).
+    pub dedup_tol: f32,
+    /// An eigenvalue counts as near the unit circle when `||λ| − 1| < unit_tol`
+    /// (default 1e-2).
+    pub unit_tol: f64,
+}
+
+impl Default for FinderConfig {
+    fn default() -> Self {
+        FinderConfig {
+            search: SlowPointConfig::default(),
+            max_speed_sq: 1e-6,
+            outlier_scale: 10.0,
+            dedup_tol: 1e-3,
+            unit_tol: 1e-2,
+        }
+    }
+}
+
+impl FinderConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.search.validate()?;
+        let ok = self.max_speed_sq.is_finite()
+            && self.max_speed_sq >= 0.0
+            && self.outlier_scale.is_finite()
+            && self.outlier_scale >= 0.0
+            && self.dedup_tol.is_finite()
+            && self.dedup_tol >= 0.0
+            && self.unit_tol.is_finite()
+            && self.unit_tol >= 0.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "the finder's max_speed_sq, outlier_scale, dedup_tol and unit_tol must be finite and ≥ 0; got {self:?}"
+            )))
+        }
+    }
+}
+
+/// An eigenvalue of a Jacobian.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Eigenvalue {
+    pub re: f64,
+    pub im: f64,
+}
+
+impl Eigenvalue {
+    pub fn abs(&self) -> f64 {
+        self.re.hypot(self.im)
+    }
+}
+
+/// One slow point and its linearisation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlowPoint {
+    /// The candidate (row of the candidates given) that reached it.
+    pub candidate: usize,
+    /// The state `[S]`.
+    pub state: Vec<f32>,
+    /// `S = ‖F(s, x̄) − s‖²`.
+    pub speed_sq: f32,
+    /// `√S`: how far the state moves in one step.
+    pub speed: f32,
+    /// The readout's class at `h` (argmax of `W_out h + b_out`), when the model has one.
+    pub class: Option<usize>,
+    /// `J = ∂F/∂s`, `[S, S]`, row `i` = `∂F_i/∂s`.
+    pub jacobian: Vec<f32>,
+    /// The eigenvalues of `J`, largest magnitude first.
+    pub eigenvalues: Vec<Eigenvalue>,
+    /// `max |λ|`.
+    pub max_abs_eig: f64,
+    /// `max |λ| < 1`.
+    pub stable: bool,
+    /// How many eigenvalues have `||λ| − 1| < unit_tol`.
+    pub near_unit: usize,
+    /// Adam updates the candidate took.
+    pub iters: u32,
+    /// Why its search stopped.
+    pub stop: StopReason,
+    /// How many kept candidates were merged into this point (itself included).
+    pub merged: usize,
+}
+
+/// What happened to the candidates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub candidates: usize,
+    pub converged: usize,
+    pub stalled: usize,
+    pub max_iters: usize,
+    /// Dropped: the speed became NaN or infinite.
+    pub non_finite: usize,
+    /// Dropped: `S > max_speed_sq`.
+    pub too_fast: usize,
+    /// Dropped by the distance rule.
+    pub outliers: usize,
+    /// Merged into a slower point.
+    pub duplicates: usize,
+    /// Distinct points reported.
+    pub points: usize,
+}
+
+/// The finder's result: the points, slowest first, and how the candidates fared.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlowPointReport {
+    pub cell: CellDims,
+    /// The constant input `x̄ [I]`.
+    pub input: Vec<f32>,
+    pub config: FinderConfig,
+    /// The backend that ran the search.
+    pub backend: String,
+    pub counts: Counts,
+    pub points: Vec<SlowPoint>,
+}
+
+/// Checks a model and an input for the finder: the model's parameters fit its cell and
+/// are finite, and `x̄` has `I` finite values.
+fn check_model_input(model: &Model, x_bar: &[f32]) -> Result<()> {
+    model.validate()?;
+    check_len(
+        "x̄ (the constant input)",
+        model.cell.input,
+        x_bar.len(),
+        || {
+            format!(
+                "[I={}] for the model's {} cell",
+                model.cell.input, model.cell.kind
+            )
+        },
+    )?;
+    check_finite("x̄ (the constant input)", x_bar)
+}
+
+/// Runs the search from `candidates [K, S]` at the constant input `x_bar [I]`, then
+/// filters, de-duplicates and analyses the points (see the crate docs).
+pub fn find_slow_points<B: Backend>(
+    backend: &B,
+    model: &Model,
+    x_bar: &[f32],
+    candidates: &[f32],
+    cfg: &FinderConfig,
+) -> Result<SlowPointReport> {
+    cfg.validate()?;
+    check_model_input(model, x_bar)?;
+    let cell = model.cell;
+    let sd = cell.state_size();
+    let params = backend.upload(&model.params)?;
+    let x = backend.upload(x_bar)?;
+    let mut search = SlowPointSearch::new(backend, &cell, candidates)?;
+    backend.slow_point_iterations(&cell, &params, &x, &mut search, &cfg.search)?;
+    let found = backend.download(&search.states)?;
+    let k = search.k;
+
+    let mut counts = Counts {
+        candidates: k,
+        ..Counts::default()
+    };
+    for st in &search.status {
+        match st.stop {
+            StopReason::Converged => counts.converged += 1,
+            StopReason::Stalled => counts.stalled += 1,
+            StopReason::MaxIters | StopReason::Running => counts.max_iters += 1,
+            StopReason::NonFinite => counts.non_finite += 1,
+        }
+    }
+
+    // 1. Speed: finite and at most max_speed_sq.
+    let mut kept: Vec<usize> = Vec::with_capacity(k);
+    for (i, st) in search.status.iter().enumerate() {
+        if st.stop == StopReason::NonFinite || !st.speed_sq.is_finite() {
+            continue;
+        }
+        if st.speed_sq > cfg.max_speed_sq {
+            counts.too_fast += 1;
+            continue;
+        }
+        kept.push(i);
+    }
+    // 2. Distance to the candidates' centroid (FixedPointFinder's outlier rule).
+    if cfg.outlier_scale > 0.0 {
+        let mut centroid = vec![0.0f64; sd];
+        for row in candidates.chunks_exact(sd) {
+            for (c, &v) in centroid.iter_mut().zip(row) {
+                *c += v as f64;
+            }
+        }
+        centroid.iter_mut().for_each(|c| *c /= k as f64);
+        let dist = |row: &[f32]| -> f64 {
+            row.iter()
+                .zip(&centroid)
+                .map(|(&v, &c)| (v as f64 - c) * (v as f64 - c))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let spread = candidates.chunks_exact(sd).map(dist).sum::<f64>() / k as f64;
+        if spread > 0.0 {
+            let limit = cfg.outlier_scale as f64 * spread;
+            let before = kept.len();
+            kept.retain(|&i| dist(&found[i * sd..(i + 1) * sd]) <= limit);
+            counts.outliers = before - kept.len();
+        }
+    }
+    // 3. De-duplicate, slowest first (ties: lower candidate index).
+    kept.sort_by(|&a, &b| {
+        search.status[a]
+            .speed_sq
+            .total_cmp(&search.status[b].speed_sq)
+            .then(a.cmp(&b))
+    });
+    let tol2 = (cfg.dedup_tol as f64) * (cfg.dedup_tol as f64);
+    let mut unique: Vec<(usize, usize)> = Vec::new();
+    for &i in &kept {
+        let row = &found[i * sd..(i + 1) * sd];
+        let dup = unique.iter_mut().find(|(u, _)| {
+            let other = &found[*u * sd..(*u + 1) * sd];
+            let d2: f64 = row
+                .iter()
+                .zip(other)
+                .map(|(&a, &b)| (a as f64 - b as f64) * (a as f64 - b as f64))
+                .sum();
+            d2 < tol2
+        });
+        match dup {
+            Some((_, merged)) => {
+                *merged += 1;
+                counts.duplicates += 1;
+            }
+            None => unique.push((i, 1)),
+        }
+    }
+    counts.points = unique.len();
+
+    // 4. Analyse the distinct points.
+    let mut states = Vec::with_capacity(unique.len() * sd);
+    for &(i, _) in &unique {
+        states.extend_from_slice(&found[i * sd..(i + 1) * sd]);
+    }
+    let analysed = analyse_points(backend, model, x_bar, &states, cfg.unit_tol)?;
+    let points = analysed
+        .into_iter()
+        .zip(&unique)
+        .map(|(mut p, &(i, merged))| {
+            p.candidate = i;
+            p.iters = search.status[i].iters;
+            p.stop = search.status[i].stop;
+            p.merged = merged;
+            p
+        })
+        .collect();
+    Ok(SlowPointReport {
+        cell,
+        input: x_bar.to_vec(),
+        config: *cfg,
+        backend: backend.name(),
+        counts,
+        points,
+    })
+}
+
+/// Points per `step_jacobian` call (bounds the memory of the `[N, S, S]` batch).
+const JACOBIAN_BATCH: usize = 64;
+
+/// The analysis of given states `[P, S]` without a search: speed (recomputed with
+/// `step_speed`), readout class, Jacobian, its eigenvalues, stability and the count near
+/// the unit circle. `candidate` is the row index, `iters` 0, `stop` `Running`, `merged` 1.
+/// Useful on its own for the per-class mean states.
+pub fn analyse_points<B: Backend>(
+    backend: &B,
+    model: &Model,
+    x_bar: &[f32],
+    states: &[f32],
+    unit_tol: f64,
+) -> Result<Vec<SlowPoint>> {
+    check_model_input(model, x_bar)?;
+    let cell = model.cell;
+    let sd = cell.state_size();
+    if states.len() % sd != 0 {
+        return Err(Error::shape(
+            "states",
+            states.len().div_ceil(sd) * sd,
+            states.len(),
+            format!("[P, S={sd}]"),
+        ));
+    }
+    check_finite("states", states)?;
+    let p = states.len() / sd;
+    let params = backend.upload(&model.params)?;
+    let mut out = Vec::with_capacity(p);
+    for start in (0..p).step_by(JACOBIAN_BATCH) {
+        let n = JACOBIAN_BATCH.min(p - start);
+        let rows = &states[start * sd..(start + n) * sd];
+        let s = backend.upload(rows)?;
+        let xs: Vec<f32> = x_bar.iter().copied().cycle().take(n * cell.input).collect();
+        let x = backend.upload(&xs)?;
+        let speed = backend.download(&backend.step_speed(&cell, &params, &s, &x, n)?)?;
+        let jac = backend.download(&backend.step_jacobian(&cell, &params, &s, &x, n)?)?;
+        for j in 0..n {
+            let jacobian = jac[j * sd * sd..(j + 1) * sd * sd].to_vec();
+            let eigenvalues = crate::eigen::eigenvalues_sorted(&jacobian, sd)?;
+            let max_abs_eig = eigenvalues.first().map_or(0.0, Eigenvalue::abs);
+            let near_unit = eigenvalues
+                .iter()
+                .filter(|e| (e.abs() - 1.0).abs() < unit_tol)
+                .count();
+            let state = rows[j * sd..(j + 1) * sd].to_vec();
+            let class = model.readout.as_ref().map(|r| {
+                let h = &state[..cell.hidden];
+                let mut best = (0usize, f32::NEG_INFINITY);
+                for c in 0..r.classes {
+                    let w = &r.weight[c * r.hidden..(c + 1) * r.hidden];
+                    let y = r.bias[c] + w.iter().zip(h).map(|(a, b)| a * b).sum::<f32>();
+                    if y > best.1 {
+                        best = (c, y);
+                    }
+                }
+                best.0
+            });
+            out.push(SlowPoint {
+                candidate: start + j,
+                state,
+                speed_sq: speed[j],
+                speed: speed[j].sqrt(),
+                class,
+                jacobian,
+                eigenvalues,
+                max_abs_eig,
+                stable: max_abs_eig < 1.0,
+                near_unit,
+                iters: 0,
+                stop: StopReason::Running,
+                merged: 1,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,306 @@
+//! Memory extrapolation: report accuracy against the delay `t_s − t_a`, far beyond the
+//! training delays (MATH.md §6).
+//!
+//! Trials come in batches of `batch` rows sharing one read time `t_a` (drawn per batch
+//! uniformly in `[0, read_span)`), each row its own digit and image (Philox, keyed by
+//! `(seed, batch index)`). A batch runs **one** long trajectory of noise after the image,
+//! forward only, in chunks of at most `chunk` steps carrying the state through `s0`, so
+//! memory stays bounded whatever the delay; at `t_a + d` for each delay `d` the run
+//! branches for one step with the trigger on and the readout's answer is scored. The
+//! delays of one batch thus share their trajectories (the curve is that of one set of
+//! trials observed at many delays).
+
+use crate::error::{config_err, Result};
+use crate::objective::predict;
+use crate::philox::{self, Stream};
+use crate::task::{fill_inputs, DigitSet, TaskConfig, Trial};
+use memrnn_core::{Backend, Model, SeqShape};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Longest delay accepted.
+pub const MAX_DELAY: usize = 1_000_000;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    /// Delays `t_s − t_a` to score (each ≥ 1).
+    pub delays: Vec<usize>,
+    /// Trials per delay (rounded up to whole batches).
+    pub trials: usize,
+    /// Rows per forward pass.
+    pub batch: usize,
+    /// Longest forward chunk.
+    pub chunk: usize,
+    /// `t_a` is drawn in `[0, read_span)`.
+    pub read_span: usize,
+    pub seed: u64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            delays: default_delays(1000),
+            trials: 1000,
+            batch: 500,
+            chunk: 50,
+            read_span: 16,
+            seed: 0xE7A1,
+        }
+    }
+}
+
+/// 4, 6, 8, 10, 12, 16, 20, … roughly log-spaced up to `max`.
+pub fn default_delays(max: usize) -> Vec<usize> {
+    let mut v = vec![];
+    let mut d = 4f64;
+    while (d as usize) <= max {
+        let k = d.round() as usize;
+        if v.last() != Some(&k) {
+            v.push(k);
+        }
+        d *= 1.3;
+    }
+    if v.last() != Some(&max) && max >= 4 {
+        v.push(max);
+    }
+    v
+}
+
+impl EvalConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.delays.is_empty() {
+            return config_err("no delays to evaluate: give at least one (e.g. --max-delay 1000)");
+        }
+        if let Some(&d) = self.delays.iter().find(|&&d| d == 0 || d > MAX_DELAY) {
+            return config_err(format!(
+                "delay {d}: a delay t_s − t_a must be between 1 and {MAX_DELAY} steps"
+            ));
+        }
+        if self.trials == 0 || self.batch == 0 || self.chunk == 0 || self.read_span == 0 {
+            return config_err("trials, batch, chunk and read span must all be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Accuracy per delay, overall and per digit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub delays: Vec<usize>,
+    /// Overall report accuracy per delay.
+    pub accuracy: Vec<f64>,
+    /// `[delay][digit]` accuracy.
+    pub per_class: Vec<[f64; 10]>,
+    /// Trials per digit (the same at every delay).
+    pub counts: [usize; 10],
+    pub trials: usize,
+}
+
+impl EvalResult {
+    /// Accuracy at the delay closest to `d`.
+    pub fn at(&self, d: usize) -> f64 {
+        let i = (0..self.delays.len())
+            .min_by_key(|&i| self.delays[i].abs_diff(d))
+            .unwrap_or(0);
+        self.accuracy.get(i).copied().unwrap_or(f64::NAN)
+    }
+
+    /// A plain-text table: one row per delay, overall then per digit.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:>7} {:>7} |", "delay", "all");
+        for d in 0..10 {
+            s += &format!(" {:>5}", d);
+        }
+        s.push('\n');
+        for (i, &d) in self.delays.iter().enumerate() {
+            s += &format!("{:>7} {:>7.3} |", d, self.accuracy[i]);
+            for c in 0..10 {
+                s += &format!(" {:>5.2}", self.per_class[i][c]);
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// Scores `model` at every delay of `cfg`. `progress` is advanced by one per scored delay
+/// and batch.
+pub fn evaluate<B: Backend>(
+    backend: &B,
+    model: &Model,
+    set: &DigitSet,
+    task: &TaskConfig,
+    cfg: &EvalConfig,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<EvalResult> {
+    cfg.validate()?;
+    task.validate()?;
+    model.validate()?;
+    let readout = model.readout.as_ref().ok_or_else(|| {
+        crate::TrainError::Config(
+            "the model has no readout: evaluate a checkpoint written by `memrnn train`".into(),
+        )
+    })?;
+    if model.cell.input != set.input_size() {
+        return config_err(format!(
+            "the model reads inputs of size {} but the data's images give {} (pixels + trigger)",
+            model.cell.input,
+            set.input_size()
+        ));
+    }
+    let cell = model.cell;
+    let params = backend.upload(&model.params)?;
+    let mut delays = cfg.delays.clone();
+    delays.sort_unstable();
+    delays.dedup();
+    let n_batches = cfg.trials.div_ceil(cfg.batch);
+    let mut correct = vec![[0usize; 10]; delays.len()];
+    let mut counts = [0usize; 10];
+    let input = set.input_size();
+    for k in 0..n_batches {
+        let rows = cfg.batch.min(cfg.trials - k * cfg.batch);
+        let key = philox::key(cfg.seed, k as u64);
+        let t_read = philox::below(
+            philox::philox4x32_10([0, 0, 0, Stream::Sample as u32], key)[0],
+            cfg.read_span as u32,
+        );
+        let trials: Vec<Trial> = (0..rows as u32)
+            .map(|b| {
+                let x = philox::philox4x32_10([0, b, 0, Stream::TaskTrial as u32], key);
+                let digit = philox::below(x[0], 10);
+                Trial {
+                    digit: digit as u8,
+                    image: philox::below(x[1], set.count(digit as usize) as u32),
+                    t_read,
+                    t_report: u32::MAX,
+                }
+            })
+            .collect();
+        for tr in &trials {
+            counts[tr.digit as usize] += 1;
+        }
+        let mut state: Option<B::Tensor> = None;
+        let mut t = 0usize; // steps done on the main trajectory
+        for (di, &d) in delays.iter().enumerate() {
+            let t_s = t_read as usize + d;
+            // Main trajectory up to (not including) t_s.
+            while t < t_s {
+                let len = (t_s - t).min(cfg.chunk);
+                let shape = SeqShape::new(len, rows)?;
+                let mut x = vec![0f32; shape.rows() * input];
+                fill_inputs(set, task, key, &trials, shape, t, &mut x);
+                let xt = backend.upload(&x)?;
+                let f = backend.seq_forward(&cell, &params, shape, &xt, state.as_ref())?;
+                state = Some(f.s_final);
+                t += len;
+            }
+            // Branch: step t_s with the trigger on.
+            let branch: Vec<Trial> = trials
+                .iter()
+                .map(|tr| Trial {
+                    t_report: t_s as u32,
+                    ..*tr
+                })
+                .collect();
+            let shape = SeqShape::new(1, rows)?;
+            let mut x = vec![0f32; rows * input];
+            fill_inputs(set, task, key, &branch, shape, t_s, &mut x);
+            let xt = backend.upload(&x)?;
+            let f = backend.seq_forward(&cell, &params, shape, &xt, state.as_ref())?;
+            let h = backend.download(&f.h_seq)?;
+            let pred = predict(&h, cell.hidden, &readout.weight, &readout.bias);
+            for (tr, &p) in trials.iter().zip(&pred) {
+                if p as usize == tr.digit as usize + 1 {
+                    correct[di][tr.digit as usize] += 1;
+                }
+            }
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
+        }
+    }
+    let total: usize = counts.iter().sum();
+    let accuracy = correct
+        .iter()
+        .map(|c| c.iter().sum::<usize>() as f64 / total as f64)
+        .collect();
+    let per_class = correct
+        .iter()
+        .map(|c| std::array::from_fn(|d| c[d] as f64 / counts[d].max(1) as f64))
+        .collect();
+    Ok(EvalResult {
+        delays,
+        accuracy,
+        per_class,
+        counts,
+        trials: total,
+    })
+}
+
+/// Plots one or more extrapolation curves (accuracy against delay, log-scaled delay axis)
+/// into one SVG.
+pub fn plot_curves(path: &Path, title: &str, curves: &[(&str, &EvalResult)]) -> Result<()> {
+    use plotters::prelude::*;
+    let err = |e: String| crate::TrainError::io(path, std::io::Error::other(e));
+    let max_d = curves
+        .iter()
+        .flat_map(|(_, r)| r.delays.iter().copied())
+        .max()
+        .unwrap_or(10)
+        .max(10) as f64;
+    let min_d = curves
+        .iter()
+        .flat_map(|(_, r)| r.delays.iter().copied())
+        .min()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d((min_d..max_d * 1.05).log_scale(), 0f64..1.0)
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("delay t_s − t_a (steps, log scale)")
+        .y_desc("report accuracy")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    for (i, (name, r)) in curves.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let pts: Vec<(f64, f64)> = r
+            .delays
+            .iter()
+            .zip(&r.accuracy)
+            .map(|(&d, &a)| (d as f64, a))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+            .map_err(|e| err(e.to_string()))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    chart
+        .draw_series(LineSeries::new(
+            vec![(min_d, 0.1), (max_d, 0.1)],
+            BLACK.mix(0.3),
+        ))
+        .map_err(|e| err(e.to_string()))?
+        .label("chance (0.1)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}

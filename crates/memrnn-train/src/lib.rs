@@ -1,0 +1,30 @@
+//! memrnn-train: the delayed-classification experiments of Haviv, Rivkind & Barak (ICML
+//! 2019), generic over [`memrnn_core::Backend`].
+//!
+//! - [`idx`]: MNIST in the standard IDX format (gzipped or not), checked.
+//! - [`philox`]: the counter-based generator (Philox4x32-10 + an exactly specified
+//!   Box–Muller) every backend can reproduce bit for bit.
+//! - [`task`]: the task of MATH.md §6, its curricula (none, DeCu, VoCu) and batches.
+//! - [`objective`]: readout, weighted cross-entropy (per-step mean) and the speed penalty
+//!   over any constant state set `V` ([`objective::SpeedSet`]).
+//! - [`vset`]: sources of `V`: per-class mean delay states, trajectory states.
+//! - [`train`]: Adam training, clipping, checkpoints, resume, metrics, divergence stops.
+//! - [`eval`]: report accuracy against delay far beyond training; table, JSON, SVG.
+//! - [`pipeline`]: train → speed-regularised fine-tuning and λ = 0 control → evaluation.
+
+pub mod error;
+pub mod eval;
+pub mod idx;
+pub mod objective;
+pub mod philox;
+pub mod pipeline;
+pub mod task;
+pub mod train;
+pub mod vset;
+
+pub use error::{Result, TrainError};
+pub use eval::{evaluate, EvalConfig, EvalResult};
+pub use idx::{load_mnist_dir, Mnist};
+pub use objective::{SpeedPenalty, SpeedSet};
+pub use task::{Curriculum, DigitSet, StageSchedule, TaskConfig};
+pub use train::{RunOutput, TrainConfig, Trainer};

@@ -1,0 +1,254 @@
+//! The whole experiment: train a network, fine-tune it with the speed penalty and, as a
+//! control, with `λ = 0` (same steps, same seed, same batches), evaluate all three far
+//! beyond the training delay, and write a report folder:
+//!
+//! ```text
+//! out/
+//!   base.safetensors, base.adam.safetensors, base.metrics.jsonl
+//!   speed.safetensors ...            fine-tuned with λ > 0
+//!   control.safetensors ...          fine-tuned with λ = 0
+//!   v_states.json                    the constant set V used
+//!   eval_{base,speed,control}.json   extrapolation results
+//!   extrapolation.svg                the three curves
+//!   summary.json, summary.txt        the table printed at the end
+//! ```
+
+use crate::error::{config_err, Result, TrainError};
+use crate::eval::{evaluate, plot_curves, EvalConfig, EvalResult};
+use crate::objective::{mean_speed, SpeedPenalty, SpeedSet};
+use crate::task::{delay_inputs, DigitSet};
+use crate::train::{RunOutput, TrainConfig, TrainSummary, Trainer};
+use crate::vset;
+use memrnn_core::{Backend, Model};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Where `V` comes from until the slow-point finder is wired in.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum VSource {
+    /// Per-class mean states `delay` steps after the image, from `trials` trials, each
+    /// repeated `copies` times (each copy its own noise input).
+    ClassMeans {
+        trials: usize,
+        delay: usize,
+        copies: usize,
+    },
+    /// `n` states from delay-period trajectories within `delay` steps of the image.
+    Trajectory { n: usize, delay: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub train: TrainConfig,
+    pub finetune_steps: u64,
+    /// Learning rate while fine-tuning.
+    pub finetune_lr: f32,
+    pub lambda: f32,
+    pub v_source: VSource,
+    pub eval: EvalConfig,
+    pub out_dir: PathBuf,
+    pub progress: bool,
+}
+
+/// One row of the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct SummaryRow {
+    pub name: String,
+    pub lambda: Option<f32>,
+    /// Accuracy at the delays of the summary columns.
+    pub accuracy: Vec<(usize, f64)>,
+    /// Mean speed `S` over the (fixed) set `V`.
+    pub speed_on_v: f64,
+    /// Mean speed `S` at the network's own class means.
+    pub speed_own_means: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineReport {
+    pub backend: String,
+    pub train: TrainSummary,
+    pub rows: Vec<SummaryRow>,
+    pub v_source: String,
+    pub v_points: usize,
+    pub svg: PathBuf,
+    pub seconds: f64,
+}
+
+impl PipelineReport {
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<10} {:>8}", "network", "lambda");
+        if let Some(r) = self.rows.first() {
+            for (d, _) in &r.accuracy {
+                s += &format!(" {:>9}", format!("acc@{d}"));
+            }
+        }
+        s += &format!(" {:>11} {:>12}\n", "S on V", "S own means");
+        for r in &self.rows {
+            let l = r
+                .lambda
+                .map(|l| format!("{l}"))
+                .unwrap_or_else(|| "-".into());
+            s += &format!("{:<10} {:>8}", r.name, l);
+            for (_, a) in &r.accuracy {
+                s += &format!(" {:>9.3}", a);
+            }
+            s += &format!(" {:>11.3e} {:>12.3e}\n", r.speed_on_v, r.speed_own_means);
+        }
+        s
+    }
+}
+
+fn write_json(path: &std::path::Path, v: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+}
+
+/// Builds `V` for `model` from `src`.
+pub fn build_v<B: Backend>(
+    backend: &B,
+    model: &Model,
+    set: &DigitSet,
+    cfg: &TrainConfig,
+    src: VSource,
+) -> Result<SpeedSet> {
+    let seed = cfg.seed ^ 0x7E57;
+    match src {
+        VSource::ClassMeans {
+            trials,
+            delay,
+            copies,
+        } => {
+            if copies == 0 {
+                return config_err("class-mean copies must be at least 1");
+            }
+            Ok(
+                vset::class_mean_states(backend, model, set, &cfg.task, trials, delay, seed)?
+                    .replicate(copies),
+            )
+        }
+        VSource::Trajectory { n, delay } => {
+            vset::trajectory_states(backend, model, set, &cfg.task, n, delay, seed)
+        }
+    }
+}
+
+/// Runs the pipeline (see the module docs).
+pub fn run_pipeline<B: Backend>(
+    backend: &B,
+    set: &DigitSet,
+    cfg: &PipelineConfig,
+) -> Result<PipelineReport> {
+    crate::objective::check_lambda(cfg.lambda)?;
+    cfg.eval.validate()?;
+    cfg.train.validate()?;
+    let start = std::time::Instant::now();
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| TrainError::io(&cfg.out_dir, e))?;
+    let out = |name: &str| RunOutput {
+        dir: cfg.out_dir.clone(),
+        name: name.to_string(),
+        progress: cfg.progress,
+    };
+
+    // 1. Train.
+    let mut base_t = Trainer::new(backend, set, cfg.train.clone())?;
+    let train = base_t.run(&out("base"))?;
+    let base = base_t.model()?;
+
+    // 2. The constant set V.
+    // ---- SLOW-POINT SEARCH SLOTS IN HERE ----------------------------------------------
+    // When crates/memrnn-slowpoints lands: find the slow points of `base` (candidates from
+    // its trajectories and class means), then
+    //     let v = SpeedSet::new(slow_point_states, cell.state_size(), "slow points")?
+    //         .replicate(copies);
+    // Until then V is the per-class mean delay states (or trajectory states).
+    let v = build_v(backend, &base, set, &cfg.train, cfg.v_source)?;
+    // -------------------------------------------------------------------------------------
+    write_json(
+        &cfg.out_dir.join("v_states.json"),
+        &serde_json::json!({"source": v.source, "n": v.n, "state_size": v.state_size, "states": v.states}),
+    )?;
+
+    // 3. Fine-tune with λ and the λ = 0 control: same steps, seed and batches.
+    let mut ft_cfg = cfg.train.clone();
+    ft_cfg.steps = cfg.finetune_steps;
+    ft_cfg.seed = cfg.train.seed.wrapping_add(1);
+    ft_cfg.adam.lr = cfg.finetune_lr;
+    ft_cfg.curriculum = crate::task::Curriculum::None;
+    ft_cfg.checkpoint_every = ft_cfg.checkpoint_every.max(1);
+    let mut tuned = vec![];
+    for (name, lambda) in [("speed", cfg.lambda), ("control", 0.0)] {
+        let mut t = Trainer::from_model(backend, set, ft_cfg.clone(), base.clone())?;
+        t.set_penalty(Some(SpeedPenalty::new(lambda, v.clone())?))?;
+        t.run(&out(name))?;
+        tuned.push((name, Some(lambda), t.model()?));
+    }
+
+    // 4. Evaluate.
+    let mut nets = vec![("base", None, base)];
+    nets.extend(tuned);
+    let xs = delay_inputs(&cfg.train.task, set.input_size(), 0x5BEED, 0, v.n);
+    let pb = if cfg.progress {
+        let n =
+            (cfg.eval.trials.div_ceil(cfg.eval.batch) * cfg.eval.delays.len() * nets.len()) as u64;
+        let pb = indicatif::ProgressBar::new(n);
+        pb.set_prefix("eval");
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut results: Vec<(String, EvalResult)> = vec![];
+    let mut rows = vec![];
+    let d_max = cfg.eval.delays.iter().copied().max().unwrap_or(1);
+    let mut cols = vec![cfg.train.task.t_max - 1, 100, d_max];
+    cols.retain(|&d| d <= d_max);
+    cols.dedup();
+    for (name, lambda, model) in &nets {
+        let r = evaluate(backend, model, set, &cfg.train.task, &cfg.eval, Some(&pb))?;
+        write_json(&cfg.out_dir.join(format!("eval_{name}.json")), &r)?;
+        let params = backend.upload(&model.params)?;
+        let s_v = mean_speed(backend, &model.cell, &params, &v, &xs)?;
+        let own = vset::class_mean_states(
+            backend,
+            model,
+            set,
+            &cfg.train.task,
+            500,
+            20,
+            cfg.train.seed ^ 0x7E57,
+        )?;
+        let xo = delay_inputs(&cfg.train.task, set.input_size(), 0x5BEED, 1, own.n);
+        let s_own = mean_speed(backend, &model.cell, &params, &own, &xo)?;
+        rows.push(SummaryRow {
+            name: name.to_string(),
+            lambda: *lambda,
+            accuracy: cols.iter().map(|&d| (d, r.at(d))).collect(),
+            speed_on_v: s_v,
+            speed_own_means: s_own,
+        });
+        results.push((name.to_string(), r));
+    }
+    pb.finish_and_clear();
+    let svg = cfg.out_dir.join("extrapolation.svg");
+    let curves: Vec<(&str, &EvalResult)> = results.iter().map(|(n, r)| (n.as_str(), r)).collect();
+    plot_curves(
+        &svg,
+        &format!(
+            "{} H{}: report accuracy vs delay (trained at T={})",
+            cfg.train.cell, cfg.train.hidden, cfg.train.task.t_max
+        ),
+        &curves,
+    )?;
+    let report = PipelineReport {
+        backend: backend.name(),
+        train,
+        rows,
+        v_source: v.source.clone(),
+        v_points: v.n,
+        svg,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    write_json(&cfg.out_dir.join("summary.json"), &report)?;
+    let txt = cfg.out_dir.join("summary.txt");
+    std::fs::write(&txt, report.table()).map_err(|e| TrainError::io(&txt, e))?;
+    Ok(report)
+}

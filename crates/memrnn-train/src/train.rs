@@ -1,0 +1,632 @@
+//! Training: Adam on the objective of [`crate::objective`], generic over the backend.
+//!
+//! One step: draw the batch ([`crate::task::make_batch`]), `Backend::seq_forward`, the
+//! readout and cross-entropy on the host, `Backend::seq_backward` (no input gradient),
+//! plus the speed penalty's gradient when one is set, global-norm clipping over all
+//! parameters (recurrent and readout), then `Backend::adam_update` for the recurrent
+//! parameters and the host Adam for the readout.
+//!
+//! Outputs, under `out_dir` with a run name `name`:
+//! - `name.safetensors`: the checkpoint (PyTorch names; metadata `memrnn.train.config`,
+//!   `memrnn.train.step`, `memrnn.train.stage`, `memrnn.train.stage_start`), written
+//!   atomically every `checkpoint_every` steps and at the end;
+//! - `name.adam.safetensors`: Adam's moments, so a resumed run continues exactly;
+//! - `name.metrics.jsonl`: one JSON object per `log_every` steps (step, loss, ce,
+//!   penalty, report_acc, silence_acc, grad_norm, stage, t_max, vocab, elapsed_s).
+//!
+//! A NaN / infinite loss, or one above `diverge_loss`, stops the run with
+//! [`TrainError::Diverged`]; nothing is written after the last good step, so the
+//! checkpoint on disk is the last good one.
+
+use crate::error::{config_err, Result, TrainError};
+use crate::objective::{readout_ce, speed_penalty_grad, SpeedPenalty};
+use crate::task::{self, Curriculum, DigitSet, Stage, StageSchedule, TaskConfig, CLASSES};
+use memrnn_core::checkpoint::{load_checkpoint, read_tensors, save_checkpoint, write_tensors};
+use memrnn_core::{
+    adam_update_host, AdamConfig, AdamState, Backend, CellDims, CellKind, Model, Readout,
+    SeqUpstream,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Metadata keys of a training checkpoint.
+pub const META_CONFIG: &str = "memrnn.train.config";
+pub const META_STEP: &str = "memrnn.train.step";
+pub const META_STAGE: &str = "memrnn.train.stage";
+pub const META_STAGE_START: &str = "memrnn.train.stage_start";
+
+/// Seed salt of the speed penalty's inputs (kept apart from the task's streams).
+const PENALTY_SALT: u64 = 0x5EED_5EED_0000_0002;
+
+/// Everything a training run needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub cell: CellKind,
+    pub hidden: usize,
+    pub batch: usize,
+    /// Total training steps (a resumed run continues to this count).
+    pub steps: u64,
+    /// Seeds the initialisation and the task stream.
+    pub seed: u64,
+    pub adam: AdamConfig,
+    /// Global-norm gradient clipping; `None` for none.
+    pub clip: Option<f32>,
+    pub task: TaskConfig,
+    pub curriculum: Curriculum,
+    pub schedule: StageSchedule,
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    /// A loss above this (or NaN) stops the run as diverged.
+    pub diverge_loss: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            cell: CellKind::Gru,
+            hidden: 64,
+            batch: 64,
+            steps: 1500,
+            seed: 1,
+            adam: AdamConfig::default(),
+            clip: Some(1.0),
+            task: TaskConfig::default(),
+            curriculum: Curriculum::None,
+            schedule: StageSchedule::default(),
+            log_every: 50,
+            checkpoint_every: 500,
+            diverge_loss: 100.0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.task.validate()?;
+        self.adam.validate()?;
+        if self.hidden == 0 || self.hidden > 1 << 16 {
+            return config_err(format!(
+                "hidden size {}: it must be 1 to 65536",
+                self.hidden
+            ));
+        }
+        if self.batch == 0 || self.batch > 1 << 20 {
+            return config_err(format!("batch size {}: it must be 1 to 2^20", self.batch));
+        }
+        if let Some(c) = self.clip {
+            if !(c.is_finite() && c > 0.0) {
+                return config_err(format!(
+                    "gradient clip {c}: it must be a positive norm (or off)"
+                ));
+            }
+        }
+        if self.log_every == 0 || self.checkpoint_every == 0 {
+            return config_err("log_every and checkpoint_every must be at least 1");
+        }
+        if let StageSchedule::Accuracy { threshold, .. } = self.schedule {
+            if !(0.0..=1.0).contains(&threshold) {
+                return config_err(format!(
+                    "stage accuracy threshold {threshold}: it must be in [0, 1]"
+                ));
+            }
+        }
+        if let StageSchedule::Every(0) = self.schedule {
+            return config_err("a stage schedule of every 0 steps makes no sense: use ≥ 1");
+        }
+        if self.diverge_loss.is_nan() || self.diverge_loss <= 0.0 {
+            return config_err("diverge_loss must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// One step's numbers.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StepStats {
+    pub step: u64,
+    /// `L_CE + penalty`.
+    pub loss: f64,
+    pub ce: f64,
+    /// `λ Σ S` (0 without a penalty).
+    pub penalty: f64,
+    /// `Σ S` over the penalty's points (0 without a penalty).
+    pub speed_sum: f64,
+    pub report_acc: f64,
+    pub silence_acc: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub t_max: usize,
+    pub vocab: usize,
+    pub stage: usize,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub last: StepStats,
+    /// Report accuracy averaged over the last log window.
+    pub report_acc: f64,
+    pub silence_acc: f64,
+    pub seconds: f64,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Where a run writes.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    pub dir: PathBuf,
+    pub name: String,
+    /// Show an indicatif progress bar.
+    pub progress: bool,
+}
+
+impl RunOutput {
+    pub fn checkpoint(&self) -> PathBuf {
+        self.dir.join(format!("{}.safetensors", self.name))
+    }
+    pub fn adam_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.adam.safetensors", self.name))
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join(format!("{}.metrics.jsonl", self.name))
+    }
+}
+
+/// A network being trained on a backend.
+pub struct Trainer<'a, B: Backend> {
+    backend: &'a B,
+    set: &'a DigitSet,
+    pub cfg: TrainConfig,
+    pub cell: CellDims,
+    params: B::Tensor,
+    adam: AdamState<B::Tensor>,
+    pub readout: Readout,
+    ro_m: Vec<f32>,
+    ro_v: Vec<f32>,
+    ro_step: u64,
+    /// Steps done.
+    pub step: u64,
+    stages: Vec<Stage>,
+    pub stage: usize,
+    stage_start: u64,
+    acc_ema: f64,
+    penalty: Option<SpeedPenalty>,
+    penalty_seed: u64,
+}
+
+impl<'a, B: Backend> Trainer<'a, B> {
+    /// A fresh network (PyTorch's default initialisation from `cfg.seed`).
+    pub fn new(backend: &'a B, set: &'a DigitSet, cfg: TrainConfig) -> Result<Self> {
+        cfg.validate()?;
+        let cell = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
+        let mut model = Model::init(cell, cfg.seed);
+        model.readout = Some(Readout::init(CLASSES, cfg.hidden, cfg.seed ^ 0xAB)?);
+        Self::from_model(backend, set, cfg, model)
+    }
+
+    /// Continues from `model` (fresh optimiser, step 0, first stage): fine-tuning.
+    pub fn from_model(
+        backend: &'a B,
+        set: &'a DigitSet,
+        cfg: TrainConfig,
+        model: Model,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let want = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
+        check_model(&model, &want)?;
+        let readout = model.readout.clone().ok_or_else(|| {
+            TrainError::Config("the model has no readout; train one with `memrnn train`".into())
+        })?;
+        let n_ro = readout.weight.len() + readout.bias.len();
+        let stages = cfg.curriculum.stages(&cfg.task);
+        Ok(Trainer {
+            backend,
+            set,
+            cell: want,
+            params: backend.upload(&model.params)?,
+            adam: backend.adam_state(model.params.len())?,
+            readout,
+            ro_m: vec![0.0; n_ro],
+            ro_v: vec![0.0; n_ro],
+            ro_step: 0,
+            step: 0,
+            stages,
+            stage: 0,
+            stage_start: 0,
+            acc_ema: 0.0,
+            penalty: None,
+            penalty_seed: cfg.seed ^ PENALTY_SALT,
+            cfg,
+        })
+    }
+
+    /// Resumes from a checkpoint written by [`Trainer::run`] (and its Adam sidecar when
+    /// present). The checkpoint's cell must match `cfg`.
+    pub fn resume(
+        backend: &'a B,
+        set: &'a DigitSet,
+        cfg: TrainConfig,
+        path: &Path,
+    ) -> Result<Self> {
+        let ck = load_checkpoint(path)?;
+        let mut t = Self::from_model(backend, set, cfg, ck.model).map_err(|e| match e {
+            TrainError::Config(m) => {
+                TrainError::Config(format!("resuming from {}: {m}", path.display()))
+            }
+            other => other,
+        })?;
+        let get = |k: &str| -> Result<u64> {
+            ck.metadata
+                .get(k)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "{} has no valid {k} metadata: it was not written by `memrnn train`; \
+                         fine-tune it instead of resuming",
+                        path.display()
+                    ))
+                })
+        };
+        t.step = get(META_STEP)?;
+        t.stage = (get(META_STAGE)? as usize).min(t.stages.len() - 1);
+        t.stage_start = get(META_STAGE_START)?;
+        let adam_path = path.with_extension("adam.safetensors");
+        if adam_path.is_file() {
+            let (tensors, meta) = read_tensors(&adam_path)?;
+            let take = |name: &str, len: usize| -> Result<Vec<f32>> {
+                match tensors.get(name) {
+                    Some(h) if h.data.len() == len => Ok(h.to_f32()),
+                    _ => Err(TrainError::Config(format!(
+                        "{}: tensor {name} is missing or has the wrong size; delete the file to resume with a fresh optimiser",
+                        adam_path.display()
+                    ))),
+                }
+            };
+            let n = t.cell.layout().len();
+            t.adam.m = backend.upload(&take("params.m", n)?)?;
+            t.adam.v = backend.upload(&take("params.v", n)?)?;
+            t.ro_m = take("readout.m", t.ro_m.len())?;
+            t.ro_v = take("readout.v", t.ro_v.len())?;
+            t.adam.step = meta
+                .get("adam.step")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(t.step);
+            t.ro_step = t.adam.step;
+        }
+        Ok(t)
+    }
+
+    /// Adds (or with `None` removes) the speed penalty. Its inputs are drawn from
+    /// `penalty_seed` (defaults to a salt of the training seed).
+    pub fn set_penalty(&mut self, penalty: Option<SpeedPenalty>) -> Result<()> {
+        if let Some(p) = &penalty {
+            crate::objective::check_lambda(p.lambda)?;
+            p.set.check(&self.cell)?;
+        }
+        self.penalty = penalty;
+        Ok(())
+    }
+
+    /// The delay-period inputs `[N, I]` of the speed penalty's points at the current step
+    /// (noise drawn afresh each step, trigger 0), or `None` without a penalty.
+    pub fn penalty_inputs(&self) -> Option<Vec<f32>> {
+        self.penalty.as_ref().map(|p| {
+            task::delay_inputs(
+                &self.cfg.task,
+                self.cell.input,
+                self.penalty_seed,
+                self.step,
+                p.set.n,
+            )
+        })
+    }
+
+    pub fn current_stage(&self) -> Stage {
+        self.stages[self.stage]
+    }
+
+    pub fn params(&self) -> &B::Tensor {
+        &self.params
+    }
+
+    /// The network as a host model.
+    pub fn model(&self) -> Result<Model> {
+        Ok(Model {
+            cell: self.cell,
+            params: self.backend.download(&self.params)?,
+            readout: Some(self.readout.clone()),
+        })
+    }
+
+    /// The loss and gradients of one batch, without updating anything: `(stats,
+    /// dparams, dreadout)` with `dreadout = [dW_out | db_out]`.
+    pub fn gradients(&self, batch: &task::Batch) -> Result<(StepStats, Vec<f32>, Vec<f32>)> {
+        let b = self.backend;
+        let x = b.upload(&batch.x)?;
+        let fwd = b.seq_forward(&self.cell, &self.params, batch.shape, &x, None)?;
+        let h = b.download(&fwd.h_seq)?;
+        let ce = readout_ce(
+            &h,
+            self.cell.hidden,
+            &self.readout.weight,
+            &self.readout.bias,
+            &batch.targets,
+            &batch.weights,
+        );
+        let dh = b.upload(&ce.dh)?;
+        let g = b.seq_backward(
+            &self.cell,
+            &self.params,
+            batch.shape,
+            &x,
+            &fwd,
+            SeqUpstream {
+                dh_seq: Some(&dh),
+                ds_final: None,
+            },
+            false,
+        )?;
+        let mut dparams = b.download(&g.dparams)?;
+        let (mut penalty, mut speed_sum) = (0.0, 0.0);
+        if let (Some(p), Some(xs)) = (&self.penalty, self.penalty_inputs()) {
+            let (v, s, d) = speed_penalty_grad(b, &self.cell, &self.params, p, &xs)?;
+            penalty = v;
+            speed_sum = s;
+            dparams.iter_mut().zip(&d).for_each(|(a, &v)| *a += v);
+        }
+        let mut dro = ce.dw;
+        dro.extend_from_slice(&ce.db);
+        let stage = self.current_stage();
+        let stats = StepStats {
+            step: self.step,
+            loss: ce.loss + penalty,
+            ce: ce.loss,
+            penalty,
+            speed_sum,
+            report_acc: ce.accuracy.report(),
+            silence_acc: ce.accuracy.silence(),
+            grad_norm: 0.0,
+            t_max: stage.t_max,
+            vocab: stage.vocab,
+            stage: self.stage,
+        };
+        Ok((stats, dparams, dro))
+    }
+
+    /// One training step. Divergence is reported as an error naming `checkpoint`.
+    pub fn train_step(&mut self, checkpoint: &str) -> Result<StepStats> {
+        let stage = self.current_stage();
+        let batch = task::make_batch(
+            self.set,
+            &self.cfg.task,
+            stage,
+            self.cfg.seed,
+            self.step,
+            self.cfg.batch,
+        )?;
+        let (mut stats, mut dparams, mut dro) = self.gradients(&batch)?;
+        let diverged = |reason: String| TrainError::Diverged {
+            step: self.step,
+            reason,
+            checkpoint: checkpoint.to_string(),
+        };
+        if !stats.loss.is_finite() {
+            return Err(diverged(format!("the loss is {}", stats.loss)));
+        }
+        if stats.loss > self.cfg.diverge_loss {
+            return Err(diverged(format!(
+                "the loss {:.3e} exceeds the divergence limit {:.3e}",
+                stats.loss, self.cfg.diverge_loss
+            )));
+        }
+        let norm = dparams
+            .iter()
+            .chain(&dro)
+            .map(|&v| v as f64 * v as f64)
+            .sum::<f64>()
+            .sqrt();
+        if !norm.is_finite() {
+            return Err(diverged(format!("the gradient norm is {norm}")));
+        }
+        stats.grad_norm = norm;
+        if let Some(c) = self.cfg.clip {
+            if norm > c as f64 {
+                let s = (c as f64 / norm) as f32;
+                dparams
+                    .iter_mut()
+                    .chain(dro.iter_mut())
+                    .for_each(|v| *v *= s);
+            }
+        }
+        let g = self.backend.upload(&dparams)?;
+        self.backend
+            .adam_update(&mut self.params, &g, &mut self.adam, &self.cfg.adam)?;
+        let mut ro: Vec<f32> = self.readout.weight.clone();
+        ro.extend_from_slice(&self.readout.bias);
+        adam_update_host(
+            &mut ro,
+            &dro,
+            &mut self.ro_m,
+            &mut self.ro_v,
+            self.ro_step,
+            &self.cfg.adam,
+        );
+        self.ro_step += 1;
+        let nw = self.readout.weight.len();
+        self.readout.weight.copy_from_slice(&ro[..nw]);
+        self.readout.bias.copy_from_slice(&ro[nw..]);
+        self.step += 1;
+        self.acc_ema = if self.step == self.stage_start + 1 {
+            stats.report_acc
+        } else {
+            0.9 * self.acc_ema + 0.1 * stats.report_acc
+        };
+        self.maybe_advance_stage();
+        Ok(stats)
+    }
+
+    fn maybe_advance_stage(&mut self) {
+        if self.stage + 1 >= self.stages.len() {
+            return;
+        }
+        let in_stage = self.step - self.stage_start;
+        let go = match self.cfg.schedule {
+            StageSchedule::Every(n) => in_stage >= n,
+            StageSchedule::Accuracy {
+                threshold,
+                min_steps,
+            } => in_stage >= min_steps && self.acc_ema >= threshold,
+        };
+        if go {
+            self.stage += 1;
+            self.stage_start = self.step;
+            self.acc_ema = 0.0;
+        }
+    }
+
+    /// Writes the checkpoint and the Adam sidecar.
+    pub fn save(&self, out: &RunOutput) -> Result<PathBuf> {
+        std::fs::create_dir_all(&out.dir).map_err(|e| TrainError::io(&out.dir, e))?;
+        let mut meta = BTreeMap::new();
+        meta.insert(
+            META_CONFIG.to_string(),
+            serde_json::to_string(&self.cfg).map_err(|e| TrainError::Config(e.to_string()))?,
+        );
+        meta.insert(META_STEP.to_string(), self.step.to_string());
+        meta.insert(META_STAGE.to_string(), self.stage.to_string());
+        meta.insert(META_STAGE_START.to_string(), self.stage_start.to_string());
+        let path = out.checkpoint();
+        let m = self.backend.download(&self.adam.m)?;
+        let v = self.backend.download(&self.adam.v)?;
+        let mut am = BTreeMap::new();
+        am.insert("adam.step".to_string(), self.adam.step.to_string());
+        write_tensors(
+            &out.adam_path(),
+            &[
+                ("params.m", vec![m.len()], &m),
+                ("params.v", vec![v.len()], &v),
+                ("readout.m", vec![self.ro_m.len()], &self.ro_m),
+                ("readout.v", vec![self.ro_v.len()], &self.ro_v),
+            ],
+            &am,
+        )?;
+        save_checkpoint(&path, &self.model()?, &meta)?;
+        Ok(path)
+    }
+
+    /// Trains up to `cfg.steps`, logging, checkpointing and stopping on divergence.
+    pub fn run(&mut self, out: &RunOutput) -> Result<TrainSummary> {
+        std::fs::create_dir_all(&out.dir).map_err(|e| TrainError::io(&out.dir, e))?;
+        let metrics_path = out.metrics();
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| TrainError::io(&metrics_path, e))?;
+        let pb = if out.progress {
+            let pb = indicatif::ProgressBar::new(self.cfg.steps);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta}) {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.set_prefix(out.name.clone());
+            pb.set_position(self.step);
+            pb
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let start = Instant::now();
+        let mut last_ckpt: Option<PathBuf> = out.checkpoint().is_file().then(|| out.checkpoint());
+        let (mut win_rep, mut win_sil, mut win_n) = (0.0, 0.0, 0u64);
+        let mut last = StepStats::default();
+        while self.step < self.cfg.steps {
+            let ck_name = last_ckpt
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none (no checkpoint was written before the failure)".into());
+            let stats = match self.train_step(&ck_name) {
+                Ok(s) => s,
+                Err(e) => {
+                    pb.abandon_with_message("diverged");
+                    return Err(e);
+                }
+            };
+            last = stats;
+            win_rep += stats.report_acc;
+            win_sil += stats.silence_acc;
+            win_n += 1;
+            if self.step % self.cfg.log_every == 0 || self.step == self.cfg.steps {
+                let mut v =
+                    serde_json::to_value(stats).map_err(|e| TrainError::Config(e.to_string()))?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("step".into(), self.step.into());
+                    o.insert("report_acc_window".into(), (win_rep / win_n as f64).into());
+                    o.insert("elapsed_s".into(), start.elapsed().as_secs_f64().into());
+                }
+                writeln!(metrics, "{v}").map_err(|e| TrainError::io(&metrics_path, e))?;
+                pb.set_message(format!(
+                    "loss {:.3} report {:.2} silence {:.3} T {} vocab {}",
+                    stats.loss,
+                    win_rep / win_n as f64,
+                    win_sil / win_n as f64,
+                    stats.t_max,
+                    stats.vocab
+                ));
+                if self.step < self.cfg.steps {
+                    win_rep = 0.0;
+                    win_sil = 0.0;
+                    win_n = 0;
+                }
+            }
+            if self.step % self.cfg.checkpoint_every == 0 && self.step < self.cfg.steps {
+                last_ckpt = Some(self.save(out)?);
+            }
+            pb.set_position(self.step);
+        }
+        pb.finish();
+        let ck = self.save(out)?;
+        let n = win_n.max(1) as f64;
+        Ok(TrainSummary {
+            steps: self.step,
+            last,
+            report_acc: win_rep / n,
+            silence_acc: win_sil / n,
+            seconds: start.elapsed().as_secs_f64(),
+            checkpoint: Some(ck),
+        })
+    }
+}
+
+/// Fails unless `model` is a `want` cell with an 11-class readout, naming both.
+pub fn check_model(model: &Model, want: &CellDims) -> Result<()> {
+    model.validate()?;
+    if model.cell != *want {
+        return config_err(format!(
+            "the checkpoint holds a {} cell with input {} and hidden {}, but this run needs a {} cell \
+             with input {} and hidden {}; pass the matching --cell / --hidden (or another data set \
+             with matching image size), or start a fresh run",
+            model.cell.kind, model.cell.input, model.cell.hidden, want.kind, want.input, want.hidden
+        ));
+    }
+    if let Some(r) = &model.readout {
+        if r.classes != CLASSES {
+            return config_err(format!(
+                "the checkpoint's readout has {} classes; the delayed-classification task needs {CLASSES}",
+                r.classes
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The training configuration stored in a checkpoint's metadata, if any.
+pub fn config_from_metadata(meta: &BTreeMap<String, String>) -> Option<TrainConfig> {
+    meta.get(META_CONFIG)
+        .and_then(|s| serde_json::from_str(s).ok())
+}
