@@ -13,6 +13,8 @@ use memrnn_train::task::{Curriculum, DigitSet, StageSchedule};
 use memrnn_train::train::{config_from_metadata, RunOutput, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
+mod analyse;
+
 #[derive(Parser)]
 #[command(
     name = "memrnn",
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
     about = "Memory in recurrent networks: train, evaluate, regularise"
 )]
 struct Cli {
-    /// Compute backend: auto picks CUDA when compiled in and a GPU is present, else CPU.
+    /// Compute backend: auto picks CUDA when a GPU and its driver are present, else the CPU.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, global = true)]
     backend: BackendChoice,
     /// CPU threads (default: all cores).
@@ -46,12 +48,18 @@ enum Cmd {
     Train(TrainArgs),
     /// Report accuracy against delay for a checkpoint: table, JSON and SVG.
     Eval(EvalArgs),
-    /// Train → fine-tune with the speed penalty and a λ = 0 control → evaluate all three.
+    /// Train → find slow points → fine-tune with the speed penalty and a λ = 0 control →
+    /// evaluate all three, with per-class slow-point speeds before and after.
     Run(RunArgs),
+    /// Find a checkpoint's slow points (MATH.md §4): table, safetensors and JSON.
+    SlowPoints(analyse::SlowPointArgs),
+    /// Memory diagnostics of a checkpoint: Lipschitz constant, Lyapunov exponents,
+    /// attractors, memory curve (MATH.md §7): table, JSON and SVG plots.
+    Diagnose(analyse::DiagnoseArgs),
 }
 
 #[derive(Args, Clone)]
-struct DataArgs {
+pub(crate) struct DataArgs {
     /// Folder with train-images-idx3-ubyte(.gz) and train-labels-idx1-ubyte(.gz)
     /// (default: the bundled data/).
     #[arg(long)]
@@ -126,9 +134,17 @@ struct TrainArgs {
     /// Speed-penalty weight λ (needs --init; 0 = control run).
     #[arg(long, allow_negative_numbers = true)]
     lambda: Option<f32>,
-    /// Where V comes from: class-means or trajectory.
-    #[arg(long, default_value = "class-means")]
+    /// Where V comes from: slow-points (per-class slow points, the paper's choice),
+    /// class-means or trajectory.
+    #[arg(long, default_value = "slow-points")]
     v: String,
+    /// Candidates from delay trajectories for the slow-point finder run on the trained
+    /// network (besides the 10 class means).
+    #[arg(long, default_value_t = 246)]
+    finder_candidates: usize,
+    /// Most Adam iterations per slow-point candidate.
+    #[arg(long, default_value_t = 10_000)]
+    finder_iters: u32,
 }
 
 #[derive(Args)]
@@ -202,9 +218,17 @@ struct RunArgs {
     /// Speed-penalty weight λ (per-step mean CE, speed summed over V's points).
     #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     lambda: f32,
-    /// Where V comes from: class-means or trajectory.
-    #[arg(long, default_value = "class-means")]
+    /// Where V comes from: slow-points (per-class slow points, the paper's choice),
+    /// class-means or trajectory.
+    #[arg(long, default_value = "slow-points")]
     v: String,
+    /// Candidates from delay trajectories for the slow-point finder run on the trained
+    /// network (besides the 10 class means).
+    #[arg(long, default_value_t = 246)]
+    finder_candidates: usize,
+    /// Most Adam iterations per slow-point candidate.
+    #[arg(long, default_value_t = 10_000)]
+    finder_iters: u32,
 }
 
 fn main() {
@@ -216,27 +240,41 @@ fn main() {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
-    match cli.backend {
-        BackendChoice::Cuda => bail!(
-            "the CUDA backend is not compiled into this build of memrnn; use --backend cpu (or auto)"
-        ),
-        BackendChoice::Auto | BackendChoice::Cpu => {
-            let mut b = CpuBackend::new();
-            if let Some(t) = cli.threads {
-                b = b.with_threads(t)?;
-            }
-            let why = if cli.backend == BackendChoice::Auto {
-                " (auto: no CUDA backend compiled in)"
-            } else {
-                ""
-            };
-            eprintln!("memrnn: backend {}{why}", b.name());
-            run_cmd(&b, cli.cmd, !cli.quiet)
+    let progress = !cli.quiet;
+    let cpu = || -> Result<CpuBackend> {
+        let mut b = CpuBackend::new();
+        if let Some(t) = cli.threads {
+            b = b.with_threads(t)?;
         }
+        Ok(b)
+    };
+    match cli.backend {
+        BackendChoice::Cpu => {
+            let b = cpu()?;
+            eprintln!("memrnn: backend {}", b.name());
+            run_cmd(&b, cli.cmd, progress)
+        }
+        BackendChoice::Cuda => {
+            let b = memrnn_cuda::CudaBackend::new(0)
+                .context("--backend cuda: no usable GPU (use --backend cpu or auto)")?;
+            eprintln!("memrnn: backend {}", b.name());
+            run_cmd(&b, cli.cmd, progress)
+        }
+        BackendChoice::Auto => match memrnn_cuda::CudaBackend::new(0) {
+            Ok(b) => {
+                eprintln!("memrnn: backend {} (auto: a GPU was found)", b.name());
+                run_cmd(&b, cli.cmd, progress)
+            }
+            Err(why) => {
+                let b = cpu()?;
+                eprintln!("memrnn: backend {} (auto: no GPU: {why})", b.name());
+                run_cmd(&b, cli.cmd, progress)
+            }
+        },
     }
 }
 
-fn load_data(d: &DataArgs) -> Result<DigitSet> {
+pub(crate) fn load_data(d: &DataArgs) -> Result<DigitSet> {
     let dir = match &d.mnist_dir {
         Some(p) => p.clone(),
         None => {
@@ -297,7 +335,14 @@ fn v_source(name: &str) -> Result<VSource> {
             copies: 10,
         }),
         "trajectory" | "trajectories" => Ok(VSource::Trajectory { n: 100, delay: 20 }),
-        other => bail!("unknown V source {other:?}: expected class-means or trajectory (slow points arrive with the slow-point finder)"),
+        "slow-points" | "slow-point" | "slowpoints" => Ok(VSource::SlowPoints {
+            trials: 1000,
+            delay: 20,
+            copies: 10,
+        }),
+        other => {
+            bail!("unknown V source {other:?}: expected slow-points, class-means or trajectory")
+        }
     }
 }
 
@@ -306,6 +351,8 @@ fn run_cmd<B: Backend>(b: &B, cmd: Cmd, progress: bool) -> Result<()> {
         Cmd::Train(a) => cmd_train(b, a, progress),
         Cmd::Eval(a) => cmd_eval(b, a, progress),
         Cmd::Run(a) => cmd_run(b, a, progress),
+        Cmd::SlowPoints(a) => analyse::cmd_slow_points(b, a, progress),
+        Cmd::Diagnose(a) => analyse::cmd_diagnose(b, a, progress),
     }
 }
 
@@ -404,6 +451,14 @@ fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
         finetune_lr: a.finetune_lr,
         lambda: a.lambda,
         v_source: v_source(&a.v)?,
+        finder: memrnn_slowpoints::FinderConfig {
+            search: memrnn_core::backend::SlowPointConfig {
+                max_iters: a.finder_iters,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        finder_trajectory_candidates: a.finder_candidates,
         eval,
         out_dir: a.out.clone(),
         progress,
@@ -420,7 +475,9 @@ fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
         cfg.eval.delays.iter().max().copied().unwrap_or(0)
     );
     let r = run_pipeline(b, &set, &cfg)?;
-    println!("\n{}", r.table());
+    println!("\nThe trained network's slow points:\n{}", r.slow_points);
+    println!("{}", r.slow_point_table());
+    println!("{}", r.table());
     println!(
         "V: {} points ({}); backend {}; {:.0} s in all\nreport folder {} (extrapolation curves: {})",
         r.v_points,

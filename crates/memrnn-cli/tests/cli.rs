@@ -127,3 +127,86 @@ fn bad_backend_and_missing_data_are_clear_errors() {
         text(&o)
     );
 }
+
+#[test]
+fn slow_points_and_diagnose_write_their_reports() {
+    let dir = tmp("spd");
+    let d = dir.to_str().unwrap();
+    let o = memrnn(&[
+        "--quiet",
+        "--backend",
+        "cpu",
+        "train",
+        "--out",
+        d,
+        "--name",
+        "net",
+        "--hidden",
+        "8",
+        "--batch",
+        "8",
+        "--steps",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ck = dir.join("net.safetensors");
+    let ck = ck.to_str().unwrap();
+    let sp = dir.join("sp");
+    let o = memrnn(&[
+        "--quiet",
+        "slow-points",
+        "--model",
+        ck,
+        "--out",
+        sp.to_str().unwrap(),
+        "--candidates",
+        "20",
+        "--max-iters",
+        "200",
+        "--max-speed-sq",
+        "1e9",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("slow points of a gru cell (H 8) from 30 candidates"),
+        "{}",
+        text(&o)
+    );
+    assert!(sp.join("slow_points.safetensors").is_file() && sp.join("slow_points.json").is_file());
+    let dg = dir.join("diag");
+    let o = memrnn(&[
+        "--quiet",
+        "diagnose",
+        "--model",
+        ck,
+        "--out",
+        dg.to_str().unwrap(),
+        "--trials",
+        "40",
+        "--steps",
+        "12",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in [
+        "report.json",
+        "lipschitz.svg",
+        "lyapunov.svg",
+        "orbit.svg",
+        "memory.svg",
+    ] {
+        assert!(dg.join(f).is_file(), "missing {f}: {}", text(&o));
+    }
+    assert!(text(&o).contains("Lipschitz"), "{}", text(&o));
+    // A checkpoint that is not there, and one of the wrong input size, are clear errors.
+    let o = memrnn(&[
+        "--quiet",
+        "slow-points",
+        "--model",
+        "/nonexistent.safetensors",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("nonexistent"),
+        "{}",
+        text(&o)
+    );
+}

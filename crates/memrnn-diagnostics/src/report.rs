@@ -164,6 +164,55 @@ impl DiagnosticsReport {
         })
     }
 
+    /// The headline figure of each part present, one line each (what `memrnn diagnose`
+    /// prints at the end).
+    pub fn summary_table(&self) -> String {
+        let mut s = format!(
+            "{} cell, I {} H {}: {} trials × {} steps ({})\n",
+            self.cell.kind,
+            self.cell.input,
+            self.cell.hidden,
+            self.trials,
+            self.steps,
+            self.backend
+        );
+        if let Some(l) = &self.lipschitz {
+            s += &format!(
+                "  Lipschitz L̂ = max_t ‖J_t‖₂      {:>10.4} (step {}, trial {})\n",
+                l.lipschitz, l.argmax_step, l.argmax_trial
+            );
+        }
+        if let Some(l) = &self.lyapunov {
+            let ex: Vec<String> = l.exponents.iter().map(|e| format!("{e:.4}")).collect();
+            let verdict = match l.exponents.first() {
+                Some(&e) if e > 1e-3 => "chaotic",
+                Some(&e) if e > -1e-2 => "near 0: long memory",
+                Some(_) => "fading memory",
+                None => "",
+            };
+            s += &format!(
+                "  Lyapunov exponents             {:>10} ({verdict})\n",
+                ex.join(", ")
+            );
+        }
+        if let Some(a) = &self.attractors {
+            s += &format!(
+                "  attractors under x̄              {:>10} ({} fixed points, {} runs unresolved of {})\n",
+                a.attractors.len(),
+                a.fixed_points,
+                a.unresolved,
+                a.runs
+            );
+        }
+        if let Some(m) = &self.memory {
+            s += &format!(
+                "  memory curve: area above chance {:>10.3} (capacity {:.2} steps, chance {:.3})\n",
+                m.area, m.capacity, m.chance
+            );
+        }
+        s
+    }
+
     /// Writes `report.json` and the plots of the parts present (`lipschitz.svg`,
     /// `lyapunov.svg`, `orbit.svg`, `memory.svg`) into `dir` (created if missing);
     /// returns the paths written.

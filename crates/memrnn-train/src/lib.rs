@@ -18,6 +18,7 @@ pub mod idx;
 pub mod objective;
 pub mod philox;
 pub mod pipeline;
+pub mod slow;
 pub mod task;
 pub mod train;
 pub mod vset;

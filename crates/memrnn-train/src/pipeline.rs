@@ -1,12 +1,15 @@
-//! The whole experiment: train a network, fine-tune it with the speed penalty and, as a
+//! The whole experiment: train a network, find its slow points, fine-tune it with the
+//! speed penalty on a constant set V (by default its per-class slow points) and, as a
 //! control, with `λ = 0` (same steps, same seed, same batches), evaluate all three far
-//! beyond the training delay, and write a report folder:
+//! beyond the training delay and measure each one's per-class slow points, and write a
+//! report folder:
 //!
 //! ```text
 //! out/
 //!   base.safetensors, base.adam.safetensors, base.metrics.jsonl
 //!   speed.safetensors ...            fine-tuned with λ > 0
 //!   control.safetensors ...          fine-tuned with λ = 0
+//!   slow_points_base.{safetensors,json}  the trained network's slow points (finder report)
 //!   v_states.json                    the constant set V used
 //!   eval_{base,speed,control}.json   extrapolation results
 //!   extrapolation.svg                the three curves
@@ -16,10 +19,13 @@
 use crate::error::{config_err, Result, TrainError};
 use crate::eval::{evaluate, plot_curves, EvalConfig, EvalResult};
 use crate::objective::{mean_speed, SpeedPenalty, SpeedSet};
+use crate::slow::{class_slow_points, find_task_slow_points};
 use crate::task::{delay_inputs, DigitSet};
 use crate::train::{RunOutput, TrainConfig, TrainSummary, Trainer};
 use crate::vset;
+use memrnn_core::backend::SlowPointConfig;
 use memrnn_core::{Backend, Model};
+use memrnn_slowpoints::FinderConfig;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -35,11 +41,24 @@ pub enum VSource {
     },
     /// `n` states from delay-period trajectories within `delay` steps of the image.
     Trajectory { n: usize, delay: usize },
+    /// The per-class slow points (MATH.md §5 (a), the ICML paper's choice): each class's
+    /// mean state `delay` steps after the image (from `trials` trials) moved down the
+    /// speed by Adam (`crate::slow::class_slow_points`), each repeated `copies` times.
+    SlowPoints {
+        trials: usize,
+        delay: usize,
+        copies: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     pub train: TrainConfig,
+    /// The slow-point finder run on the trained network (its report goes to
+    /// `slow_points_base.*`).
+    pub finder: FinderConfig,
+    /// Candidates for that finder taken from delay trajectories (besides the 10 class means).
+    pub finder_trajectory_candidates: usize,
     pub finetune_steps: u64,
     /// Learning rate while fine-tuning.
     pub finetune_lr: f32,
@@ -61,6 +80,11 @@ pub struct SummaryRow {
     pub speed_on_v: f64,
     /// Mean speed `S` at the network's own class means.
     pub speed_own_means: f64,
+    /// `S` at the network's own per-class slow points (Adam from its class means), digit
+    /// order: the speeds per class before (base) and after fine-tuning (speed, control).
+    pub slow_point_speed_sq: Vec<f32>,
+    /// Their median.
+    pub slow_point_median: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -70,11 +94,30 @@ pub struct PipelineReport {
     pub rows: Vec<SummaryRow>,
     pub v_source: String,
     pub v_points: usize,
+    /// The base network's slow points: the finder's table.
+    pub slow_points: String,
     pub svg: PathBuf,
     pub seconds: f64,
 }
 
 impl PipelineReport {
+    /// `S` at each network's per-class slow points, one column per digit.
+    pub fn slow_point_table(&self) -> String {
+        let mut s = format!("{:<10}", "S at slow pt");
+        for d in 0..self.rows.first().map_or(0, |r| r.slow_point_speed_sq.len()) {
+            s += &format!(" {:>9}", format!("digit {d}"));
+        }
+        s.push('\n');
+        for r in &self.rows {
+            s += &format!("{:<10}", r.name);
+            for v in &r.slow_point_speed_sq {
+                s += &format!(" {:>9.2e}", v);
+            }
+            s.push('\n');
+        }
+        s
+    }
+
     pub fn table(&self) -> String {
         let mut s = format!("{:<10} {:>8}", "network", "lambda");
         if let Some(r) = self.rows.first() {
@@ -82,7 +125,10 @@ impl PipelineReport {
                 s += &format!(" {:>9}", format!("acc@{d}"));
             }
         }
-        s += &format!(" {:>11} {:>12}\n", "S on V", "S own means");
+        s += &format!(
+            " {:>11} {:>12} {:>14}\n",
+            "S on V", "S own means", "S slow pts med"
+        );
         for r in &self.rows {
             let l = r
                 .lambda
@@ -92,7 +138,10 @@ impl PipelineReport {
             for (_, a) in &r.accuracy {
                 s += &format!(" {:>9.3}", a);
             }
-            s += &format!(" {:>11.3e} {:>12.3e}\n", r.speed_on_v, r.speed_own_means);
+            s += &format!(
+                " {:>11.3e} {:>12.3e} {:>14.3e}\n",
+                r.speed_on_v, r.speed_own_means, r.slow_point_median
+            );
         }
         s
     }
@@ -129,6 +178,25 @@ pub fn build_v<B: Backend>(
         VSource::Trajectory { n, delay } => {
             vset::trajectory_states(backend, model, set, &cfg.task, n, delay, seed)
         }
+        VSource::SlowPoints {
+            trials,
+            delay,
+            copies,
+        } => {
+            if copies == 0 {
+                return config_err("slow-point copies must be at least 1");
+            }
+            let means =
+                vset::class_mean_states(backend, model, set, &cfg.task, trials, delay, seed)?;
+            let slow = crate::slow::class_slow_points(
+                backend,
+                model,
+                &cfg.task,
+                &means,
+                &SlowPointConfig::default(),
+            )?;
+            Ok(slow.states.replicate(copies))
+        }
     }
 }
 
@@ -154,15 +222,35 @@ pub fn run_pipeline<B: Backend>(
     let train = base_t.run(&out("base"))?;
     let base = base_t.model()?;
 
-    // 2. The constant set V.
-    // ---- SLOW-POINT SEARCH SLOTS IN HERE ----------------------------------------------
-    // When crates/memrnn-slowpoints lands: find the slow points of `base` (candidates from
-    // its trajectories and class means), then
-    //     let v = SpeedSet::new(slow_point_states, cell.state_size(), "slow points")?
-    //         .replicate(copies);
-    // Until then V is the per-class mean delay states (or trajectory states).
+    // 2. The slow points of the trained network (full finder: class means and delay
+    //    trajectories as candidates, Jacobians, eigenvalues), and the constant set V.
+    let means = vset::class_mean_states(
+        backend,
+        &base,
+        set,
+        &cfg.train.task,
+        500,
+        20,
+        cfg.train.seed ^ 0x7E57,
+    )?;
+    let finder = find_task_slow_points(
+        backend,
+        &base,
+        set,
+        &cfg.train.task,
+        &means,
+        cfg.finder_trajectory_candidates,
+        cfg.train.task.t_max,
+        cfg.train.seed ^ 0x51_0F,
+        &cfg.finder,
+    )?;
+    memrnn_slowpoints::write_safetensors(
+        &finder,
+        &cfg.out_dir.join("slow_points_base.safetensors"),
+    )?;
+    memrnn_slowpoints::write_summary_json(&finder, &cfg.out_dir.join("slow_points_base.json"))?;
+    let finder_table = memrnn_slowpoints::format_table(&finder);
     let v = build_v(backend, &base, set, &cfg.train, cfg.v_source)?;
-    // -------------------------------------------------------------------------------------
     write_json(
         &cfg.out_dir.join("v_states.json"),
         &serde_json::json!({"source": v.source, "n": v.n, "state_size": v.state_size, "states": v.states}),
@@ -218,12 +306,21 @@ pub fn run_pipeline<B: Backend>(
         )?;
         let xo = delay_inputs(&cfg.train.task, set.input_size(), 0x5BEED, 1, own.n);
         let s_own = mean_speed(backend, &model.cell, &params, &own, &xo)?;
+        let own_slow = class_slow_points(
+            backend,
+            model,
+            &cfg.train.task,
+            &own,
+            &SlowPointConfig::default(),
+        )?;
         rows.push(SummaryRow {
             name: name.to_string(),
             lambda: *lambda,
             accuracy: cols.iter().map(|&d| (d, r.at(d))).collect(),
             speed_on_v: s_v,
             speed_own_means: s_own,
+            slow_point_speed_sq: own_slow.speed_sq.clone(),
+            slow_point_median: own_slow.median_speed_sq(),
         });
         results.push((name.to_string(), r));
     }
@@ -244,11 +341,18 @@ pub fn run_pipeline<B: Backend>(
         rows,
         v_source: v.source.clone(),
         v_points: v.n,
+        slow_points: finder_table,
         svg,
         seconds: start.elapsed().as_secs_f64(),
     };
     write_json(&cfg.out_dir.join("summary.json"), &report)?;
     let txt = cfg.out_dir.join("summary.txt");
-    std::fs::write(&txt, report.table()).map_err(|e| TrainError::io(&txt, e))?;
+    let text = format!(
+        "{}\n{}\n{}",
+        report.table(),
+        report.slow_point_table(),
+        report.slow_points
+    );
+    std::fs::write(&txt, text).map_err(|e| TrainError::io(&txt, e))?;
     Ok(report)
 }

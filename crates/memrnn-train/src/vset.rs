@@ -142,3 +142,27 @@ pub fn trajectory_states<B: Backend>(
     }
     SpeedSet::new(out, sd, format!("trajectory states within {delay} steps"))
 }
+
+/// `trials` delay-period sequences of `steps` steps, `x [T, B, I]`: each trial's digit
+/// image at `t = 0`, noise after it, no trigger (the same trials as the other sources,
+/// from Philox keyed by `seed`), and each trial's digit. What the memory diagnostics
+/// read: the class shown `d` steps before each state.
+pub fn delay_sequences(
+    set: &DigitSet,
+    task: &TaskConfig,
+    trials: usize,
+    steps: usize,
+    seed: u64,
+) -> Result<(Vec<f32>, Vec<u8>)> {
+    if trials == 0 || steps == 0 {
+        return config_err(format!(
+            "{trials} trials of {steps} steps: both must be at least 1"
+        ));
+    }
+    let shape = SeqShape::new(steps, trials)?;
+    let key = philox::key(seed, 0);
+    let tr = trials_for(set, key, trials);
+    let mut x = vec![0f32; shape.rows() * set.input_size()];
+    fill_inputs(set, task, key, &tr, shape, 0, &mut x);
+    Ok((x, tr.iter().map(|t| t.digit).collect()))
+}

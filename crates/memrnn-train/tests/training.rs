@@ -301,11 +301,19 @@ fn pipeline_writes_its_report() {
         finetune_steps: 5,
         finetune_lr: 1e-3,
         lambda: 0.01,
-        v_source: VSource::ClassMeans {
+        v_source: VSource::SlowPoints {
             trials: 200,
             delay: 10,
             copies: 2,
         },
+        finder: memrnn_slowpoints::FinderConfig {
+            search: memrnn_core::backend::SlowPointConfig {
+                max_iters: 300,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        finder_trajectory_candidates: 30,
         eval: EvalConfig {
             delays: vec![5, 30],
             trials: 40,
@@ -327,9 +335,21 @@ fn pipeline_writes_its_report() {
         "summary.txt",
         "eval_control.json",
         "v_states.json",
+        "slow_points_base.safetensors",
+        "slow_points_base.json",
     ] {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
+    // V is the per-class slow points, and every network reports one speed per digit.
+    assert!(r.v_source.contains("slow points"), "{}", r.v_source);
+    for row in &r.rows {
+        assert_eq!(row.slow_point_speed_sq.len(), 10, "{}", row.name);
+        assert!(row
+            .slow_point_speed_sq
+            .iter()
+            .all(|s| s.is_finite() && *s >= 0.0));
+    }
+    assert!(r.slow_point_table().contains("digit 9"));
     assert!(r.table().contains("control"));
     let mut neg = cfg.clone();
     neg.lambda = -1.0;

@@ -1,0 +1,180 @@
+//! `memrnn slow-points` and `memrnn diagnose`: analyses of a trained checkpoint on the
+//! delayed-classification task.
+
+use crate::{load_data, DataArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use memrnn_core::backend::SlowPointConfig;
+use memrnn_core::checkpoint::load_checkpoint;
+use memrnn_core::{Backend, Model, SeqShape};
+use memrnn_diagnostics::{diagnose, DiagnoseConfig, DiagnoseInputs};
+use memrnn_slowpoints::{format_table, write_safetensors, write_summary_json, FinderConfig};
+use memrnn_train::slow::find_task_slow_points;
+use memrnn_train::task::{DigitSet, TaskConfig};
+use memrnn_train::vset;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct SlowPointArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// A checkpoint written by `memrnn train` / `memrnn run` (or a PyTorch state dict).
+    #[arg(long)]
+    model: PathBuf,
+    /// Output folder for slow_points.safetensors and slow_points.json.
+    #[arg(long, default_value = "slow-points")]
+    out: PathBuf,
+    /// Candidates from delay trajectories (besides the 10 per-class mean states).
+    #[arg(long, default_value_t = 246)]
+    candidates: usize,
+    /// Trajectory candidates are taken up to this many steps after the image.
+    #[arg(long, default_value_t = 20)]
+    delay: usize,
+    /// Most Adam iterations per candidate.
+    #[arg(long, default_value_t = 10_000)]
+    max_iters: u32,
+    /// Adam learning rate of the search.
+    #[arg(long, default_value_t = 1e-2)]
+    lr: f32,
+    /// Points with S above this are dropped as not slow.
+    #[arg(long, default_value_t = 1e-6)]
+    max_speed_sq: f32,
+    /// Points closer than this are merged (the slowest kept).
+    #[arg(long, default_value_t = 1e-3)]
+    dedup_tol: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long)]
+    model: PathBuf,
+    /// Output folder for report.json and the SVG plots.
+    #[arg(long, default_value = "diagnostics")]
+    out: PathBuf,
+    /// Trials (digit at t = 0, then noise).
+    #[arg(long, default_value_t = 400)]
+    trials: usize,
+    /// Steps per trial.
+    #[arg(long, default_value_t = 60)]
+    steps: usize,
+    /// A JSON file with a DiagnoseConfig (which diagnostics, and their settings).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn load_model(path: &Path, set: &DigitSet) -> Result<Model> {
+    let ck = load_checkpoint(path).with_context(|| format!("loading {}", path.display()))?;
+    if ck.model.cell.input != set.input_size() {
+        anyhow::bail!(
+            "{} reads inputs of size {}, but the task's inputs have size {} (784 pixels + trigger)",
+            path.display(),
+            ck.model.cell.input,
+            set.input_size()
+        );
+    }
+    Ok(ck.model)
+}
+
+fn spinner(progress: bool, what: &str) -> indicatif::ProgressBar {
+    if !progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    pb
+}
+
+pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> Result<()> {
+    let set = load_data(&a.data)?;
+    let model = load_model(&a.model, &set)?;
+    let task = TaskConfig::default();
+    let cfg = FinderConfig {
+        search: SlowPointConfig {
+            max_iters: a.max_iters,
+            adam: memrnn_core::AdamConfig {
+                lr: a.lr,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        max_speed_sq: a.max_speed_sq,
+        dedup_tol: a.dedup_tol,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let pb = spinner(
+        progress,
+        &format!(
+            "slow-point search: {} candidates, up to {} Adam iterations each",
+            10 + a.candidates,
+            a.max_iters
+        ),
+    );
+    let means = vset::class_mean_states(b, &model, &set, &task, 1000, a.delay, a.seed ^ 0x7E57)?;
+    let report = find_task_slow_points(
+        b,
+        &model,
+        &set,
+        &task,
+        &means,
+        a.candidates,
+        a.delay,
+        a.seed,
+        &cfg,
+    )?;
+    pb.finish_and_clear();
+    write_safetensors(&report, &a.out.join("slow_points.safetensors"))?;
+    write_summary_json(&report, &a.out.join("slow_points.json"))?;
+    println!("{}", format_table(&report));
+    println!("wrote {}/slow_points.{{safetensors,json}}", a.out.display());
+    Ok(())
+}
+
+pub fn cmd_diagnose<B: Backend>(b: &B, a: DiagnoseArgs, progress: bool) -> Result<()> {
+    let set = load_data(&a.data)?;
+    let model = load_model(&a.model, &set)?;
+    let task = TaskConfig::default();
+    let cfg: DiagnoseConfig = match &a.config {
+        None => DiagnoseConfig::default(),
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a DiagnoseConfig", p.display()))?
+        }
+    };
+    let (x, digits) = vset::delay_sequences(&set, &task, a.trials, a.steps, a.seed)?;
+    let shape = SeqShape::new(a.steps, a.trials)?;
+    // The class shown at each step: the digit at t = 0, nothing after it.
+    let mut labels = vec![None; shape.rows()];
+    for (b_idx, &d) in digits.iter().enumerate() {
+        labels[b_idx] = Some(d as usize);
+    }
+    let inputs = DiagnoseInputs {
+        x,
+        shape,
+        s0: None,
+        labels: Some(labels),
+        classes: 10,
+        constant_input: Some(memrnn_train::slow::constant_input(&task, model.cell.input)),
+    };
+    let pb = spinner(
+        progress,
+        "diagnostics: Lipschitz, Lyapunov, attractors, memory curve",
+    );
+    let report = diagnose(b, &model, &inputs, &cfg)?;
+    pb.finish_and_clear();
+    let files = report.write_all(&a.out)?;
+    println!("{}", report.summary_table());
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}

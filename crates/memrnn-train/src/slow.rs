@@ -1,0 +1,96 @@
+//! Slow points of a trained network on the task (MATH.md §4), through
+//! `memrnn-slowpoints`: the constant input `x̄` (every pixel at the noise mean, trigger 0),
+//! the ICML paper's per-class slow points (Adam on the speed from each class's mean delay
+//! state), and the full finder report (candidates from the class means and from delay
+//! trajectories, de-duplicated, with Jacobians and eigenvalues).
+
+use crate::error::{config_err, Result};
+use crate::objective::SpeedSet;
+use crate::task::{DigitSet, TaskConfig};
+use crate::vset;
+use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
+use memrnn_core::{Backend, Model};
+use memrnn_slowpoints::{find_slow_points, FinderConfig, SlowPointReport};
+
+/// `x̄`: every pixel at the noise mean, trigger 0 (length `input`).
+pub fn constant_input(task: &TaskConfig, input: usize) -> Vec<f32> {
+    let mut x = vec![task.noise_mean; input];
+    if let Some(trigger) = x.last_mut() {
+        *trigger = 0.0;
+    }
+    x
+}
+
+/// The per-class slow points: each class's mean delay state moved by Adam down the speed
+/// `S(s) = ‖F(s, x̄) − s‖²` (the ICML paper's initialisation), one point per class.
+#[derive(Clone, Debug)]
+pub struct ClassSlowPoints {
+    /// `[10, S]`, class `d` in row `d`.
+    pub states: SpeedSet,
+    /// `S` at each class's slow point.
+    pub speed_sq: Vec<f32>,
+    /// Adam iterations each took.
+    pub iters: Vec<u32>,
+}
+
+impl ClassSlowPoints {
+    /// The median of the per-class speeds `S`.
+    pub fn median_speed_sq(&self) -> f64 {
+        let mut s: Vec<f64> = self.speed_sq.iter().map(|&v| v as f64).collect();
+        s.sort_by(|a, b| a.total_cmp(b));
+        s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// Runs the search from the class means `means` (`[10, S]`) on `model`.
+pub fn class_slow_points<B: Backend>(
+    backend: &B,
+    model: &Model,
+    task: &TaskConfig,
+    means: &SpeedSet,
+    cfg: &SlowPointConfig,
+) -> Result<ClassSlowPoints> {
+    means.check(&model.cell)?;
+    let params = backend.upload(&model.params)?;
+    let x = backend.upload(&constant_input(task, model.cell.input))?;
+    let mut search = SlowPointSearch::new(backend, &model.cell, &means.states)?;
+    backend.slow_point_iterations(&model.cell, &params, &x, &mut search, cfg)?;
+    let states = backend.download(&search.states)?;
+    Ok(ClassSlowPoints {
+        states: SpeedSet::new(
+            states,
+            model.cell.state_size(),
+            "slow points (from the class means)",
+        )?,
+        speed_sq: search.status.iter().map(|s| s.speed_sq).collect(),
+        iters: search.status.iter().map(|s| s.iters).collect(),
+    })
+}
+
+/// The full finder on `model`: candidates are the class means plus `trajectory` states
+/// from delay trajectories (up to `delay` steps after the image), seeded.
+#[allow(clippy::too_many_arguments)]
+pub fn find_task_slow_points<B: Backend>(
+    backend: &B,
+    model: &Model,
+    set: &DigitSet,
+    task: &TaskConfig,
+    means: &SpeedSet,
+    trajectory: usize,
+    delay: usize,
+    seed: u64,
+    cfg: &FinderConfig,
+) -> Result<SlowPointReport> {
+    if trajectory == 0 && means.n == 0 {
+        return config_err(
+            "the slow-point search needs candidates: class means or trajectory states",
+        );
+    }
+    let mut candidates = means.states.clone();
+    if trajectory > 0 {
+        let t = vset::trajectory_states(backend, model, set, task, trajectory, delay, seed)?;
+        candidates.extend_from_slice(&t.states);
+    }
+    let x_bar = constant_input(task, model.cell.input);
+    Ok(find_slow_points(backend, model, &x_bar, &candidates, cfg)?)
+}
