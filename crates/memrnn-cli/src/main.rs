@@ -56,6 +56,37 @@ enum Cmd {
     /// Memory diagnostics of a checkpoint: Lipschitz constant, Lyapunov exponents,
     /// attractors, memory curve (MATH.md §7): table, JSON and SVG plots.
     Diagnose(analyse::DiagnoseArgs),
+    /// Train an ensemble (cells × curricula × seeds) and report how slow-point speed
+    /// predicts accuracy at a long delay (Spearman ρ, scatter plot): the paper's central figure.
+    Study(StudyArgs),
+}
+
+#[derive(Args)]
+struct StudyArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Network settings for every member (its --cell, --curriculum and --seed are replaced
+    /// by the lists below; default 600 steps each).
+    #[command(flatten)]
+    net: NetArgs,
+    /// Cells of the ensemble.
+    #[arg(long, default_value = "gru,lstm", value_delimiter = ',')]
+    cells: Vec<String>,
+    /// Curricula of the ensemble: none, delay, vocab.
+    #[arg(long, default_value = "none,delay", value_delimiter = ',')]
+    curricula: Vec<String>,
+    /// Seeds of the ensemble.
+    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Accuracy is compared at this delay (far beyond training).
+    #[arg(long, default_value_t = 200)]
+    long_delay: usize,
+    /// Evaluation trials per network and delay.
+    #[arg(long, default_value_t = 400)]
+    eval_trials: usize,
+    /// Output folder.
+    #[arg(long, default_value = "study")]
+    out: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -306,7 +337,7 @@ fn train_config(n: &NetArgs, default_steps: u64) -> Result<TrainConfig> {
         batch: n.batch.unwrap_or(if n.paper { 128 } else { 64 }),
         steps: n
             .steps
-            .unwrap_or(if n.paper { 20_000 } else { default_steps }),
+            .unwrap_or(if n.paper { 140_000 } else { default_steps }),
         seed: n.seed,
         curriculum,
         schedule: match n.stage_every {
@@ -353,6 +384,7 @@ fn run_cmd<B: Backend>(b: &B, cmd: Cmd, progress: bool) -> Result<()> {
         Cmd::Run(a) => cmd_run(b, a, progress),
         Cmd::SlowPoints(a) => analyse::cmd_slow_points(b, a, progress),
         Cmd::Diagnose(a) => analyse::cmd_diagnose(b, a, progress),
+        Cmd::Study(a) => cmd_study(b, a, progress),
     }
 }
 
@@ -484,6 +516,48 @@ fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
         r.v_source,
         r.backend,
         r.seconds,
+        a.out.display(),
+        r.svg.display()
+    );
+    Ok(())
+}
+
+fn cmd_study<B: Backend>(b: &B, a: StudyArgs, progress: bool) -> Result<()> {
+    let set = load_data(&a.data)?;
+    let train = train_config(&a.net, 600)?;
+    let cells = a
+        .cells
+        .iter()
+        .map(|c| c.parse::<CellKind>())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let curricula = a
+        .curricula
+        .iter()
+        .map(|c| c.parse::<Curriculum>())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let cfg = memrnn_train::study::StudyConfig {
+        cells,
+        curricula,
+        seeds: a.seeds.clone(),
+        train,
+        long_delay: a.long_delay,
+        eval_trials: a.eval_trials,
+        out_dir: a.out.clone(),
+        progress,
+    };
+    eprintln!(
+        "memrnn study: {} networks ({} cells × {} curricula × {} seeds), H{}, {} steps each",
+        cfg.cells.len() * cfg.curricula.len() * cfg.seeds.len(),
+        cfg.cells.len(),
+        cfg.curricula.len(),
+        cfg.seeds.len(),
+        cfg.train.hidden,
+        cfg.train.steps
+    );
+    let r = memrnn_train::study::run_study(b, &set, &cfg)?;
+    println!("{}", r.table());
+    println!(
+        "wrote {}/study.json and {}",
         a.out.display(),
         r.svg.display()
     );

@@ -210,3 +210,46 @@ fn slow_points_and_diagnose_write_their_reports() {
         text(&o)
     );
 }
+
+#[test]
+fn study_reports_a_correlation() {
+    let dir = tmp("study");
+    let o = memrnn(&[
+        "--quiet",
+        "study",
+        "--out",
+        dir.to_str().unwrap(),
+        "--cells",
+        "rnn,gru",
+        "--curricula",
+        "none",
+        "--seeds",
+        "1,2",
+        "--hidden",
+        "8",
+        "--batch",
+        "8",
+        "--steps",
+        "5",
+        "--long-delay",
+        "40",
+        "--eval-trials",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Spearman"), "{}", text(&o));
+    assert!(dir.join("study.json").is_file() && dir.join("study.svg").is_file());
+    let o = memrnn(&[
+        "--quiet",
+        "study",
+        "--out",
+        dir.to_str().unwrap(),
+        "--long-delay",
+        "5",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("beyond the training delays"),
+        "{}",
+        text(&o)
+    );
+}

@@ -19,6 +19,7 @@ pub mod objective;
 pub mod philox;
 pub mod pipeline;
 pub mod slow;
+pub mod study;
 pub mod task;
 pub mod train;
 pub mod vset;
