@@ -178,3 +178,54 @@ pub fn cmd_diagnose<B: Backend>(b: &B, a: DiagnoseArgs, progress: bool) -> Resul
     }
     Ok(())
 }
+
+/// One line of `memrnn train --track-every`: at training step `step`, the per-class slow
+/// points' speeds `S` (Adam from the class means, at most 2,000 iterations) and light
+/// diagnostics on 64 delay trials of 30 steps (Lipschitz constant, largest Lyapunov
+/// exponent, memory-curve area), as JSON.
+pub fn track_line<B: Backend>(
+    b: &B,
+    model: &Model,
+    set: &DigitSet,
+    task: &TaskConfig,
+    step: u64,
+) -> Result<serde_json::Value> {
+    let means = vset::class_mean_states(b, model, set, task, 300, 20, 0x7E57)?;
+    let cfg = SlowPointConfig {
+        max_iters: 2000,
+        ..Default::default()
+    };
+    let slow = memrnn_train::slow::class_slow_points(b, model, task, &means, &cfg)?;
+    let (trials, steps) = (64, 30);
+    let (x, digits) = vset::delay_sequences(set, task, trials, steps, 0x7AC)?;
+    let shape = SeqShape::new(steps, trials)?;
+    let mut labels = vec![None; shape.rows()];
+    for (i, &d) in digits.iter().enumerate() {
+        labels[i] = Some(d as usize);
+    }
+    let inputs = DiagnoseInputs {
+        x,
+        shape,
+        s0: None,
+        labels: Some(labels),
+        classes: 10,
+        constant_input: None,
+    };
+    let dcfg = DiagnoseConfig {
+        attractors: None,
+        lyapunov: Some(memrnn_diagnostics::LyapunovConfig {
+            transient: 5,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let d = diagnose(b, model, &inputs, &dcfg)?;
+    Ok(serde_json::json!({
+        "step": step,
+        "slow_point_speed_sq": slow.speed_sq,
+        "slow_point_median": slow.median_speed_sq(),
+        "lipschitz": d.lipschitz.as_ref().map(|l| l.lipschitz),
+        "lyapunov": d.lyapunov.as_ref().and_then(|l| l.exponents.first().copied()),
+        "memory_area": d.memory.as_ref().map(|m| m.area),
+    }))
+}

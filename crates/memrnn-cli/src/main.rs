@@ -169,13 +169,10 @@ struct TrainArgs {
     /// class-means or trajectory.
     #[arg(long, default_value = "slow-points")]
     v: String,
-    /// Candidates from delay trajectories for the slow-point finder run on the trained
-    /// network (besides the 10 class means).
-    #[arg(long, default_value_t = 246)]
-    finder_candidates: usize,
-    /// Most Adam iterations per slow-point candidate.
-    #[arg(long, default_value_t = 10_000)]
-    finder_iters: u32,
+    /// Record the per-class slow points' speeds and the memory diagnostics (Lipschitz,
+    /// Lyapunov, memory curve) every N steps, and before the first, in NAME.track.jsonl.
+    #[arg(long)]
+    track_every: Option<u64>,
 }
 
 #[derive(Args)]
@@ -418,7 +415,32 @@ fn cmd_train<B: Backend>(b: &B, a: TrainArgs, progress: bool) -> Result<()> {
     } else {
         Trainer::new(b, &set, cfg)?
     };
-    let s = t.run(&out)?;
+    let s = match a.track_every {
+        None | Some(0) => t.run(&out)?,
+        Some(every) => {
+            let path = a.out.join(format!("{}.track.jsonl", a.name));
+            std::fs::create_dir_all(&a.out)
+                .with_context(|| format!("creating {}", a.out.display()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            eprintln!(
+                "memrnn: tracking slow points and diagnostics every {every} steps in {}",
+                path.display()
+            );
+            let task = t.cfg.task;
+            let s = t.run_tracked(&out, every, |tr| {
+                let line = analyse::track_line(b, &tr.model()?, &set, &task, tr.steps_done())
+                    .map_err(|e| memrnn_train::TrainError::Config(format!("tracking: {e:#}")))?;
+                use std::io::Write;
+                writeln!(file, "{line}").map_err(|e| memrnn_train::TrainError::io(&path, e))
+            })?;
+            println!("tracking: {}", path.display());
+            s
+        }
+    };
     println!(
         "trained {} steps in {:.1} s: loss {:.4}, report accuracy {:.3}, silence accuracy {:.4}\ncheckpoint {}\nmetrics {}",
         s.steps,

@@ -253,3 +253,40 @@ fn study_reports_a_correlation() {
         text(&o)
     );
 }
+
+#[test]
+fn track_every_records_slow_points_and_diagnostics_along_training() {
+    let dir = tmp("track");
+    let o = memrnn(&[
+        "--quiet",
+        "train",
+        "--out",
+        dir.to_str().unwrap(),
+        "--name",
+        "t",
+        "--hidden",
+        "8",
+        "--batch",
+        "8",
+        "--steps",
+        "6",
+        "--track-every",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = std::fs::read_to_string(dir.join("t.track.jsonl")).unwrap();
+    let steps: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(
+                v["slow_point_speed_sq"].as_array().map(Vec::len),
+                Some(10),
+                "{l}"
+            );
+            assert!(v["lipschitz"].as_f64().is_some_and(|x| x > 0.0), "{l}");
+            v["step"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(steps, vec![0, 3, 6]);
+}

@@ -136,6 +136,14 @@ impl CpuBackend {
     }
 }
 
+/// `S_n = ‖next_n − s_n‖²` for rows of `sd` floats.
+fn speeds(next: &[f32], states: &[f32], sd: usize) -> Vec<f32> {
+    next.chunks_exact(sd)
+        .zip(states.chunks_exact(sd))
+        .map(|(f, s)| f.iter().zip(s).map(|(a, b)| (a - b) * (a - b)).sum())
+        .collect()
+}
+
 impl Backend for CpuBackend {
     type Tensor = Vec<f32>;
     type Cache = FastCache;
@@ -225,11 +233,7 @@ impl Backend for CpuBackend {
         let f =
             self.install(|| fast::seq_forward(self.opts, cell, params, shape, x, Some(states)))?;
         let sd = cell.state_size();
-        Ok(f.s_final
-            .chunks_exact(sd)
-            .zip(states.chunks_exact(sd))
-            .map(|(f, s)| f.iter().zip(s).map(|(a, b)| (a - b) * (a - b)).sum())
-            .collect())
+        Ok(speeds(&f.s_final, states, sd))
     }
 
     fn step_speed_grad(
@@ -252,11 +256,7 @@ impl Backend for CpuBackend {
                 .collect()
         };
         let (next, g) = self.install(|| self.one_step_vjp(cell, params, states, x, n, two_e))?;
-        let speed = next
-            .chunks_exact(sd)
-            .zip(states.chunks_exact(sd))
-            .map(|(f, s)| f.iter().zip(s).map(|(a, b)| (a - b) * (a - b)).sum())
-            .collect();
+        let speed = speeds(&next, states, sd);
         let dstate = g
             .ds0
             .iter()

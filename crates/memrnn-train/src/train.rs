@@ -334,6 +334,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
     }
 
     /// The network as a host model.
+    /// Training steps taken so far.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
     pub fn model(&self) -> Result<Model> {
         Ok(Model {
             cell: self.cell,
@@ -520,7 +525,22 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// Trains up to `cfg.steps`, logging, checkpointing and stopping on divergence.
     pub fn run(&mut self, out: &RunOutput) -> Result<TrainSummary> {
+        self.run_tracked(out, 0, |_| Ok(()))
+    }
+
+    /// [`Self::run`], calling `track` with the trainer before the first step and after
+    /// every `every` steps (never when `every` is 0): how diagnostics are recorded along
+    /// training (`memrnn train --track-every N`) to see when the memories form.
+    pub fn run_tracked(
+        &mut self,
+        out: &RunOutput,
+        every: u64,
+        mut track: impl FnMut(&Self) -> Result<()>,
+    ) -> Result<TrainSummary> {
         std::fs::create_dir_all(&out.dir).map_err(|e| TrainError::io(&out.dir, e))?;
+        if every > 0 && self.step % every == 0 {
+            track(self)?;
+        }
         let metrics_path = out.metrics();
         let mut metrics = std::fs::OpenOptions::new()
             .create(true)
@@ -586,6 +606,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             }
             if self.step % self.cfg.checkpoint_every == 0 && self.step < self.cfg.steps {
                 last_ckpt = Some(self.save(out)?);
+            }
+            if every > 0 && self.step % every == 0 {
+                track(self)?;
             }
             pb.set_position(self.step);
         }
