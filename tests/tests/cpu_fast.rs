@@ -187,14 +187,15 @@ fn upstream_gradients_may_be_absent() {
 
 #[test]
 fn results_are_identical_for_one_and_two_threads() {
-    for kind in CellKind::ALL {
-        // Large enough that the SGEMMs and the batch split both use both threads.
+    // B 37: the batch is split across threads (and the SGEMMs use every thread); B 5:
+    // small enough that the hidden units are split instead, with barriers per step.
+    for (kind, batch) in CellKind::ALL.into_iter().flat_map(|k| [(k, 37), (k, 5)]) {
         let case = Case {
             cell: CellDims::new(kind, 97, 45).unwrap(),
-            shape: SeqShape::new(6, 37).unwrap(),
+            shape: SeqShape::new(6, batch).unwrap(),
         };
         let (cell, shape) = (case.cell, case.shape);
-        let seed = test_seed(&format!("threads-{kind}"), 13);
+        let seed = test_seed(&format!("threads-{kind}-{batch}"), 13);
         let inp = inputs(&case, seed);
         let (p, x, s0): (Vec<f32>, Vec<f32>, Vec<f32>) =
             (convert(&inp.params), convert(&inp.x), convert(&inp.s0));

@@ -33,6 +33,7 @@
 //! ```
 
 pub mod backend;
+#[macro_use]
 pub mod fast;
 pub mod reference;
 pub mod slowpoints;

@@ -6,7 +6,7 @@
 //! fast path's register-tiled recurrent product fused with the gates,
 //! [`FastCell::fwd_block`]), the speed and the stopping rule of
 //! [`CandidateStatus::check`], the vector–Jacobian product `2 (J − I)ᵀ (F(s) − s)`
-//! ([`FastCell::bwd_block`] from the upstream gradient `2 (F(s) − s)`), and the Adam
+//! ([`FastCell::bwd_gates`] and `recurrent_grad` from the upstream gradient `2 (F(s) − s)`), and the Adam
 //! update ([`adam_update_host`]), in chunk-local padded buffers. The input side
 //! `ā = W_ih x̄ + b_ih` is computed once per call, and the recurrent weights are packed
 //! once and shared read-only by every chunk.
@@ -16,8 +16,8 @@
 //! candidate does not depend on which rows share its tile, on its slot, or on the chunk
 //! that runs it, so results are identical for any thread count.
 
-use crate::fast::recurrent::{self, padded, BwdCtx, Carry, FwdCtx};
-use crate::fast::simd::{Simd, SimdJob};
+use crate::fast::recurrent::{self, padded, recurrent_grad, BwdCtx, Carry, FwdCtx};
+use crate::fast::simd::{Simd, SimdJob, LANES};
 use crate::fast::{gru::Gru, lstm::Lstm, rnn::Rnn, FastCell, FastOptions};
 use memrnn_core::backend::{CandidateStatus, SlowPointConfig};
 use memrnn_core::{adam_update_host, check_finite, CellDims, CellKind, Error, Result};
@@ -28,7 +28,7 @@ use std::marker::PhantomData;
 /// candidates stop at different times, large enough to fill the row tiles.
 pub const CHUNK: usize = 32;
 
-/// Rows per backward tile (every cell's `bwd_block` takes up to 4).
+/// Rows per backward tile (every cell's `bwd_gates` takes up to 4).
 const BWD_TILE: usize = 4;
 
 /// What every chunk shares, read-only.
@@ -336,6 +336,7 @@ impl<C: FastCell> SimdJob for ChunkJob<'_, C> {
                 batch: n,
                 h,
                 hp,
+                gh: da.len() / n,
                 hs: w.hs.as_ptr(),
                 cs: w.cs.as_ptr(),
                 gates: w.gates.as_ptr(),
@@ -361,7 +362,14 @@ impl<C: FastCell> SimdJob for ChunkJob<'_, C> {
                 // SAFETY: as for the forward; the forward of step 0 has filled hs, cs and
                 // the gate cache for these slots (moved slots carried theirs along), the
                 // carries [n, Hp] hold the upstream gradient, and da / du are [n, G·Hp].
-                unsafe { C::bwd_block(s, &bctx, &carry, 0, b, cnt) };
+                unsafe {
+                    C::bwd_gates(s, &bctx, &carry, 0, b, cnt, 0..hp / LANES);
+                    with_rows!(
+                        cnt,
+                        recurrent_grad::<S>(s, &bctx, 0, b, carry.next_h, 0..hp / (2 * LANES)),
+                        [1, 2, 3, 4]
+                    );
+                }
                 b += cnt;
             }
             // ∂S/∂s = (∂/∂s of 2e·F) − 2e, then one Adam step with the slot's own count.

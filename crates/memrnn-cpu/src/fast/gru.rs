@@ -2,9 +2,10 @@
 //! product. Cache per step and row: `[r | z | n | u_n]`, `4·Hp` floats (`u_n` is the
 //! recurrent part of the new gate, which the reset gate's gradient needs).
 
-use super::recurrent::{microkernel, recurrent_grad, BwdCtx, Carry, FwdCtx};
+use super::recurrent::{microkernel, BwdCtx, Carry, FwdCtx};
 use super::simd::{sigmoid, tanh, Simd, LANES};
 use super::FastCell;
+use std::ops::Range;
 
 pub struct Gru;
 
@@ -23,9 +24,17 @@ impl FastCell for Gru {
     }
 
     #[inline(always)]
-    unsafe fn bwd_block<S: Simd>(s: S, ctx: &BwdCtx, carry: &Carry, t: usize, b0: usize, n: usize) {
-        // SAFETY: forwarded contract (FastCell::bwd_block).
-        unsafe { with_rows!(n, bwd_rows::<S>(s, ctx, carry, t, b0), [1, 2, 3, 4]) }
+    unsafe fn bwd_gates<S: Simd>(
+        s: S,
+        ctx: &BwdCtx,
+        carry: &Carry,
+        t: usize,
+        b0: usize,
+        n: usize,
+        units: Range<usize>,
+    ) {
+        // SAFETY: forwarded contract (FastCell::bwd_gates).
+        unsafe { with_rows!(n, bwd_rows::<S>(s, ctx, carry, t, b0, units), [1, 2, 3, 4]) }
     }
 }
 
@@ -80,6 +89,7 @@ unsafe fn bwd_rows<S: Simd, const R: usize>(
     carry: &Carry,
     t: usize,
     b0: usize,
+    units: Range<usize>,
 ) {
     let hp = ctx.hp;
     let gh = 3 * hp;
@@ -87,7 +97,7 @@ unsafe fn bwd_rows<S: Simd, const R: usize>(
     for r in 0..R {
         let b = b0 + r;
         let row = t * ctx.batch + b;
-        for q in 0..hp / LANES {
+        for q in units.clone() {
             let o = q * LANES;
             // SAFETY: rows (t, b) of hs, gates, dh_seq, da, du and row b of the carries
             // exist and belong to this task; o + 8 ≤ Hp.
@@ -121,6 +131,4 @@ unsafe fn bwd_rows<S: Simd, const R: usize>(
             }
         }
     }
-    // SAFETY: du rows (t, b0..b0+R) were written above; next_h rows belong to this task.
-    unsafe { recurrent_grad::<S, R>(s, ctx, gh, t, b0, carry.next_h) };
 }

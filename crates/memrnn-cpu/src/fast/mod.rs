@@ -16,8 +16,8 @@
 //! task runs it, the SGEMMs split only their outputs, and column sums run rows in order.
 
 /// Calls `f::<S, N>(args…)` with the const row count `N` equal to the run-time `n`, for
-/// the counts listed: how a cell's `fwd_block` / `bwd_block` reach their monomorphised
-/// row tiles.
+/// the counts listed: how `fwd_block`, `bwd_gates` and `recurrent_grad` reach their
+/// monomorphised row tiles (also used by the fused slow-point search).
 macro_rules! with_rows {
     ($n:expr, $f:ident::<$s:ty> $args:tt, [$($k:literal),+]) => {
         match $n {
@@ -37,10 +37,11 @@ pub mod simd;
 use gemm::{column_sums_acc, matmul, MatRef};
 use memrnn_core::{check_finite, check_len, CellDims, CellKind, Error, Result, SeqShape};
 use rayon::prelude::*;
-use recurrent::{padded, BwdCtx, Carry, FwdCtx};
-use simd::{Simd, SimdJob, SimdLevel};
+use recurrent::{padded, recurrent_grad, BwdCtx, Carry, FwdCtx};
+use simd::{Simd, SimdJob, SimdLevel, LANES};
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Options of a fast-path call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,11 +75,21 @@ pub trait FastCell {
     /// task, and steps before `t` have been computed for them.
     unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize);
 
-    /// Backward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ 4`).
+    /// The gate part of backward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ 4`) and the
+    /// 8-unit tiles `units`: `∂L/∂a`, `∂L/∂u` and the direct part of `∂L/∂s_{t−1}`;
+    /// [`recurrent_grad`] then adds the recurrent part.
     ///
     /// # Safety
-    /// As for `fwd_block`; steps after `t` have been processed for these rows.
-    unsafe fn bwd_block<S: Simd>(s: S, ctx: &BwdCtx, carry: &Carry, t: usize, b0: usize, n: usize);
+    /// As for `fwd_block`; steps after `t` are complete for these rows.
+    unsafe fn bwd_gates<S: Simd>(
+        s: S,
+        ctx: &BwdCtx,
+        carry: &Carry,
+        t: usize,
+        b0: usize,
+        n: usize,
+        units: Range<usize>,
+    );
 }
 
 /// Rows per backward tile, every cell.
@@ -224,11 +235,131 @@ impl<C: FastCell> SimdJob for BwdJob<C> {
             let mut b = self.rows.start;
             while b < self.rows.end {
                 let n = balanced_tile(self.rows.end - b, BWD_TILE);
+                let (units, cols) = (0..self.ctx.hp / LANES, 0..self.ctx.hp / (2 * LANES));
                 // SAFETY: seq_backward sized every buffer and gave this task the rows
-                // self.rows alone; steps run in reverse order.
-                unsafe { C::bwd_block(s, &self.ctx, &self.carry, t, b, n) };
+                // self.rows alone (all units and columns); steps run in reverse order,
+                // and the gate part of step t precedes its recurrent part.
+                unsafe {
+                    C::bwd_gates(s, &self.ctx, &self.carry, t, b, n, units);
+                    with_rows!(
+                        n,
+                        recurrent_grad::<S>(s, &self.ctx, t, b, self.carry.next_h, cols),
+                        [1, 2, 3, 4]
+                    );
+                }
                 b += n;
             }
+            self.carry.swap();
+        }
+    }
+}
+
+/// A barrier for a fixed team of OS threads that spin (a step takes microseconds, so a
+/// sleeping barrier would cost more than the step), yielding after a while so an
+/// oversubscribed machine still makes progress.
+struct SpinBarrier {
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    team: usize,
+}
+
+impl SpinBarrier {
+    fn new(team: usize) -> Self {
+        SpinBarrier {
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            team,
+        }
+    }
+
+    /// Returns once every member has called `wait` for this round; everything a member
+    /// wrote before its call is visible to every member after it (AcqRel on `arrived`,
+    /// Release/Acquire on `generation`).
+    fn wait(&self) {
+        let gen = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.team {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+        } else {
+            let mut spins = 0u32;
+            while self.generation.load(Ordering::Acquire) == gen {
+                std::hint::spin_loop();
+                spins = spins.saturating_add(1);
+                if spins > 20_000 {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}
+
+/// Contiguous, near-equal parts of `0..n`, one per member of a team of `team`.
+fn split_range(n: usize, team: usize, member: usize) -> Range<usize> {
+    (member * n / team)..((member + 1) * n / team)
+}
+
+/// Whether the backward recurrence splits the hidden units (not the batch) across
+/// threads: for small batches, where splitting the batch makes every thread stream all of
+/// `W_hh` each step (the LSTM's at H 256 is 1 MiB, an L2's worth, from L3), while
+/// splitting the units keeps each thread's half of the backward panels resident in its L2
+/// (measured: LSTM small-batch training step 93 → 75 ms). The forward pass always splits
+/// the batch: there the unit split re-reads each 32 KiB panel more often and measured
+/// slower. Results are identical either way: an element's arithmetic does not depend on
+/// the split.
+fn split_units(batch: usize, hp: usize, threads: usize) -> bool {
+    threads > 1 && batch < 8 * threads && hp / (2 * LANES) >= threads
+}
+
+/// Backward, units split: the gate part for this member's unit tiles, a barrier (the
+/// recurrent part reads every unit's ∂L/∂u), the recurrent part for its column tiles,
+/// a barrier (the next step's gate part reads every column of ∂L/∂h).
+struct BwdUnitJob<'a, C> {
+    ctx: BwdCtx,
+    carry: Carry,
+    steps: usize,
+    units: Range<usize>,
+    cols: Range<usize>,
+    barrier: &'a SpinBarrier,
+    cell: PhantomData<fn() -> C>,
+}
+
+impl<C: FastCell> SimdJob for BwdUnitJob<'_, C> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(mut self, s: S) {
+        let batch = self.ctx.batch;
+        for t in (0..self.steps).rev() {
+            let mut b = 0;
+            while b < batch {
+                let n = balanced_tile(batch - b, BWD_TILE);
+                // SAFETY: this member alone writes ∂L/∂a, ∂L/∂u and the direct terms of
+                // its unit tiles; the previous step's closing barrier completed ∂L/∂h.
+                unsafe { C::bwd_gates(s, &self.ctx, &self.carry, t, b, n, self.units.clone()) };
+                b += n;
+            }
+            self.barrier.wait();
+            let mut b = 0;
+            while b < batch {
+                let n = balanced_tile(batch - b, BWD_TILE);
+                // SAFETY: this member alone writes the column tiles `self.cols` of next_h
+                // (its own units' direct terms); ∂L/∂u of every unit is complete (barrier).
+                unsafe {
+                    with_rows!(
+                        n,
+                        recurrent_grad::<S>(
+                            s,
+                            &self.ctx,
+                            t,
+                            b,
+                            self.carry.next_h,
+                            self.cols.clone()
+                        ),
+                        [1, 2, 3, 4]
+                    )
+                };
+                b += n;
+            }
+            self.barrier.wait();
             self.carry.swap();
         }
     }
@@ -483,6 +614,7 @@ fn backward_impl<C: FastCell>(
         hp,
         hs: cache.hs.as_ptr(),
         cs: cache.cs.as_ptr(),
+        gh,
         gates: cache.gates.as_ptr(),
         cw: C::CACHE_WIDTH * hp,
         dh_seq: dh_p.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
@@ -498,17 +630,38 @@ fn backward_impl<C: FastCell>(
         cur_c: c0.as_mut_ptr(),
         next_c: c1.as_mut_ptr(),
     };
-    batch_tasks(batch, BWD_TILE)
-        .into_par_iter()
-        .for_each(|rows| {
-            opts.simd.run(BwdJob::<C> {
-                ctx,
-                carry,
-                steps,
-                rows,
-                cell: PhantomData,
-            })
+    let threads = rayon::current_num_threads();
+    if split_units(batch, hp, threads) {
+        let barrier = SpinBarrier::new(threads);
+        std::thread::scope(|scope| {
+            for m in 0..threads {
+                // Column tiles (16 wide) and the unit tiles (8 wide) they cover.
+                let cols = split_range(hp / (2 * LANES), threads, m);
+                let job = BwdUnitJob::<C> {
+                    ctx,
+                    carry,
+                    steps,
+                    units: 2 * cols.start..2 * cols.end,
+                    cols,
+                    barrier: &barrier,
+                    cell: PhantomData,
+                };
+                scope.spawn(move || opts.simd.run(job));
+            }
         });
+    } else {
+        batch_tasks(batch, BWD_TILE)
+            .into_par_iter()
+            .for_each(|rows| {
+                opts.simd.run(BwdJob::<C> {
+                    ctx,
+                    carry,
+                    steps,
+                    rows,
+                    cell: PhantomData,
+                })
+            });
+    }
     // After T swaps the latest carry (∂L/∂s_0) is in buffer T mod 2.
     let last = steps % 2;
     let mut ds0 = vec![0.0f32; batch * sd];

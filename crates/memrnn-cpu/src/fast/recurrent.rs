@@ -132,6 +132,8 @@ pub struct BwdCtx {
     pub batch: usize,
     pub h: usize,
     pub hp: usize,
+    /// `G·Hp`: the width of a `da` / `du` row.
+    pub gh: usize,
     pub hs: *const f32,
     pub cs: *const f32,
     pub gates: *const f32,
@@ -173,8 +175,8 @@ unsafe impl Send for Carry {}
 // SAFETY: as above.
 unsafe impl Sync for Carry {}
 
-/// `next_h[b] += Σ_j du[t, b, j] · W_hh[j, ·]` for rows `b0..b0+R`: the recurrent part of
-/// `∂L/∂h_{t−1}`, 16 columns at a time.
+/// `next_h[b] += Σ_j du[t, b, j] · W_hh[j, ·]` for rows `b0..b0+R` and the 16-column
+/// tiles `cols`: the recurrent part of `∂L/∂h_{t−1}`.
 ///
 /// # Safety
 /// The buffers behind `ctx` and `next_h` must have the sizes the docs state, rows
@@ -183,18 +185,18 @@ unsafe impl Sync for Carry {}
 pub unsafe fn recurrent_grad<S: Simd, const R: usize>(
     s: S,
     ctx: &BwdCtx,
-    gh: usize,
     t: usize,
     b0: usize,
     next_h: *mut f32,
+    cols: std::ops::Range<usize>,
 ) {
-    let hp = ctx.hp;
+    let (hp, gh) = (ctx.hp, ctx.gh);
     let mut rows = [std::ptr::null::<f32>(); R];
     for (r, row) in rows.iter_mut().enumerate() {
         // SAFETY: row (t, b0 + r) lies inside du [T, B, G·Hp].
         *row = unsafe { ctx.du.add((t * ctx.batch + b0 + r) * gh) };
     }
-    for q in 0..hp / (2 * LANES) {
+    for q in cols {
         let mut acc = [[s.splat(0.0); 2]; R];
         for (r, a) in acc.iter_mut().enumerate() {
             // SAFETY: columns 16q..16q+16 < Hp of row b0 + r of next_h.

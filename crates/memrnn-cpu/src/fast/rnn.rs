@@ -1,9 +1,10 @@
 //! tanh RNN steps of the fast path (MATH.md §2), fused with the recurrent product. No
 //! gate cache: the backward pass needs only `h_t`, which the forward pass keeps anyway.
 
-use super::recurrent::{microkernel, recurrent_grad, BwdCtx, Carry, FwdCtx};
+use super::recurrent::{microkernel, BwdCtx, Carry, FwdCtx};
 use super::simd::{tanh, Simd, LANES};
 use super::FastCell;
+use std::ops::Range;
 
 pub struct Rnn;
 
@@ -21,9 +22,17 @@ impl FastCell for Rnn {
     }
 
     #[inline(always)]
-    unsafe fn bwd_block<S: Simd>(s: S, ctx: &BwdCtx, carry: &Carry, t: usize, b0: usize, n: usize) {
-        // SAFETY: forwarded contract (FastCell::bwd_block).
-        unsafe { with_rows!(n, bwd_rows::<S>(s, ctx, carry, t, b0), [1, 2, 3, 4]) }
+    unsafe fn bwd_gates<S: Simd>(
+        s: S,
+        ctx: &BwdCtx,
+        carry: &Carry,
+        t: usize,
+        b0: usize,
+        n: usize,
+        units: Range<usize>,
+    ) {
+        // SAFETY: forwarded contract (FastCell::bwd_gates).
+        unsafe { with_rows!(n, bwd_rows::<S>(s, ctx, carry, t, b0, units), [1, 2, 3, 4]) }
     }
 }
 
@@ -60,13 +69,14 @@ unsafe fn bwd_rows<S: Simd, const R: usize>(
     carry: &Carry,
     t: usize,
     b0: usize,
+    units: Range<usize>,
 ) {
     let hp = ctx.hp;
     let one = s.splat(1.0);
     for r in 0..R {
         let b = b0 + r;
         let row = t * ctx.batch + b;
-        for q in 0..hp / LANES {
+        for q in units.clone() {
             let o = q * LANES;
             // SAFETY: rows (t, b), (t + 1, b) of hs, dh_seq, da and row b of the carries
             // exist and belong to this task; o + 8 ≤ Hp.
@@ -84,6 +94,4 @@ unsafe fn bwd_rows<S: Simd, const R: usize>(
             }
         }
     }
-    // SAFETY: du (= da) rows (t, b0..b0+R) were written above; next_h rows are this task's.
-    unsafe { recurrent_grad::<S, R>(s, ctx, hp, t, b0, carry.next_h) };
 }
