@@ -20,7 +20,11 @@ pub fn gpu_or_skip(test: &str) -> Option<CudaBackend> {
             if gpu_required() {
                 panic!("{test}: MEMRNN_REQUIRE_GPU is set but no usable GPU: {e}");
             }
-            eprintln!(
+            // Straight to the stderr handle, not `eprintln!`: the test harness captures the
+            // print macros of passing tests, and a skip must show in CI's log.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** SKIPPED {test}: no usable CUDA GPU ({e}). Set MEMRNN_REQUIRE_GPU=1 to make this a failure. ***\n"
             );
             None
