@@ -188,7 +188,7 @@ pub fn build_v<B: Backend>(
             }
             let means =
                 vset::class_mean_states(backend, model, set, &cfg.task, trials, delay, seed)?;
-            let slow = crate::slow::class_slow_points(
+            let slow = class_slow_points(
                 backend,
                 model,
                 &cfg.task,
