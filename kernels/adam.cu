@@ -9,19 +9,24 @@
 //                     Launch: block (32, 8), grid (ceil(C / 32), ceil(R / 32)).
 //   speed_f32         per row n of [N, S]: e = f - s, speed[n] = sum e^2, twice_e = 2 e.
 //                     Launch: block 256 (8 warps, one row per warp), grid ceil(N / 8).
-//   axpy_sub_f32      out[i] = a[i] - b[i]. Launch: 1-D, grid-stride.
+//   sub_f32           out[i] = a[i] - b[i]. Launch: 1-D, grid-stride.
 //   repeat_rows_f32   out[(n*S + i), :] = in[n, :] for i < S (the Jacobian's N*S rows).
 //                     Launch: 1-D, grid-stride over N*S*C.
 //   one_hot_f32       out [N*S, S]: row (n*S + i) is e_i. Launch: 1-D, grid-stride.
 //   fill_f32          out[i] = v (NaN poisoning in tests, zeros). Launch: 1-D, grid-stride.
+// Every kernel takes one parameter struct (params.cuh), unpacked into locals first.
 // Limits: element counts below 2^31 except where a size_t count is taken.
 
 #include "common.cuh"
 
-extern "C" __global__ void adam_update_f32(float* __restrict__ p, const float* __restrict__ g,
-                                           float* __restrict__ m, float* __restrict__ v,
-                                           long long n, float beta1, float beta2,
-                                           float step_size, float bc2_sqrt, float eps) {
+extern "C" __global__ void adam_update_f32(const MrAdamParams P) {
+    float* __restrict__ p = P.p;
+    const float* __restrict__ g = P.g;
+    float* __restrict__ m = P.m;
+    float* __restrict__ v = P.v;
+    const long long n = P.n;
+    const float beta1 = P.beta1, beta2 = P.beta2, step_size = P.step_size;
+    const float bc2_sqrt = P.bc2_sqrt, eps = P.eps;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         const float gi = g[i];
@@ -34,8 +39,11 @@ extern "C" __global__ void adam_update_f32(float* __restrict__ p, const float* _
     }
 }
 
-extern "C" __global__ void col_sum_f32(const float* __restrict__ M, float* __restrict__ out,
-                                       long long R, int C) {
+extern "C" __global__ void col_sum_f32(const MrColSumParams P) {
+    const float* __restrict__ M = P.M;
+    float* __restrict__ out = P.out;
+    const long long R = P.R;
+    const int C = P.C;
     __shared__ float part[8][33];
     const int c = blockIdx.x * 32 + threadIdx.x;
     float acc = 0.0f;
@@ -51,8 +59,10 @@ extern "C" __global__ void col_sum_f32(const float* __restrict__ M, float* __res
     }
 }
 
-extern "C" __global__ void transpose_f32(const float* __restrict__ in, float* __restrict__ out,
-                                         int R, int C) {
+extern "C" __global__ void transpose_f32(const MrTransposeParams P) {
+    const float* __restrict__ in = P.in;
+    float* __restrict__ out = P.out;
+    const int R = P.R, C = P.C;
     __shared__ float tile[32][33];
     const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
     for (int y = threadIdx.y; y < 32; y += 8) {
@@ -66,9 +76,12 @@ extern "C" __global__ void transpose_f32(const float* __restrict__ in, float* __
     }
 }
 
-extern "C" __global__ void speed_f32(const float* __restrict__ f, const float* __restrict__ s,
-                                     float* __restrict__ speed, float* __restrict__ twice_e,
-                                     int N, int S) {
+extern "C" __global__ void speed_f32(const MrSpeedParams P) {
+    const float* __restrict__ f = P.f;
+    const float* __restrict__ s = P.s;
+    float* __restrict__ speed = P.speed;
+    float* __restrict__ twice_e = P.twice_e;
+    const int N = P.N, S = P.S;
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (warp >= N) return;
@@ -83,15 +96,20 @@ extern "C" __global__ void speed_f32(const float* __restrict__ f, const float* _
     if (lane == 0) speed[warp] = acc;
 }
 
-extern "C" __global__ void axpy_sub_f32(float* __restrict__ out, const float* __restrict__ a,
-                                        const float* __restrict__ b, long long n) {
+extern "C" __global__ void sub_f32(const MrSubParams P) {
+    float* __restrict__ out = P.out;
+    const float* __restrict__ a = P.a;
+    const float* __restrict__ b = P.b;
+    const long long n = P.n;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x)
         out[i] = a[i] - b[i];
 }
 
-extern "C" __global__ void repeat_rows_f32(const float* __restrict__ in, float* __restrict__ out,
-                                           int N, int S, int C) {
+extern "C" __global__ void repeat_rows_f32(const MrRepeatRowsParams P) {
+    const float* __restrict__ in = P.in;
+    float* __restrict__ out = P.out;
+    const int N = P.N, S = P.S, C = P.C;
     const long long total = (long long)N * S * C;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
@@ -102,7 +120,9 @@ extern "C" __global__ void repeat_rows_f32(const float* __restrict__ in, float* 
     }
 }
 
-extern "C" __global__ void one_hot_f32(float* __restrict__ out, int N, int S) {
+extern "C" __global__ void one_hot_f32(const MrOneHotParams P) {
+    float* __restrict__ out = P.out;
+    const int N = P.N, S = P.S;
     const long long total = (long long)N * S * S;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
@@ -113,7 +133,10 @@ extern "C" __global__ void one_hot_f32(float* __restrict__ out, int N, int S) {
     }
 }
 
-extern "C" __global__ void fill_f32(float* __restrict__ out, float v, long long n) {
+extern "C" __global__ void fill_f32(const MrFillParams P) {
+    float* __restrict__ out = P.out;
+    const float v = P.v;
+    const long long n = P.n;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x)
         out[i] = v;

@@ -38,6 +38,15 @@
 
 #include <cooperative_groups.h>
 
+#include "params.cuh"
+
+// The dynamic shared-memory declaration, the one line of CUDA syntax that cannot be
+// redirected on the host: the simulated device (crates/memrnn-cuda/sim/cuda_sim.h)
+// defines this macro first, as a pointer to the launch's per-block allocation.
+#ifndef MR_DYNAMIC_SHARED
+#define MR_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
+#endif
+
 #define MR_THREADS 256
 #define MR_ROWS 4  // batch rows per thread item
 
@@ -155,19 +164,6 @@ __device__ __forceinline__ void tile_phase(const Tiling& tl, const float* w, siz
 // ---------------------------------------------------------------------------------------
 // Forward.
 
-struct FwdArgs {
-    const float* A;      // [T*B, G*H]
-    const float* w_hh;   // [G*H, H]
-    const float* b_ih;   // [G*H]
-    const float* b_hh;   // [G*H]
-    const float* s0;     // [B, S]
-    float* h_seq;        // [T, B, H]
-    float* gates;        // [T, B, NCACHE*H]
-    float* c_seq;        // [T, B, H] (LSTM only)
-    float* s_final;      // [B, S]
-    int T, B, H;
-};
-
 template <class Cell>
 struct FwdEpi {
     FwdArgs a;  // by value: a reference would pin the kernel's copy to the stack
@@ -193,7 +189,7 @@ __device__ __forceinline__ void fwd_step(const FwdArgs& a, const Tiling& tl, int
 template <class Cell>
 __device__ __forceinline__ void seq_fwd_persistent(const FwdArgs& a, int jt, int bt, int kc,
                                                    int ks) {
-    extern __shared__ float smem[];
+    MR_DYNAMIC_SHARED(float, smem);
     const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
     const int H = a.H;
     const int kp = odd_pitch(H);
@@ -220,7 +216,7 @@ __device__ __forceinline__ void seq_fwd_persistent(const FwdArgs& a, int jt, int
 template <class Cell>
 __device__ __forceinline__ void seq_fwd_one_step(const FwdArgs& a, int jt, int bt, int kc,
                                                  int ks, int t) {
-    extern __shared__ float smem[];
+    MR_DYNAMIC_SHARED(float, smem);
     const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
     const int H = a.H;
     fwd_step<Cell>(a, tl, t, a.w_hh + (size_t)tl.j0 * H, (size_t)H * H, H, smem);
@@ -228,20 +224,6 @@ __device__ __forceinline__ void seq_fwd_one_step(const FwdArgs& a, int jt, int b
 
 // ---------------------------------------------------------------------------------------
 // Backward through time.
-
-struct BwdArgs {
-    const float* w_t;     // [H, G*H] = W_hh^T
-    const float* h_seq;   // [T, B, H]
-    const float* gates;   // [T, B, NCACHE*H]
-    const float* c_seq;   // [T, B, H] (LSTM only)
-    const float* s0;      // [B, S]
-    const float* dh_seq;  // [T, B, H], read only when has_dh
-    float* D;             // [B, S], initialised with dL/ds_T (or zeros)
-    float* dA;            // [T*B, G*H]
-    float* dU;            // [T*B, G*H] (== dA when the cell's da == du)
-    float* ds0;           // [B, S]
-    int T, B, H, has_dh;
-};
 
 template <class Cell>
 struct BwdEpi {
@@ -281,7 +263,7 @@ __device__ __forceinline__ void bwd_iter(const BwdArgs& a, const Tiling& tl, int
 template <class Cell>
 __device__ __forceinline__ void seq_bwd_persistent(const BwdArgs& a, int jt, int bt, int kc,
                                                    int ks) {
-    extern __shared__ float smem[];
+    MR_DYNAMIC_SHARED(float, smem);
     const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
     const int H = a.H;
     const int GH = Cell::G * H;
@@ -305,7 +287,7 @@ __device__ __forceinline__ void seq_bwd_persistent(const BwdArgs& a, int jt, int
 template <class Cell>
 __device__ __forceinline__ void seq_bwd_one_step(const BwdArgs& a, int jt, int bt, int kc,
                                                  int ks, int t) {
-    extern __shared__ float smem[];
+    MR_DYNAMIC_SHARED(float, smem);
     const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
     const int GH = Cell::G * a.H;
     bwd_iter<Cell>(a, tl, t, a.w_t + (size_t)tl.j0 * GH, 0, GH, smem);
@@ -313,45 +295,25 @@ __device__ __forceinline__ void seq_bwd_one_step(const BwdArgs& a, int jt, int b
 
 }  // namespace mr
 
-// The four entry points of a cell family, identical argument lists across families:
+// The four entry points of a cell family, each taking one parameter struct (params.cuh):
 //   <fam>_seq_fwd_f32   persistent forward (cooperative launch), all T steps
-//   <fam>_step_fwd_f32  forward step t (fallback; one launch per step)
+//   <fam>_step_fwd_f32  forward step p.t (fallback; one launch per step)
 //   <fam>_seq_bwd_f32   persistent backward (cooperative launch), t = T-1 .. -1
-//   <fam>_step_bwd_f32  backward iteration t (fallback; the host runs t = T-1 .. -1)
-#define MR_DEFINE_CELL_KERNELS(FAM, CELL)                                                     \
-    extern "C" __global__ void __launch_bounds__(MR_THREADS)                                 \
-        FAM##_seq_fwd_f32(const float* A, const float* w_hh, const float* b_ih,              \
-                          const float* b_hh, const float* s0, float* h_seq, float* gates,    \
-                          float* c_seq, float* s_final, int T, int B, int H, int jt, int bt, \
-                          int kc, int ks, int t) {                                           \
-        (void)t;                                                                             \
-        const mr::FwdArgs a{A, w_hh, b_ih, b_hh, s0, h_seq, gates, c_seq, s_final, T, B, H}; \
-        mr::seq_fwd_persistent<CELL>(a, jt, bt, kc, ks);                                     \
-    }                                                                                        \
-    extern "C" __global__ void __launch_bounds__(MR_THREADS)                                 \
-        FAM##_step_fwd_f32(const float* A, const float* w_hh, const float* b_ih,             \
-                           const float* b_hh, const float* s0, float* h_seq, float* gates,   \
-                           float* c_seq, float* s_final, int T, int B, int H, int jt,        \
-                           int bt, int kc, int ks, int t) {                                  \
-        const mr::FwdArgs a{A, w_hh, b_ih, b_hh, s0, h_seq, gates, c_seq, s_final, T, B, H}; \
-        mr::seq_fwd_one_step<CELL>(a, jt, bt, kc, ks, t);                                    \
-    }                                                                                        \
-    extern "C" __global__ void __launch_bounds__(MR_THREADS)                                 \
-        FAM##_seq_bwd_f32(const float* w_t, const float* h_seq, const float* gates,          \
-                          const float* c_seq, const float* s0, const float* dh_seq,          \
-                          float* D, float* dA, float* dU, float* ds0, int T, int B, int H,   \
-                          int has_dh, int jt, int bt, int kc, int ks, int t) {               \
-        (void)t;                                                                             \
-        const mr::BwdArgs a{w_t, h_seq, gates, c_seq, s0, dh_seq, D, dA, dU, ds0,            \
-                            T,   B,     H,     has_dh};                                      \
-        mr::seq_bwd_persistent<CELL>(a, jt, bt, kc, ks);                                     \
-    }                                                                                        \
-    extern "C" __global__ void __launch_bounds__(MR_THREADS)                                 \
-        FAM##_step_bwd_f32(const float* w_t, const float* h_seq, const float* gates,         \
-                           const float* c_seq, const float* s0, const float* dh_seq,         \
-                           float* D, float* dA, float* dU, float* ds0, int T, int B, int H,  \
-                           int has_dh, int jt, int bt, int kc, int ks, int t) {              \
-        const mr::BwdArgs a{w_t, h_seq, gates, c_seq, s0, dh_seq, D, dA, dU, ds0,            \
-                            T,   B,     H,     has_dh};                                      \
-        mr::seq_bwd_one_step<CELL>(a, jt, bt, kc, ks, t);                                    \
+//   <fam>_step_bwd_f32  backward iteration p.t (fallback; the host runs t = T-1 .. -1)
+#define MR_DEFINE_CELL_KERNELS(FAM, CELL)                                                  \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
+        FAM##_seq_fwd_f32(const MrRecFwdParams p) {                                       \
+        mr::seq_fwd_persistent<CELL>(p.a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks);    \
+    }                                                                                     \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
+        FAM##_step_fwd_f32(const MrRecFwdParams p) {                                      \
+        mr::seq_fwd_one_step<CELL>(p.a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks, p.t); \
+    }                                                                                     \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
+        FAM##_seq_bwd_f32(const MrRecBwdParams p) {                                       \
+        mr::seq_bwd_persistent<CELL>(p.a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks);    \
+    }                                                                                     \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
+        FAM##_step_bwd_f32(const MrRecBwdParams p) {                                      \
+        mr::seq_bwd_one_step<CELL>(p.a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks, p.t); \
     }

@@ -43,15 +43,13 @@
 // Entry points:
 //   rnn_slowpoints_f32, gru_slowpoints_f32, lstm_slowpoints_f32           (CT = 32)
 //   rnn_slowpoints_narrow_f32, gru_slowpoints_narrow_f32, lstm_slowpoints_narrow_f32 (CT = 8)
-//     (const float* wf, const float* wb, const float* a_bar [G·H], const float* b_hh [G·H],
-//      float* states [K, S], float* m [K, S], float* v [K, S], unsigned* status [K, 4],
-//      const int* idx, int n, int H, int iters, float lr, float beta1, float beta2,
-//      float eps, float tol, float stall_rel, unsigned max_iters, unsigned stall_window)
+//     (MrSlowPointsParams: wf, wb, a_bar [G·H], b_hh [G·H], states [K, S], m [K, S],
+//      v [K, S], status [K, 4], idx, n, H, iters, lr, beta1, beta2, eps, tol, stall_rel,
+//      max_iters, stall_window)
 //     Launch: block 256, grid ceil(n / CT), dynamic shared memory as above.
-//   slowpoints_pack_f32(const float* w_hh [GH, H], float* wf, float* wb, int H, int GH)
+//   slowpoints_pack_f32(MrPackParams: w_hh [GH, H], wf, wb, H, GH)
 //     Launch: 1-D, grid-stride.
-//   slowpoints_compact_f32(const unsigned* status, int K, int with_max_iters, int* idx,
-//                          int* count)
+//   slowpoints_compact_f32(MrCompactParams: status, K, with_max_iters, idx, count)
 //     Active candidates (running, and max-iters when with_max_iters) in index order.
 //     Launch: exactly one block of 1024 threads.
 
@@ -299,7 +297,7 @@ __device__ __forceinline__ void search(const float* __restrict__ wf,
     constexpr int G = Cell::G;
     constexpr int TC = CT / 4;
     constexpr int JPAR = SP_THREADS / CT;  // threads per candidate in the gate pass
-    extern __shared__ __align__(16) float smem[];
+    MR_DYNAMIC_SHARED(float, smem);
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
@@ -458,16 +456,13 @@ __device__ __forceinline__ void search(const float* __restrict__ wf,
 
 }  // namespace sp
 
-#define SP_DEFINE(NAME, CELL, CT, MINB)                                                       \
-    extern "C" __global__ void __launch_bounds__(SP_THREADS, MINB)                          \
-        NAME(const float* __restrict__ wf, const float* __restrict__ wb,                    \
-             const float* __restrict__ a_bar, const float* __restrict__ b_hh, float* states, \
-             float* m, float* v, unsigned* status, const int* idx, int n, int H, int iters,  \
-             float lr, float beta1, float beta2, float eps, float tol, float stall_rel,     \
-             unsigned max_iters, unsigned stall_window) {                                   \
-        const sp::Cfg cfg{lr, beta1, beta2, eps, tol, stall_rel, max_iters, stall_window};  \
-        sp::search<CELL, CT>(wf, wb, a_bar, b_hh, states, m, v, status, idx, n, H, iters,   \
-                             cfg);                                                          \
+#define SP_DEFINE(NAME, CELL, CT, MINB)                                                      \
+    extern "C" __global__ void __launch_bounds__(SP_THREADS, MINB)                         \
+        NAME(const MrSlowPointsParams p) {                                                 \
+        const sp::Cfg cfg{p.lr,  p.beta1,     p.beta2,     p.eps,                          \
+                          p.tol, p.stall_rel, p.max_iters, p.stall_window};                \
+        sp::search<CELL, CT>(p.wf, p.wb, p.a_bar, p.b_hh, p.states, p.m, p.v, p.status,    \
+                             p.idx, p.n, p.H, p.iters, cfg);                               \
     }
 
 SP_DEFINE(rnn_slowpoints_f32, sp::RnnSp, 32, 1)
@@ -477,9 +472,11 @@ SP_DEFINE(rnn_slowpoints_narrow_f32, sp::RnnSp, 8, 2)
 SP_DEFINE(gru_slowpoints_narrow_f32, sp::GruSp, 8, 2)
 SP_DEFINE(lstm_slowpoints_narrow_f32, sp::LstmSp, 8, 2)
 
-extern "C" __global__ void slowpoints_pack_f32(const float* __restrict__ w_hh,
-                                               float* __restrict__ wf, float* __restrict__ wb,
-                                               int H, int GH) {
+extern "C" __global__ void slowpoints_pack_f32(const MrPackParams P) {
+    const float* __restrict__ w_hh = P.w_hh;
+    float* __restrict__ wf = P.wf;
+    float* __restrict__ wb = P.wb;
+    const int H = P.H, GH = P.GH;
     const int Hk = sp::ceil8(H), Hn = sp::ceil32(H), GHk = sp::ceil8(GH), GHn = sp::ceil32(GH);
     const long long nf = (long long)Hk * GHn;
     const long long total = nf + (long long)GHk * Hn;
@@ -497,8 +494,11 @@ extern "C" __global__ void slowpoints_pack_f32(const float* __restrict__ w_hh,
 }
 
 extern "C" __global__ void __launch_bounds__(1024)
-    slowpoints_compact_f32(const unsigned* __restrict__ status, int K, int with_max_iters,
-                           int* __restrict__ idx, int* __restrict__ count) {
+    slowpoints_compact_f32(const MrCompactParams P) {
+    const unsigned* __restrict__ status = P.status;
+    const int K = P.K, with_max_iters = P.with_max_iters;
+    int* __restrict__ idx = P.idx;
+    int* __restrict__ count = P.count;
     __shared__ int warp_sums[32];
     __shared__ int running_total;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;

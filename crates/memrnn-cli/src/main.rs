@@ -23,8 +23,14 @@ mod analyse;
 )]
 struct Cli {
     /// Compute backend: auto picks CUDA when a GPU and its driver are present, else the CPU.
+    /// cuda-sim runs the CUDA backend's host code and kernels on a simulated device on the
+    /// CPU (correctness checks only: thousands of times slower than a GPU; use tiny sizes).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, global = true)]
     backend: BackendChoice,
+    /// The simulated device for --backend cuda-sim: h100 (132 SMs, 227 KiB shared memory
+    /// per block: the persistent kernels run) or small (2 SMs, 48 KiB: the per-step path).
+    #[arg(long, value_enum, default_value_t = SimDevice::H100, global = true)]
+    sim_device: SimDevice,
     /// CPU threads (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -40,6 +46,13 @@ enum BackendChoice {
     Auto,
     Cpu,
     Cuda,
+    CudaSim,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum SimDevice {
+    H100,
+    Small,
 }
 
 #[derive(Subcommand)]
@@ -286,6 +299,19 @@ fn dispatch(cli: Cli) -> Result<()> {
             let b = memrnn_cuda::CudaBackend::new(0)
                 .context("--backend cuda: no usable GPU (use --backend cpu or auto)")?;
             eprintln!("memrnn: backend {}", b.name());
+            run_cmd(&b, cli.cmd, progress)
+        }
+        BackendChoice::CudaSim => {
+            let props = match cli.sim_device {
+                SimDevice::H100 => memrnn_cuda::SimProps::h100_like(),
+                SimDevice::Small => memrnn_cuda::SimProps::small(),
+            };
+            let b = memrnn_cuda::CudaBackend::simulated(props)?;
+            eprintln!(
+                "memrnn: backend {}\nmemrnn: NOTE: a SIMULATED CUDA device ran this command on \
+                 the CPU; its results check the kernels, its timings mean nothing",
+                b.name()
+            );
             run_cmd(&b, cli.cmd, progress)
         }
         BackendChoice::Auto => match memrnn_cuda::CudaBackend::new(0) {

@@ -1,26 +1,27 @@
-//! [`CudaBackend`]: memrnn's `Backend` on one NVIDIA GPU. Tensors stay on the device;
-//! input products and weight gradients go through cuBLAS over all `T·B` rows; the
-//! recurrences run in the fused kernels of `kernels/` (persistent cooperative kernels
-//! when W_hh's slices fit on chip, one launch per step otherwise).
+//! [`CudaBackend`]: memrnn's `Backend` on one NVIDIA GPU, or on the simulated device.
+//! Tensors stay on the device; input products and weight gradients go through cuBLAS over
+//! all `T·B` rows; the recurrences run in the fused kernels of `kernels/` (persistent
+//! cooperative kernels when W_hh's slices fit on chip, one launch per step otherwise).
+//! Everything here runs unchanged over the real driver and the simulator ([`Device`]).
 
 use crate::blas::{gemm_rm, Op};
-use crate::device::{backend_err, drv, probe_libraries, DeviceInfo, Kernels};
-use crate::ops::adam::{self as small, AdamScalars};
+use crate::device::real::RealDevice;
+use crate::device::{backend_err, Buf, Device, View};
+use crate::kernels::{Kernel, KernelParams};
 use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath};
+use crate::ops::small::{self, AdamScalars};
 use crate::ops::spec;
-use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use memrnn_core::{
     check_len, AdamConfig, AdamState, Backend, CellDims, ParamBlock, Result, SeqForward, SeqGrads,
     SeqShape, SeqUpstream, SpeedGrad,
 };
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
 
-/// A flat f32 buffer in device memory. The allocation holds at least one element (a
-/// zero-length tensor still owns a valid pointer); `len` is the logical length.
+/// A flat f32 buffer in device memory (or simulated device memory). The allocation holds
+/// at least one element (a zero-length tensor still owns a valid pointer); `len` is the
+/// logical length.
 pub struct CudaTensor {
-    buf: CudaSlice<f32>,
+    buf: Buf<f32>,
     len: usize,
 }
 
@@ -31,9 +32,9 @@ impl CudaTensor {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// The device buffer (at least `len` elements).
-    pub fn slice(&self) -> &CudaSlice<f32> {
-        &self.buf
+    /// The logical elements.
+    fn v(&self) -> View<'_, f32> {
+        self.buf.view(0..self.len)
     }
 }
 
@@ -42,61 +43,50 @@ impl CudaTensor {
 pub struct CudaCache {
     cell: CellDims,
     shape: SeqShape,
-    s0: CudaSlice<f32>,
-    gates: CudaSlice<f32>,
-    c_seq: CudaSlice<f32>,
+    s0: Buf<f32>,
+    gates: Buf<f32>,
+    c_seq: Buf<f32>,
 }
 
-/// memrnn's CUDA backend on one device.
+/// memrnn's CUDA backend on one device: a GPU, or the simulated device
+/// ([`CudaBackend::simulated`]).
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    blas: Mutex<CudaBlas>,
-    k: Arc<Kernels>,
-    dev: DeviceInfo,
-    name: String,
+    dev: Device,
     path: AtomicU8,
     poison: AtomicBool,
 }
 
 impl CudaBackend {
-    /// The backend on device `ordinal`, or a clear error when there is no driver, no such
+    /// The backend on GPU `ordinal`, or a clear error when there is no driver, no such
     /// device, no cuBLAS, or the driver rejects the embedded PTX.
     pub fn new(ordinal: usize) -> Result<Self> {
-        probe_libraries()?;
-        let ctx = CudaContext::new(ordinal).map_err(|e| {
-            backend_err(format!(
-                "cannot open CUDA device {ordinal} ({e:?}): no usable NVIDIA GPU at that ordinal"
-            ))
-        })?;
-        let dev = DeviceInfo::query(&ctx)?;
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(drv("reading the compute capability"))?;
-        let gpu = ctx.name().map_err(drv("reading the device name"))?;
-        if major < 9 {
-            return Err(backend_err(format!(
-                "{gpu} has compute capability {major}.{minor}; memrnn's PTX targets sm_90 \
-                 (Hopper) and newer"
-            )));
-        }
-        let max_smem = i32::try_from(dev.max_smem_optin).unwrap_or(i32::MAX);
-        let k = Kernels::for_context(&ctx, max_smem)?;
-        // The legacy default stream: every backend on this device is serialised with every
-        // other, so tensors may be shared between backends without events.
-        let stream = ctx.default_stream();
-        let blas = CudaBlas::new(stream.clone())
-            .map_err(|e| backend_err(format!("creating a cuBLAS handle: {e:?}")))?;
-        Ok(CudaBackend {
-            ctx,
-            stream,
-            blas: Mutex::new(blas),
-            k,
+        Ok(Self::on(Device::Real(RealDevice::open(ordinal)?)))
+    }
+
+    /// The backend on a simulated device with properties `props`: the kernels' own source
+    /// compiled for the host and run with CUDA's execution semantics (every thread a
+    /// fiber switching at warp, block and grid barriers; shared memory NaN-filled; barrier
+    /// divergence an error), and cuBLAS's products as CPU GEMMs with cuBLAS's semantics.
+    /// It checks what the kernels compute, not how fast they are, and not the GPU's memory
+    /// model. [`Backend::name`] says that it is simulated.
+    #[cfg(feature = "sim")]
+    pub fn simulated(props: crate::SimProps) -> Result<Self> {
+        Ok(Self::on(Device::Sim(crate::device::sim::SimDevice::new(
+            props,
+        )?)))
+    }
+
+    fn on(dev: Device) -> Self {
+        CudaBackend {
             dev,
-            name: format!("cuda ({gpu}, sm_{major}{minor}, {} SMs)", dev.sms),
             path: AtomicU8::new(0),
             poison: AtomicBool::new(false),
-        })
+        }
+    }
+
+    /// Whether this backend runs on the simulated device.
+    pub fn is_simulated(&self) -> bool {
+        self.dev.is_simulated()
     }
 
     /// Forces the recurrence kernels (tests use this to cover both paths).
@@ -125,61 +115,45 @@ impl CudaBackend {
 
     /// Waits for all queued work and reports any asynchronous error.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(drv("synchronize"))
-    }
-
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
+        self.dev.synchronize()
     }
 
     /// A buffer of `len` (≥ 1) elements whose contents the caller overwrites: NaN when
     /// poisoning is on.
-    fn out(&self, len: usize) -> Result<CudaSlice<f32>> {
-        // SAFETY: f32 has no invalid bit patterns, and every caller writes (or poisons
-        // below) every element it later reads.
-        let mut buf = unsafe { self.stream.alloc::<f32>(len.max(1)) }
-            .map_err(drv("allocating device memory"))?;
+    fn out(&self, len: usize) -> Result<Buf<f32>> {
+        let buf = self.dev.alloc::<f32>(len)?;
         if self.poison.load(Ordering::Relaxed) {
-            small::fill(&self.k, &self.stream, self.dev.sms, &mut buf, f32::NAN)?;
+            small::fill(&self.dev, buf.all(), f32::NAN)?;
         }
         Ok(buf)
     }
 
-    fn zeros_buf(&self, len: usize) -> Result<CudaSlice<f32>> {
-        self.stream
-            .alloc_zeros::<f32>(len.max(1))
-            .map_err(drv("allocating device memory"))
+    fn zeros_buf(&self, len: usize) -> Result<Buf<f32>> {
+        self.dev.zeros::<f32>(len)
     }
 
-    fn copy_of(&self, src: &CudaSlice<f32>, len: usize) -> Result<CudaSlice<f32>> {
-        let mut dst = self.out(len)?;
+    /// A new buffer holding the first `len` elements of `src`.
+    fn copy_of(&self, src: View<'_, f32>, len: usize) -> Result<Buf<f32>> {
+        let dst = self.out(len)?;
         if len > 0 {
-            self.stream
-                .memcpy_dtod(&src.slice(0..len), &mut dst.slice_mut(0..len))
-                .map_err(drv("device copy"))?;
+            self.dev.copy(src.sub(0..len), dst.view(0..len))?;
         }
         Ok(dst)
     }
 
-    fn tensor(&self, buf: CudaSlice<f32>, len: usize) -> CudaTensor {
+    fn tensor(&self, buf: Buf<f32>, len: usize) -> CudaTensor {
         CudaTensor { buf, len }
     }
 
-    fn blas(&self) -> Result<std::sync::MutexGuard<'_, CudaBlas>> {
-        self.blas
-            .lock()
-            .map_err(|_| backend_err("cuBLAS handle poisoned by an earlier panic"))
-    }
-
-    fn plan(
+    fn plan<P: KernelParams>(
         &self,
-        f: &cudarc::driver::CudaFunction,
+        f: &Kernel<P>,
         go: usize,
         k: usize,
         h: usize,
         b: usize,
     ) -> Result<recurrence::Plan> {
-        recurrence::plan(f, &self.dev, go, k, h, b, self.recurrence_path())
+        recurrence::plan(&self.dev, f, go, k, h, b, self.recurrence_path())
     }
 }
 
@@ -201,27 +175,15 @@ impl Backend for CudaBackend {
     type Cache = CudaCache;
 
     fn name(&self) -> String {
-        self.name.clone()
+        self.dev.name()
     }
 
     fn upload(&self, host: &[f32]) -> Result<CudaTensor> {
-        if host.is_empty() {
-            return Ok(self.tensor(self.zeros_buf(1)?, 0));
-        }
-        let buf = self
-            .stream
-            .clone_htod(host)
-            .map_err(drv("copying to the device"))?;
-        Ok(self.tensor(buf, host.len()))
+        Ok(self.tensor(self.dev.htod(host)?, host.len()))
     }
 
     fn download(&self, t: &CudaTensor) -> Result<Vec<f32>> {
-        if t.len == 0 {
-            return Ok(Vec::new());
-        }
-        self.stream
-            .clone_dtoh(&t.buf.slice(0..t.len))
-            .map_err(drv("copying to the host"))
+        self.dev.dtoh(t.v())
     }
 
     fn zeros(&self, len: usize) -> Result<CudaTensor> {
@@ -247,28 +209,25 @@ impl Backend for CudaBackend {
         let sp = spec(cell.kind);
         let (b, i, h, g) = (shape.batch, cell.input, cell.hidden, cell.gates());
         let (gh, s, rows) = (cell.gate_rows(), cell.state_size(), shape.rows());
-        let p = &params.buf;
+        let p = params.v();
+        let dev = &self.dev;
 
         // A = X W_ihᵀ over all T·B rows (the biases are added in the gate kernels).
-        let mut a = self.out(rows * gh)?;
-        {
-            let w_ih = p.slice(layout.range(ParamBlock::WeightIh));
-            let blas = self.blas()?;
-            gemm_rm(
-                &blas,
-                rows,
-                gh,
-                i,
-                &x.buf,
-                Op::n(i),
-                &w_ih,
-                Op::t(i),
-                0.0,
-                &mut a,
-            )?;
-        }
+        let a = self.out(rows * gh)?;
+        gemm_rm(
+            dev,
+            rows,
+            gh,
+            i,
+            x.v(),
+            Op::n(i),
+            p.sub(layout.range(ParamBlock::WeightIh)),
+            Op::t(i),
+            0.0,
+            a.all(),
+        )?;
         let s0buf = match s0 {
-            Some(s0) => self.copy_of(&s0.buf, b * s)?,
+            Some(s0) => self.copy_of(s0.v(), b * s)?,
             None => self.zeros_buf(b * s)?,
         };
         let h_seq = self.out(rows * h)?;
@@ -280,21 +239,21 @@ impl Backend for CudaBackend {
         })?;
         let s_final = self.out(b * s)?;
 
-        let fns = (sp.fns)(&self.k);
+        let fns = sp.kernels;
         let plan = self.plan(&fns.seq_fwd, g, h, h, b)?;
         let buf = FwdBuffers {
-            a: &a,
-            w_hh: p.slice(layout.range(ParamBlock::WeightHh)),
-            b_ih: p.slice(layout.range(ParamBlock::BiasIh)),
-            b_hh: p.slice(layout.range(ParamBlock::BiasHh)),
-            s0: &s0buf,
-            h_seq: &h_seq,
-            gates: &gates,
-            c_seq: &c_seq,
-            s_final: &s_final,
+            a: a.all(),
+            w_hh: p.sub(layout.range(ParamBlock::WeightHh)),
+            b_ih: p.sub(layout.range(ParamBlock::BiasIh)),
+            b_hh: p.sub(layout.range(ParamBlock::BiasHh)),
+            s0: s0buf.all(),
+            h_seq: h_seq.all(),
+            gates: gates.all(),
+            c_seq: c_seq.all(),
+            s_final: s_final.all(),
         };
         recurrence::forward(
-            &self.stream,
+            dev,
             &fns.seq_fwd,
             &fns.step_fwd,
             &plan,
@@ -356,20 +315,20 @@ impl Backend for CudaBackend {
         if let Some(ds) = upstream.ds_final {
             check_len("ds_final", b * s, ds.len, || format!("[B={b}, S={s}]"))?;
         }
-        let p = &params.buf;
+        let p = params.v();
+        let dev = &self.dev;
 
         // W_hhᵀ [H, G·H]: the backward product reads columns of W_hh as contiguous rows.
-        let mut w_t = self.out(gh * h)?;
+        let w_t = self.out(gh * h)?;
         small::transpose(
-            &self.k,
-            &self.stream,
-            &p.slice(layout.range(ParamBlock::WeightHh)),
+            dev,
+            p.sub(layout.range(ParamBlock::WeightHh)),
             gh,
             h,
-            &mut w_t,
+            w_t.all(),
         )?;
         let dcarry = match upstream.ds_final {
-            Some(ds) => self.copy_of(&ds.buf, b * s)?,
+            Some(ds) => self.copy_of(ds.v(), b * s)?,
             None => self.zeros_buf(b * s)?,
         };
         let da = self.out(rows * gh)?;
@@ -379,24 +338,26 @@ impl Backend for CudaBackend {
             None
         };
         let ds0 = self.out(b * s)?;
-        let fns = (sp.fns)(&self.k);
+        let fns = sp.kernels;
         let plan = self.plan(&fns.seq_bwd, 1, gh, h, b)?;
+        let du = du_own.as_ref().unwrap_or(&da).all();
+        let da = da.all();
         {
             let buf = BwdBuffers {
-                w_t: &w_t,
-                h_seq: &fwd.h_seq.buf,
-                gates: &fwd.cache.gates,
-                c_seq: &fwd.cache.c_seq,
-                s0: &fwd.cache.s0,
-                dh_seq: upstream.dh_seq.map(|t| &t.buf).unwrap_or(&dcarry),
-                d: &dcarry,
-                da: &da,
-                du: du_own.as_ref().unwrap_or(&da),
-                ds0: &ds0,
+                w_t: w_t.all(),
+                h_seq: fwd.h_seq.buf.all(),
+                gates: fwd.cache.gates.all(),
+                c_seq: fwd.cache.c_seq.all(),
+                s0: fwd.cache.s0.all(),
+                dh_seq: upstream.dh_seq.map(|t| t.buf.all()).unwrap_or(dcarry.all()),
+                d: dcarry.all(),
+                da,
+                du,
+                ds0: ds0.all(),
                 has_dh: upstream.dh_seq.is_some() as i32,
             };
             recurrence::backward(
-                &self.stream,
+                dev,
                 &fns.seq_bwd,
                 &fns.step_bwd,
                 &plan,
@@ -407,92 +368,79 @@ impl Backend for CudaBackend {
                 &buf,
             )?;
         }
-        let du = du_own.as_ref().unwrap_or(&da);
 
         // Weight gradients over all T·B rows, bias gradients by column sums.
-        let mut dparams = self.out(layout.len())?;
-        let blas = self.blas()?;
+        let dparams = self.out(layout.len())?;
+        let dp = dparams.all();
+        gemm_rm(
+            dev,
+            gh,
+            i,
+            rows,
+            da,
+            Op::t(gh),
+            x.v(),
+            Op::n(i),
+            0.0,
+            dp.sub(layout.range(ParamBlock::WeightIh)),
+        )?;
         {
-            let mut dw = dparams.slice_mut(layout.range(ParamBlock::WeightIh));
-            gemm_rm(
-                &blas,
-                gh,
-                i,
-                rows,
-                &da,
-                Op::t(gh),
-                &x.buf,
-                Op::n(i),
-                0.0,
-                &mut dw,
-            )?;
-        }
-        {
-            let mut dw = dparams.slice_mut(layout.range(ParamBlock::WeightHh));
+            let dw = dp.sub(layout.range(ParamBlock::WeightHh));
             // Step 0 against s_0's h part (row stride S), steps 1.. against h_seq.
             gemm_rm(
-                &blas,
+                dev,
                 gh,
                 h,
                 b,
-                &du.slice(0..b * gh),
+                du.sub(0..b * gh),
                 Op::t(gh),
-                &fwd.cache.s0,
+                fwd.cache.s0.all(),
                 Op::n(s),
                 0.0,
-                &mut dw,
+                dw,
             )?;
             if t > 1 {
                 gemm_rm(
-                    &blas,
+                    dev,
                     gh,
                     h,
                     (t - 1) * b,
-                    &du.slice(b * gh..rows * gh),
+                    du.sub(b * gh..rows * gh),
                     Op::t(gh),
-                    &fwd.h_seq.buf.slice(0..(t - 1) * b * h),
+                    fwd.h_seq.buf.view(0..(t - 1) * b * h),
                     Op::n(h),
                     1.0,
-                    &mut dw,
+                    dw,
                 )?;
             }
         }
-        {
-            let mut db = dparams.slice_mut(layout.range(ParamBlock::BiasIh));
-            small::col_sum(
-                &self.k,
-                &self.stream,
-                &da.slice(0..rows * gh),
-                rows,
-                gh,
-                &mut db,
-            )?;
-        }
-        {
-            let mut db = dparams.slice_mut(layout.range(ParamBlock::BiasHh));
-            small::col_sum(
-                &self.k,
-                &self.stream,
-                &du.slice(0..rows * gh),
-                rows,
-                gh,
-                &mut db,
-            )?;
-        }
+        small::col_sum(
+            dev,
+            da.sub(0..rows * gh),
+            rows,
+            gh,
+            dp.sub(layout.range(ParamBlock::BiasIh)),
+        )?;
+        small::col_sum(
+            dev,
+            du.sub(0..rows * gh),
+            rows,
+            gh,
+            dp.sub(layout.range(ParamBlock::BiasHh)),
+        )?;
         let dx = if want_dx {
-            let mut dx = self.out(rows * i)?;
-            let w_ih = p.slice(layout.range(ParamBlock::WeightIh));
+            let dx = self.out(rows * i)?;
             gemm_rm(
-                &blas,
+                dev,
                 rows,
                 i,
                 gh,
-                &da,
+                da,
                 Op::n(gh),
-                &w_ih,
+                p.sub(layout.range(ParamBlock::WeightIh)),
                 Op::n(i),
                 0.0,
-                &mut dx,
+                dx.all(),
             )?;
             Some(self.tensor(dx, rows * i))
         } else {
@@ -553,13 +501,13 @@ impl Backend for CudaBackend {
         let rows = n
             .checked_mul(s)
             .ok_or_else(|| backend_err("N·S overflows"))?;
-        let mut rep_s = self.out(rows * s)?;
-        let mut rep_x = self.out(rows * i)?;
-        let mut onehot = self.out(rows * s)?;
-        let sms = self.dev.sms;
-        small::repeat_rows(&self.k, &self.stream, sms, &states.buf, &mut rep_s, n, s, s)?;
-        small::repeat_rows(&self.k, &self.stream, sms, &x.buf, &mut rep_x, n, s, i)?;
-        small::one_hot(&self.k, &self.stream, sms, &mut onehot, n, s)?;
+        let rep_s = self.out(rows * s)?;
+        let rep_x = self.out(rows * i)?;
+        let onehot = self.out(rows * s)?;
+        let dev = &self.dev;
+        small::repeat_rows(dev, states.v(), rep_s.all(), n, s, s)?;
+        small::repeat_rows(dev, x.v(), rep_x.all(), n, s, i)?;
+        small::one_hot(dev, onehot.all(), n, s)?;
         let shape = SeqShape::new(1, rows)?;
         let rep_s = self.tensor(rep_s, rows * s);
         let rep_x = self.tensor(rep_x, rows * i);
@@ -587,7 +535,7 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         use crate::ops::slowpoints as sp;
         memrnn_core::backend::check_slow_point_args(self, cell, params, x, search, cfg)?;
-        if !sp::supported(cell, search.k, &self.dev) {
+        if !sp::supported(cell, search.k, &self.dev.info()) {
             return memrnn_core::backend::slow_point_iterations_default(
                 self, cell, params, x, search, cfg,
             );
@@ -599,55 +547,38 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let layout = cell.layout();
-        let p = &params.buf;
+        let p = params.v();
+        let dev = &self.dev;
         let (i, gh) = (cell.input, cell.gate_rows());
         // ā = W_ih x̄ + b_ih, once per call: b_ih copied in, then a one-row cuBLAS product.
-        let mut a_bar = self.out(gh)?;
-        self.stream
-            .memcpy_dtod(
-                &p.slice(layout.range(ParamBlock::BiasIh)),
-                &mut a_bar.slice_mut(0..gh),
-            )
-            .map_err(drv("device copy"))?;
-        {
-            let w_ih = p.slice(layout.range(ParamBlock::WeightIh));
-            let blas = self.blas()?;
-            gemm_rm(
-                &blas,
-                1,
-                gh,
-                i,
-                &x.buf,
-                Op::n(i),
-                &w_ih,
-                Op::t(i),
-                1.0,
-                &mut a_bar,
-            )?;
-        }
+        let a_bar = self.out(gh)?;
+        dev.copy(p.sub(layout.range(ParamBlock::BiasIh)), a_bar.view(0..gh))?;
+        gemm_rm(
+            dev,
+            1,
+            gh,
+            i,
+            x.v(),
+            Op::n(i),
+            p.sub(layout.range(ParamBlock::WeightIh)),
+            Op::t(i),
+            1.0,
+            a_bar.all(),
+        )?;
         let (wf_len, wb_len) = sp::packed_lens(cell);
-        let mut wf = self.out(wf_len)?;
-        let mut wb = self.out(wb_len)?;
-        let kernels = sp::SpKernels::for_context(&self.ctx, &self.dev)?;
+        let wf = self.out(wf_len)?;
+        let wb = self.out(wb_len)?;
         let buf = sp::SearchBuffers {
-            w_hh: p.slice(layout.range(ParamBlock::WeightHh)),
-            b_hh: p.slice(layout.range(ParamBlock::BiasHh)),
-            a_bar: &a_bar,
-            wf: &mut wf,
-            wb: &mut wb,
-            states: &mut search.states.buf,
-            m: &mut search.m.buf,
-            v: &mut search.v.buf,
+            w_hh: p.sub(layout.range(ParamBlock::WeightHh)),
+            b_hh: p.sub(layout.range(ParamBlock::BiasHh)),
+            a_bar: a_bar.all(),
+            wf: wf.all(),
+            wb: wb.all(),
+            states: search.states.v(),
+            m: search.m.v(),
+            v: search.v.v(),
         };
-        sp::search(
-            &kernels,
-            &self.stream,
-            &self.dev,
-            cell,
-            buf,
-            &mut search.status,
-            cfg,
-        )
+        sp::search(dev, cell, buf, &mut search.status, cfg)
     }
 
     fn adam_update(
@@ -674,13 +605,11 @@ impl Backend for CudaBackend {
         };
         if n > 0 {
             small::adam_update(
-                &self.k,
-                &self.stream,
-                self.dev.sms,
-                &mut params.buf,
-                &grad.buf,
-                &mut state.m.buf,
-                &mut state.v.buf,
+                &self.dev,
+                params.v(),
+                grad.v(),
+                state.m.v(),
+                state.v.v(),
                 n,
                 &sc,
             )?;
@@ -733,15 +662,14 @@ impl CudaBackend {
         }
         let shape = SeqShape::new(1, n)?;
         let fwd = self.seq_forward(cell, params, shape, x, Some(states))?;
-        let mut speed = self.out(n)?;
-        let mut twice_e = self.out(n * s)?;
+        let speed = self.out(n)?;
+        let twice_e = self.out(n * s)?;
         small::speed(
-            &self.k,
-            &self.stream,
-            &fwd.s_final.buf,
-            &states.buf,
-            &mut speed,
-            &mut twice_e,
+            &self.dev,
+            fwd.s_final.v(),
+            states.v(),
+            speed.all(),
+            twice_e.all(),
             n,
             s,
         )?;
@@ -756,16 +684,8 @@ impl CudaBackend {
         };
         let g = self.seq_backward(cell, params, shape, x, &fwd, up, false)?;
         // ∂S/∂s = 2 Jᵀ (F − s) − 2 (F − s).
-        let mut dstate = self.out(n * s)?;
-        small::sub(
-            &self.k,
-            &self.stream,
-            self.dev.sms,
-            &mut dstate,
-            &g.ds0.buf,
-            &twice_e.buf,
-            n * s,
-        )?;
+        let dstate = self.out(n * s)?;
+        small::sub(&self.dev, dstate.all(), g.ds0.v(), twice_e.v(), n * s)?;
         Ok((
             speed,
             Some(self.tensor(dstate, n * s)),

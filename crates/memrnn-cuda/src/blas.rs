@@ -1,9 +1,7 @@
-//! cuBLAS SGEMM on row-major matrices, with every extent checked before the unsafe call.
+//! cuBLAS SGEMM on row-major matrices, with every extent checked before the device call
+//! (cuBLAS on a GPU, its host model on the simulated device).
 
-use crate::device::backend_err;
-use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::{DevicePtr, DevicePtrMut};
+use crate::device::{backend_err, ColMajorGemm, Device, View};
 use memrnn_core::Result;
 
 /// A row-major operand: its storage (`rows` × `cols` with row stride `ld` as stored) and
@@ -40,17 +38,17 @@ fn span(rows: usize, cols: usize, ld: usize, what: &str) -> Result<usize> {
 /// Row-major `C[m, n] = op(A)[m, k] · op(B)[k, n] + beta · C` (C's row stride `n`),
 /// full f32 (cuBLAS's default math: no TF32).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_rm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
-    blas: &CudaBlas,
+pub(crate) fn gemm_rm(
+    dev: &Device,
     m: usize,
     n: usize,
     k: usize,
-    a: &A,
+    a: View<'_, f32>,
     opa: Op,
-    b: &B,
+    b: View<'_, f32>,
     opb: Op,
     beta: f32,
-    c: &mut C,
+    c: View<'_, f32>,
 ) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
@@ -69,19 +67,12 @@ pub(crate) fn gemm_rm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>
             )));
         }
     }
-    let op = |t: bool| {
-        if t {
-            cublasOperation_t::CUBLAS_OP_T
-        } else {
-            cublasOperation_t::CUBLAS_OP_N
-        }
-    };
     // Row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ, and a row-major
     // buffer read column-major is its transpose: so B goes first, A second, each with its
     // own transpose flag, and m, n swap.
-    let cfg = GemmConfig {
-        transa: op(opb.trans),
-        transb: op(opa.trans),
+    let cfg = ColMajorGemm {
+        trans_a: opb.trans,
+        trans_b: opa.trans,
         m: to_i32(n, "n")?,
         n: to_i32(m, "m")?,
         k: to_i32(k, "k")?,
@@ -91,8 +82,5 @@ pub(crate) fn gemm_rm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>
         beta,
         ldc: to_i32(n, "ldc")?,
     };
-    // SAFETY: every operand was checked above to hold the elements the product reads or
-    // writes at its stride, all are device buffers of this context, and the call is
-    // ordered on the handle's stream with the kernels that produce and consume them.
-    unsafe { blas.gemm(cfg, b, a, c) }.map_err(|e| backend_err(format!("cublasSgemm: {e:?}")))
+    dev.sgemm(&cfg, b, a, c)
 }

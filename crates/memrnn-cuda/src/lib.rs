@@ -7,6 +7,9 @@
 //!   when they do not fit ([`RecurrencePath`]).
 //! - cuBLAS for the input products and the weight gradients over all `T·B` rows.
 //! - [`CudaBackend`] implements [`memrnn_core::Backend`] with tensors in device memory.
+//! - With the `sim` feature, [`CudaBackend::simulated`] runs the same host code and the
+//!   kernels' own source on a simulated device on the CPU ([`SimProps`]), so the CUDA
+//!   backend is tested on every machine; see `sim/README.md` for what it does not cover.
 //!
 //! Without a driver or GPU, [`CudaBackend::new`] returns an error (never panics);
 //! [`testing::gpu_or_skip`] turns that into a loud skip in tests.
@@ -14,9 +17,12 @@
 mod backend;
 mod blas;
 mod device;
+mod kernels;
 mod ops;
 pub mod ptx;
 pub mod testing;
 
 pub use backend::{CudaBackend, CudaCache, CudaTensor};
+#[cfg(feature = "sim")]
+pub use device::sim::SimProps;
 pub use ops::recurrence::RecurrencePath;

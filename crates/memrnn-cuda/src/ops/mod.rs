@@ -1,15 +1,13 @@
 //! Typed launchers. [`recurrence`] holds what the three cells share (launch planning, the
-//! persistent and per-step recurrence launches); [`rnn`], [`gru`], [`lstm`] describe each
-//! cell's kernels; [`adam`] launches the small kernels.
+//! persistent and per-step recurrence launches); [`small`] launches the small kernels
+//! (Adam, column sums, transpose, speed, fills); [`slowpoints`] the batched slow-point
+//! search. Every launcher checks the extents its kernel indexes before it launches.
 
-pub(crate) mod adam;
-pub(crate) mod gru;
-pub(crate) mod lstm;
 pub(crate) mod recurrence;
-pub(crate) mod rnn;
 pub(crate) mod slowpoints;
+pub(crate) mod small;
 
-use crate::device::{CellFns, Kernels};
+use crate::kernels::{self, CellKernels};
 use memrnn_core::CellKind;
 
 /// How a cell's kernels are called: what its forward caches and whether its backward has
@@ -19,13 +17,30 @@ pub(crate) struct CellSpec {
     pub ncache: usize,
     /// `dU ≠ dA` (GRU); otherwise the kernels get one buffer for both.
     pub separate_du: bool,
-    pub fns: fn(&Kernels) -> &CellFns,
+    pub kernels: &'static CellKernels,
 }
 
 pub(crate) fn spec(kind: CellKind) -> &'static CellSpec {
+    // NCACHE of kernels/rnn.cu (nothing beyond h_seq), gru.cu ([r | z | n | u_n]) and
+    // lstm.cu (its four gates).
+    const RNN: CellSpec = CellSpec {
+        ncache: 0,
+        separate_du: false,
+        kernels: &kernels::RNN,
+    };
+    const GRU: CellSpec = CellSpec {
+        ncache: 4,
+        separate_du: true,
+        kernels: &kernels::GRU,
+    };
+    const LSTM: CellSpec = CellSpec {
+        ncache: 4,
+        separate_du: false,
+        kernels: &kernels::LSTM,
+    };
     match kind {
-        CellKind::Rnn => &rnn::SPEC,
-        CellKind::Gru => &gru::SPEC,
-        CellKind::Lstm => &lstm::SPEC,
+        CellKind::Rnn => &RNN,
+        CellKind::Gru => &GRU,
+        CellKind::Lstm => &LSTM,
     }
 }

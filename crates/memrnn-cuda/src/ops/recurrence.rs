@@ -2,12 +2,11 @@
 //! planning (tile sizes, whether W_hh's slices fit on chip), the persistent cooperative
 //! launch, and the per-step fallback.
 
-use crate::device::{backend_err, drv, DeviceInfo};
-use cudarc::driver::{
-    CudaFunction, CudaSlice, CudaStream, CudaView, LaunchArgs, LaunchConfig, PushKernelArg,
+use crate::device::{backend_err, Device, LaunchDims, View};
+use crate::kernels::{
+    BwdArgs, FwdArgs, Kernel, KernelParams, RecBwdParams, RecFwdParams, TileArgs,
 };
 use memrnn_core::Result;
-use std::sync::Arc;
 
 /// Threads per block of every recurrence kernel (`MR_THREADS` in common.cuh).
 pub(crate) const THREADS: u32 = 256;
@@ -54,9 +53,9 @@ fn lanes(items: usize, k: usize) -> i32 {
 
 /// Plans a recurrence with `go` products of length `k` per (unit, row) over `h` units and
 /// `b` rows. `persistent_fn` is the cooperative kernel (for its occupancy).
-pub(crate) fn plan(
-    persistent_fn: &CudaFunction,
-    dev: &DeviceInfo,
+pub(crate) fn plan<P: KernelParams>(
+    device: &Device,
+    persistent_fn: &Kernel<P>,
     go: usize,
     k: usize,
     h: usize,
@@ -69,8 +68,9 @@ pub(crate) fn plan(
             "recurrence sizes (K {k}, H {h}, B {b}) exceed the kernels' 32-bit indexing"
         )));
     }
+    let dev = device.info();
     if want != RecurrencePath::Step {
-        if let Some(p) = plan_persistent(persistent_fn, dev, go, k, h, b)? {
+        if let Some(p) = plan_persistent(device, persistent_fn, go, k, h, b)? {
             return Ok(p);
         }
         if want == RecurrencePath::Persistent {
@@ -108,14 +108,15 @@ fn plan_step(h: usize, b: usize, k: usize) -> Plan {
     }
 }
 
-fn plan_persistent(
-    f: &CudaFunction,
-    dev: &DeviceInfo,
+fn plan_persistent<P: KernelParams>(
+    device: &Device,
+    f: &Kernel<P>,
     go: usize,
     k: usize,
     h: usize,
     b: usize,
 ) -> Result<Option<Plan>> {
+    let dev = device.info();
     if !dev.cooperative {
         return Ok(None);
     }
@@ -149,9 +150,7 @@ fn plan_persistent(
         }
         let smem = w_bytes + btp * kc * 4;
         let blocks = nj * nb;
-        let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(THREADS, smem, None)
-            .map_err(drv("occupancy query"))? as usize;
+        let per_sm = device.occupancy(f, THREADS, smem)?;
         if per_sm * sms < blocks {
             continue;
         }
@@ -175,11 +174,18 @@ fn plan_persistent(
     Ok(best.map(|(_, p)| p))
 }
 
-fn config(p: &Plan) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (p.blocks, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: p.smem,
+impl Plan {
+    fn dims(&self) -> LaunchDims {
+        LaunchDims::linear(self.blocks, THREADS, self.smem).cooperative(self.persistent)
+    }
+
+    fn tile(&self) -> TileArgs {
+        TileArgs {
+            jt: self.jt,
+            bt: self.bt,
+            kc: self.kc,
+            ks: self.ks,
+        }
     }
 }
 
@@ -191,47 +197,32 @@ pub(crate) struct Dims {
     pub h: i32,
 }
 
-/// The buffers of a forward recurrence (argument order of `<cell>_seq_fwd_f32`).
+/// The buffers of a forward recurrence (`mr::FwdArgs`).
 pub(crate) struct FwdBuffers<'a> {
-    pub a: &'a CudaSlice<f32>,
-    pub w_hh: CudaView<'a, f32>,
-    pub b_ih: CudaView<'a, f32>,
-    pub b_hh: CudaView<'a, f32>,
-    pub s0: &'a CudaSlice<f32>,
-    pub h_seq: &'a CudaSlice<f32>,
-    pub gates: &'a CudaSlice<f32>,
-    pub c_seq: &'a CudaSlice<f32>,
-    pub s_final: &'a CudaSlice<f32>,
+    pub a: View<'a, f32>,
+    pub w_hh: View<'a, f32>,
+    pub b_ih: View<'a, f32>,
+    pub b_hh: View<'a, f32>,
+    pub s0: View<'a, f32>,
+    pub h_seq: View<'a, f32>,
+    pub gates: View<'a, f32>,
+    pub c_seq: View<'a, f32>,
+    pub s_final: View<'a, f32>,
 }
 
-/// The buffers of a backward recurrence (argument order of `<cell>_seq_bwd_f32`).
+/// The buffers of a backward recurrence (`mr::BwdArgs`).
 pub(crate) struct BwdBuffers<'a> {
-    pub w_t: &'a CudaSlice<f32>,
-    pub h_seq: &'a CudaSlice<f32>,
-    pub gates: &'a CudaSlice<f32>,
-    pub c_seq: &'a CudaSlice<f32>,
-    pub s0: &'a CudaSlice<f32>,
-    pub dh_seq: &'a CudaSlice<f32>,
-    pub d: &'a CudaSlice<f32>,
-    pub da: &'a CudaSlice<f32>,
-    pub du: &'a CudaSlice<f32>,
-    pub ds0: &'a CudaSlice<f32>,
+    pub w_t: View<'a, f32>,
+    pub h_seq: View<'a, f32>,
+    pub gates: View<'a, f32>,
+    pub c_seq: View<'a, f32>,
+    pub s0: View<'a, f32>,
+    pub dh_seq: View<'a, f32>,
+    pub d: View<'a, f32>,
+    pub da: View<'a, f32>,
+    pub du: View<'a, f32>,
+    pub ds0: View<'a, f32>,
     pub has_dh: i32,
-}
-
-fn run(args: &mut LaunchArgs<'_>, p: &Plan, what: &str) -> Result<()> {
-    // SAFETY (for both arms): the caller (`forward` / `backward` below) checked that every
-    // buffer holds the extent the kernel indexes for these dims (see common.cuh's layout
-    // table) and pushed the arguments in the kernel's order with matching types; the
-    // plan's dynamic shared memory is what the kernel carves up for these tile sizes, and
-    // a persistent plan passed the occupancy check, so every block of the cooperative
-    // launch is co-resident as grid.sync() requires.
-    let r = if p.persistent {
-        unsafe { args.launch_cooperative(config(p)) }
-    } else {
-        unsafe { args.launch(config(p)) }
-    };
-    r.map(|_| ()).map_err(drv(what))
 }
 
 fn check(what: &str, got: usize, want: usize) -> Result<()> {
@@ -247,9 +238,9 @@ fn check(what: &str, got: usize, want: usize) -> Result<()> {
 /// Runs the forward recurrence: one cooperative launch, or `T` step launches.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
-    stream: &Arc<CudaStream>,
-    persistent_fn: &CudaFunction,
-    step_fn: &CudaFunction,
+    dev: &Device,
+    persistent_fn: &Kernel<RecFwdParams>,
+    step_fn: &Kernel<RecFwdParams>,
     p: &Plan,
     d: Dims,
     g: usize,
@@ -270,26 +261,29 @@ pub(crate) fn forward(
         check("c_seq", buf.c_seq.len(), t * b * h)?;
     }
     check("s_final", buf.s_final.len(), b * s)?;
-    let steps: Vec<i32> = if p.persistent {
-        vec![0]
-    } else {
-        (0..d.t).collect()
+    let a = FwdArgs {
+        a: dev.ptr(buf.a)?,
+        w_hh: dev.ptr(buf.w_hh)?,
+        b_ih: dev.ptr(buf.b_ih)?,
+        b_hh: dev.ptr(buf.b_hh)?,
+        s0: dev.ptr(buf.s0)?,
+        h_seq: dev.ptr(buf.h_seq)?,
+        gates: dev.ptr(buf.gates)?,
+        c_seq: dev.ptr(buf.c_seq)?,
+        s_final: dev.ptr(buf.s_final)?,
+        t: d.t,
+        b: d.b,
+        h: d.h,
     };
-    let f = if p.persistent { persistent_fn } else { step_fn };
-    for ts in steps {
-        let mut a = stream.launch_builder(f);
-        a.arg(buf.a)
-            .arg(&buf.w_hh)
-            .arg(&buf.b_ih)
-            .arg(&buf.b_hh)
-            .arg(buf.s0)
-            .arg(buf.h_seq)
-            .arg(buf.gates)
-            .arg(buf.c_seq)
-            .arg(buf.s_final);
-        a.arg(&d.t).arg(&d.b).arg(&d.h);
-        a.arg(&p.jt).arg(&p.bt).arg(&p.kc).arg(&p.ks).arg(&ts);
-        run(&mut a, p, "forward recurrence")?;
+    // Every buffer holds the extent the kernel indexes for these dims (checked above, the
+    // layout table of common.cuh); the plan's dynamic shared memory is what the kernel
+    // carves up for its tile sizes, and a persistent plan passed the occupancy check.
+    let tile = p.tile();
+    if p.persistent {
+        return dev.launch(persistent_fn, p.dims(), RecFwdParams { a, tile, t: 0 });
+    }
+    for ts in 0..d.t {
+        dev.launch(step_fn, p.dims(), RecFwdParams { a, tile, t: ts })?;
     }
     Ok(())
 }
@@ -297,9 +291,9 @@ pub(crate) fn forward(
 /// Runs the backward recurrence: one cooperative launch, or iterations `T−1 … −1`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
-    stream: &Arc<CudaStream>,
-    persistent_fn: &CudaFunction,
-    step_fn: &CudaFunction,
+    dev: &Device,
+    persistent_fn: &Kernel<RecBwdParams>,
+    step_fn: &Kernel<RecBwdParams>,
     p: &Plan,
     d: Dims,
     g: usize,
@@ -323,27 +317,29 @@ pub(crate) fn backward(
     check("dA", buf.da.len(), t * b * g * h)?;
     check("dU", buf.du.len(), t * b * g * h)?;
     check("ds0", buf.ds0.len(), b * s)?;
-    let steps: Vec<i32> = if p.persistent {
-        vec![0]
-    } else {
-        (-1..d.t).rev().collect()
+    let a = BwdArgs {
+        w_t: dev.ptr(buf.w_t)?,
+        h_seq: dev.ptr(buf.h_seq)?,
+        gates: dev.ptr(buf.gates)?,
+        c_seq: dev.ptr(buf.c_seq)?,
+        s0: dev.ptr(buf.s0)?,
+        dh_seq: dev.ptr(buf.dh_seq)?,
+        d: dev.ptr(buf.d)?,
+        da: dev.ptr(buf.da)?,
+        du: dev.ptr(buf.du)?,
+        ds0: dev.ptr(buf.ds0)?,
+        t: d.t,
+        b: d.b,
+        h: d.h,
+        has_dh: buf.has_dh,
     };
-    let f = if p.persistent { persistent_fn } else { step_fn };
-    for ts in steps {
-        let mut a = stream.launch_builder(f);
-        a.arg(buf.w_t)
-            .arg(buf.h_seq)
-            .arg(buf.gates)
-            .arg(buf.c_seq)
-            .arg(buf.s0)
-            .arg(buf.dh_seq)
-            .arg(buf.d)
-            .arg(buf.da)
-            .arg(buf.du)
-            .arg(buf.ds0);
-        a.arg(&d.t).arg(&d.b).arg(&d.h).arg(&buf.has_dh);
-        a.arg(&p.jt).arg(&p.bt).arg(&p.kc).arg(&p.ks).arg(&ts);
-        run(&mut a, p, "backward recurrence")?;
+    // As in `forward`: extents checked above, shared memory and occupancy by the plan.
+    let tile = p.tile();
+    if p.persistent {
+        return dev.launch(persistent_fn, p.dims(), RecBwdParams { a, tile, t: 0 });
+    }
+    for ts in (-1..d.t).rev() {
+        dev.launch(step_fn, p.dims(), RecBwdParams { a, tile, t: ts })?;
     }
     Ok(())
 }

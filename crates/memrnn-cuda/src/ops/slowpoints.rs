@@ -8,17 +8,10 @@
 //! compacted list, until no candidate is active. The status comes back once, at the end.
 //! States and Adam moments never leave the device.
 
-use crate::device::{backend_err, drv, DeviceInfo};
-use crate::ptx;
-use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, LaunchConfig,
-    PushKernelArg,
-};
-use cudarc::nvrtc::Ptx;
+use crate::device::{backend_err, Device, DeviceInfo, LaunchDims, View};
+use crate::kernels::{self, CompactParams, Kernel, PackParams, SlowPointsParams};
 use memrnn_core::backend::{CandidateStatus, SlowPointConfig, StopReason};
 use memrnn_core::{CellDims, CellKind, Result};
-use std::sync::{Arc, Mutex};
 
 /// Threads per block of the search kernels (`SP_THREADS`).
 const THREADS: u32 = 256;
@@ -30,79 +23,15 @@ const NARROW: usize = 8;
 /// stay full as candidates stop) and the host reads one count.
 pub(crate) const ITERS_PER_LAUNCH: u32 = 1000;
 
-/// The search kernels of one context.
-pub(crate) struct SpKernels {
-    /// rnn, gru, lstm with tiles of 32.
-    wide: [CudaFunction; 3],
-    /// rnn, gru, lstm with tiles of 8.
-    narrow: [CudaFunction; 3],
-    pack: CudaFunction,
-    compact: CudaFunction,
-}
-
-fn cell_index(kind: CellKind) -> usize {
-    match kind {
-        CellKind::Rnn => 0,
-        CellKind::Gru => 1,
-        CellKind::Lstm => 2,
-    }
-}
-
-impl SpKernels {
-    fn load(ctx: &Arc<CudaContext>, max_smem: i32) -> Result<SpKernels> {
-        let m: Arc<CudaModule> = ctx
-            .load_module(Ptx::from_src(ptx::SLOWPOINTS))
-            .map_err(|e| {
-                backend_err(format!(
-                "the driver rejected the embedded PTX slowpoints.ptx ({e:?}); it was built for \
-                 sm_90 with nvcc 13.0 (see crates/memrnn-cuda/ptx/MANIFEST): this needs a \
-                 Hopper-class GPU and a driver for CUDA 13.0 or newer (R580+)"
-            ))
-            })?;
-        let f = |name: &str| -> Result<CudaFunction> {
-            m.load_function(name)
-                .map_err(|e| backend_err(format!("kernel {name} missing from its module: {e:?}")))
-        };
-        let big = |name: &str| -> Result<CudaFunction> {
-            let k = f(name)?;
-            k.set_attribute(
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                max_smem,
-            )
-            .map_err(drv("raising the dynamic shared-memory limit"))?;
-            Ok(k)
-        };
-        Ok(SpKernels {
-            wide: [
-                big("rnn_slowpoints_f32")?,
-                big("gru_slowpoints_f32")?,
-                big("lstm_slowpoints_f32")?,
-            ],
-            narrow: [
-                big("rnn_slowpoints_narrow_f32")?,
-                big("gru_slowpoints_narrow_f32")?,
-                big("lstm_slowpoints_narrow_f32")?,
-            ],
-            pack: f("slowpoints_pack_f32")?,
-            compact: f("slowpoints_compact_f32")?,
-        })
-    }
-
-    /// The kernels of `ctx`, loaded on first use (once per context).
-    pub(crate) fn for_context(ctx: &Arc<CudaContext>, dev: &DeviceInfo) -> Result<Arc<SpKernels>> {
-        type Cache = Mutex<Vec<(usize, Arc<SpKernels>)>>;
-        static CACHE: Cache = Mutex::new(Vec::new());
-        let key = ctx.cu_ctx() as usize;
-        let mut cache = CACHE
-            .lock()
-            .map_err(|_| backend_err("slow-point module cache poisoned by an earlier panic"))?;
-        if let Some((_, k)) = cache.iter().find(|(c, _)| *c == key) {
-            return Ok(k.clone());
-        }
-        let max_smem = i32::try_from(dev.max_smem_optin).unwrap_or(i32::MAX);
-        let k = Arc::new(SpKernels::load(ctx, max_smem)?);
-        cache.push((key, k.clone()));
-        Ok(k)
+/// The search kernel of `kind` with tiles of `ct` candidates.
+fn search_kernel(kind: CellKind, ct: usize) -> &'static Kernel<SlowPointsParams> {
+    match (kind, ct == WIDE) {
+        (CellKind::Rnn, true) => &kernels::RNN_SLOWPOINTS,
+        (CellKind::Gru, true) => &kernels::GRU_SLOWPOINTS,
+        (CellKind::Lstm, true) => &kernels::LSTM_SLOWPOINTS,
+        (CellKind::Rnn, false) => &kernels::RNN_SLOWPOINTS_NARROW,
+        (CellKind::Gru, false) => &kernels::GRU_SLOWPOINTS_NARROW,
+        (CellKind::Lstm, false) => &kernels::LSTM_SLOWPOINTS_NARROW,
     }
 }
 
@@ -194,39 +123,37 @@ fn stop_of(code: u32) -> Result<StopReason> {
 /// The device buffers of one search call.
 pub(crate) struct SearchBuffers<'a> {
     /// `W_hh [G·H, H]`.
-    pub w_hh: CudaView<'a, f32>,
+    pub w_hh: View<'a, f32>,
     /// `b_hh [G·H]`.
-    pub b_hh: CudaView<'a, f32>,
+    pub b_hh: View<'a, f32>,
     /// `ā = W_ih x̄ + b_ih`, `[G·H]`.
-    pub a_bar: &'a CudaSlice<f32>,
+    pub a_bar: View<'a, f32>,
     /// Scratch for the packed weights, [`packed_lens`] long (written here, every element).
-    pub wf: &'a mut CudaSlice<f32>,
-    pub wb: &'a mut CudaSlice<f32>,
+    pub wf: View<'a, f32>,
+    pub wb: View<'a, f32>,
     /// `[K, S]` each, updated in place.
-    pub states: &'a mut CudaSlice<f32>,
-    pub m: &'a mut CudaSlice<f32>,
-    pub v: &'a mut CudaSlice<f32>,
+    pub states: View<'a, f32>,
+    pub m: View<'a, f32>,
+    pub v: View<'a, f32>,
 }
 
 /// Runs the search on every active candidate of `status` (see
 /// `Backend::slow_point_iterations`); the caller checked `cfg` and the lengths against
 /// `cell` and `K = status.len()`, and that [`supported`] holds.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn search(
-    k: &SpKernels,
-    stream: &Arc<CudaStream>,
-    dev: &DeviceInfo,
+    dev: &Device,
     cell: &CellDims,
     buf: SearchBuffers<'_>,
     status: &mut [CandidateStatus],
     cfg: &SlowPointConfig,
 ) -> Result<()> {
+    let info = dev.info();
     let kc = status.len();
     let (h, gh, s) = (cell.hidden, cell.gate_rows(), cell.state_size());
     if kc == 0 {
         return Ok(());
     }
-    if !supported(cell, kc, dev) {
+    if !supported(cell, kc, &info) {
         return Err(backend_err(format!(
             "internal: the fused slow-point search cannot run H {h} with {kc} candidates here"
         )));
@@ -242,27 +169,25 @@ pub(crate) fn search(
     need("adam v", buf.v.len(), kc * s)?;
     let (h32, gh32, k32) = (h as i32, gh as i32, kc as i32);
 
-    // Pack the weights (every element of wf and wb, pads zero).
+    // Pack the weights: the kernel reads w_hh[o·H + k] for o < G·H, k < H only and writes
+    // exactly wf[0 .. ceil8(H)·ceil32(G·H)) and wb[0 .. ceil8(G·H)·ceil32(H)) (pads zero).
     {
         let total = wf_len + wb_len;
         let blocks = total
             .div_ceil(THREADS as usize)
-            .clamp(1, dev.sms as usize * 16);
-        let cfg1 = LaunchConfig {
-            grid_dim: (blocks as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
+            .clamp(1, info.sms as usize * 16);
+        let p = PackParams {
+            w_hh: dev.ptr(buf.w_hh)?,
+            wf: dev.ptr(buf.wf)?,
+            wb: dev.ptr(buf.wb)?,
+            h: h32,
+            gh: gh32,
         };
-        let mut b = stream.launch_builder(&k.pack);
-        b.arg(&buf.w_hh)
-            .arg(&mut *buf.wf)
-            .arg(&mut *buf.wb)
-            .arg(&h32)
-            .arg(&gh32);
-        // SAFETY: w_hh holds G·H·H elements, wf and wb the padded lengths of packed_lens
-        // (checked above); the kernel reads w_hh[o·H + k] for o < G·H, k < H only and
-        // writes exactly wf[0 .. ceil8(H)·ceil32(G·H)) and wb[0 .. ceil8(G·H)·ceil32(H)).
-        unsafe { b.launch(cfg1) }.map_err(drv("slowpoints_pack_f32"))?;
+        dev.launch(
+            &kernels::SLOWPOINTS_PACK,
+            LaunchDims::linear(blocks as u32, THREADS, 0),
+            p,
+        )?;
     }
 
     // Status up once: [K][4] u32 (iters, speed bits, window bits, stop code).
@@ -277,42 +202,34 @@ pub(crate) fn search(
             ]
         })
         .collect();
-    let mut dstatus = stream
-        .clone_htod(&host)
-        .map_err(drv("uploading the slow-point status"))?;
-    // SAFETY: i32 has no invalid bit patterns; the compaction kernel writes idx[0..count)
-    // before any search kernel reads it, and nothing reads beyond count.
-    let mut idx = unsafe { stream.alloc::<i32>(kc) }.map_err(drv("allocating device memory"))?;
-    let mut count = stream
-        .alloc_zeros::<i32>(1)
-        .map_err(drv("allocating device memory"))?;
+    let dstatus = dev.htod(&host)?;
+    // The compaction writes idx[0..count) before any search kernel reads it, and nothing
+    // reads beyond count.
+    let idx = dev.alloc::<i32>(kc)?;
+    let count = dev.zeros::<i32>(1)?;
 
     let max_launches = (cfg.max_iters / ITERS_PER_LAUNCH) as usize + 3;
     let mut first = true;
     let mut launches = 0usize;
     loop {
         {
-            let with_max = first as i32;
-            let cfg1 = LaunchConfig {
-                grid_dim: (1, 1, 1),
-                block_dim: (1024, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut b = stream.launch_builder(&k.compact);
-            b.arg(&dstatus)
-                .arg(&k32)
-                .arg(&with_max)
-                .arg(&mut idx)
-                .arg(&mut count);
-            // SAFETY: status holds 4·K u32 and idx K i32 (allocated above for K = kc); the
-            // single block of 1024 threads reads status[4i + 3] for i < K and writes idx at
+            // One block of 1024 threads reads status[4i + 3] for i < K and writes idx at
             // positions below the number of active candidates ≤ K, and count[0].
-            unsafe { b.launch(cfg1) }.map_err(drv("slowpoints_compact_f32"))?;
+            let p = CompactParams {
+                status: dev.ptr(dstatus.all())?,
+                k: k32,
+                with_max_iters: first as i32,
+                idx: dev.ptr(idx.all())?,
+                count: dev.ptr(count.all())?,
+            };
+            dev.launch(
+                &kernels::SLOWPOINTS_COMPACT,
+                LaunchDims::linear(1, 1024, 0),
+                p,
+            )?;
         }
         first = false;
-        let n = stream
-            .clone_dtoh(&count)
-            .map_err(drv("reading the active-candidate count"))?[0];
+        let n = dev.dtoh(count.all())?[0];
         let n = usize::try_from(n).unwrap_or(0).min(kc);
         if n == 0 {
             break;
@@ -325,55 +242,41 @@ pub(crate) fn search(
                 cfg.max_iters
             )));
         }
-        let ct = tile_for(cell, n, dev);
-        let f = if ct == WIDE {
-            &k.wide[cell_index(cell.kind)]
-        } else {
-            &k.narrow[cell_index(cell.kind)]
-        };
-        let launch = LaunchConfig {
-            grid_dim: (n.div_ceil(ct) as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: smem_bytes(cell, ct) as u32,
-        };
-        let (n32, iters) = (n as i32, ITERS_PER_LAUNCH as i32);
+        let ct = tile_for(cell, n, &info);
         let a = &cfg.adam;
-        let mut b = stream.launch_builder(f);
-        b.arg(&*buf.wf)
-            .arg(&*buf.wb)
-            .arg(buf.a_bar)
-            .arg(&buf.b_hh)
-            .arg(&mut *buf.states)
-            .arg(&mut *buf.m)
-            .arg(&mut *buf.v)
-            .arg(&mut dstatus)
-            .arg(&idx)
-            .arg(&n32)
-            .arg(&h32)
-            .arg(&iters);
-        b.arg(&a.lr)
-            .arg(&a.beta1)
-            .arg(&a.beta2)
-            .arg(&a.eps)
-            .arg(&cfg.tol)
-            .arg(&cfg.stall_rel)
-            .arg(&cfg.max_iters)
-            .arg(&cfg.stall_window);
-        // SAFETY: the argument list matches `<cell>_slowpoints[_narrow]_f32` (kernels/
-        // slowpoints.cu) in order and type. Every buffer holds what the kernel indexes
-        // for this cell (checked above): wf / wb the padded packed weights, a_bar and b_hh
-        // G·H, states / m / v K·S, status 4·K; idx[0..n) was written by the compaction
-        // just before on the same stream and holds distinct candidates < K, so each
-        // candidate's rows are touched by exactly one block. The dynamic shared memory is
-        // smem_bytes(cell, ct), the kernel's own layout for this tile, within the opt-in
-        // limit raised at load time (tile_for only picks a tile that fits; `supported`
-        // was checked). No grid-wide sync: blocks are independent.
-        unsafe { b.launch(launch) }.map_err(drv("slow-point search kernel"))?;
+        let p = SlowPointsParams {
+            wf: dev.ptr(buf.wf)?,
+            wb: dev.ptr(buf.wb)?,
+            a_bar: dev.ptr(buf.a_bar)?,
+            b_hh: dev.ptr(buf.b_hh)?,
+            states: dev.ptr(buf.states)?,
+            m: dev.ptr(buf.m)?,
+            v: dev.ptr(buf.v)?,
+            status: dev.ptr(dstatus.all())?,
+            idx: dev.ptr(idx.all())?,
+            n: n as i32,
+            h: h32,
+            iters: ITERS_PER_LAUNCH as i32,
+            lr: a.lr,
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            tol: cfg.tol,
+            stall_rel: cfg.stall_rel,
+            max_iters: cfg.max_iters,
+            stall_window: cfg.stall_window,
+        };
+        // Every buffer holds what the kernel indexes for this cell (checked above): wf /
+        // wb the padded packed weights, a_bar and b_hh G·H, states / m / v K·S, status
+        // 4·K; idx[0..n) holds distinct candidates < K, so each candidate's rows are
+        // touched by exactly one block. The dynamic shared memory is smem_bytes(cell, ct),
+        // the kernel's own layout for this tile, within the opt-in limit (tile_for only
+        // picks a tile that fits; `supported` was checked). No grid-wide sync.
+        let dims = LaunchDims::linear(n.div_ceil(ct) as u32, THREADS, smem_bytes(cell, ct) as u32);
+        dev.launch(search_kernel(cell.kind, ct), dims, p)?;
     }
 
-    let back = stream
-        .clone_dtoh(&dstatus)
-        .map_err(drv("downloading the slow-point status"))?;
+    let back = dev.dtoh(dstatus.all())?;
     for (st, w) in status.iter_mut().zip(back.chunks_exact(4)) {
         st.iters = w[0];
         st.speed_sq = f32::from_bits(w[1]);

@@ -1,0 +1,220 @@
+//! Launchers for `kernels/adam.cu`: Adam, bias-gradient column sums, the transpose of
+//! W_hh, and the small elementwise kernels behind speed, Jacobians and NaN poisoning.
+//! Every launcher checks the lengths it relies on before it launches.
+
+use crate::device::{backend_err, Device, LaunchDims, View};
+use crate::kernels::{
+    self, AdamParams, ColSumParams, FillParams, OneHotParams, RepeatRowsParams, SpeedParams,
+    SubParams, TransposeParams,
+};
+use memrnn_core::Result;
+
+const THREADS: u32 = 256;
+
+/// A grid-stride 1-D launch over `n` elements.
+pub(crate) fn grid1d(n: usize, sms: u32) -> LaunchDims {
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, sms as usize * 16);
+    LaunchDims::linear(blocks as u32, THREADS, 0)
+}
+
+fn need(what: &str, got: usize, want: usize) -> Result<()> {
+    if got < want {
+        Err(backend_err(format!(
+            "{what} holds {got} elements, the kernel needs {want}"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn i32_of(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| backend_err(format!("{what} = {v} exceeds a 32-bit size")))
+}
+
+/// Adam's scalars for the update numbered `step + 1`, computed exactly as
+/// `memrnn_core::adam_update_host` does.
+pub(crate) struct AdamScalars {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub step_size: f32,
+    pub bc2_sqrt: f32,
+    pub eps: f32,
+}
+
+/// One Adam step in place over the first `n` elements.
+pub(crate) fn adam_update(
+    dev: &Device,
+    p: View<'_, f32>,
+    g: View<'_, f32>,
+    m: View<'_, f32>,
+    v: View<'_, f32>,
+    n: usize,
+    s: &AdamScalars,
+) -> Result<()> {
+    for (what, len) in [
+        ("params", p.len()),
+        ("grad", g.len()),
+        ("m", m.len()),
+        ("v", v.len()),
+    ] {
+        need(what, len, n)?;
+    }
+    let params = AdamParams {
+        p: dev.ptr(p)?,
+        g: dev.ptr(g)?,
+        m: dev.ptr(m)?,
+        v: dev.ptr(v)?,
+        n: n as i64,
+        beta1: s.beta1,
+        beta2: s.beta2,
+        step_size: s.step_size,
+        bc2_sqrt: s.bc2_sqrt,
+        eps: s.eps,
+    };
+    // The kernel touches indices < n of each buffer only (checked above).
+    dev.launch(&kernels::ADAM_UPDATE, grid1d(n, dev.info().sms), params)
+}
+
+/// `out[c] = Σ_r m[r, c]` for `m [rows, cols]`.
+pub(crate) fn col_sum(
+    dev: &Device,
+    m: View<'_, f32>,
+    rows: usize,
+    cols: usize,
+    out: View<'_, f32>,
+) -> Result<()> {
+    need("col_sum input", m.len(), rows * cols)?;
+    need("col_sum output", out.len(), cols)?;
+    let params = ColSumParams {
+        m: dev.ptr(m)?,
+        out: dev.ptr(out)?,
+        r: rows as i64,
+        c: i32_of(cols, "columns")?,
+    };
+    let dims = LaunchDims {
+        grid: (cols.div_ceil(32) as u32, 1, 1),
+        block: (32, 8, 1),
+        smem: 0,
+        cooperative: false,
+    };
+    // The kernel reads m[r*cols + c] and writes out[c] for c < cols, r < rows only.
+    dev.launch(&kernels::COL_SUM, dims, params)
+}
+
+/// `out [cols, rows] = inp [rows, cols]ᵀ`.
+pub(crate) fn transpose(
+    dev: &Device,
+    inp: View<'_, f32>,
+    rows: usize,
+    cols: usize,
+    out: View<'_, f32>,
+) -> Result<()> {
+    need("transpose input", inp.len(), rows * cols)?;
+    need("transpose output", out.len(), rows * cols)?;
+    let params = TransposeParams {
+        inp: dev.ptr(inp)?,
+        out: dev.ptr(out)?,
+        r: i32_of(rows, "rows")?,
+        c: i32_of(cols, "columns")?,
+    };
+    let dims = LaunchDims {
+        grid: (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, 1),
+        block: (32, 8, 1),
+        smem: 0,
+        cooperative: false,
+    };
+    // Both buffers hold rows*cols elements and the kernel guards r < rows, c < cols.
+    dev.launch(&kernels::TRANSPOSE, dims, params)
+}
+
+/// Per row of `[n, s]`: `speed = Σ (f − x)²`, `twice_e = 2 (f − x)`.
+pub(crate) fn speed(
+    dev: &Device,
+    f: View<'_, f32>,
+    x: View<'_, f32>,
+    speed: View<'_, f32>,
+    twice_e: View<'_, f32>,
+    n: usize,
+    s: usize,
+) -> Result<()> {
+    need("F(s)", f.len(), n * s)?;
+    need("states", x.len(), n * s)?;
+    need("speed", speed.len(), n)?;
+    need("2(F(s) - s)", twice_e.len(), n * s)?;
+    let params = SpeedParams {
+        f: dev.ptr(f)?,
+        s: dev.ptr(x)?,
+        speed: dev.ptr(speed)?,
+        twice_e: dev.ptr(twice_e)?,
+        n: i32_of(n, "points")?,
+        s_len: i32_of(s, "state size")?,
+    };
+    // One warp per row n < N, lanes over k < S.
+    let dims = LaunchDims::linear(n.div_ceil(8).max(1) as u32, 256, 0);
+    dev.launch(&kernels::SPEED, dims, params)
+}
+
+/// `out = a − b` over `n` elements.
+pub(crate) fn sub(
+    dev: &Device,
+    out: View<'_, f32>,
+    a: View<'_, f32>,
+    b: View<'_, f32>,
+    n: usize,
+) -> Result<()> {
+    need("out", out.len(), n)?;
+    need("a", a.len(), n)?;
+    need("b", b.len(), n)?;
+    let params = SubParams {
+        out: dev.ptr(out)?,
+        a: dev.ptr(a)?,
+        b: dev.ptr(b)?,
+        n: n as i64,
+    };
+    dev.launch(&kernels::SUB, grid1d(n, dev.info().sms), params)
+}
+
+/// `out[(i·reps + r), :] = inp[i, :]` for `inp [rows, cols]`, `r < reps`.
+pub(crate) fn repeat_rows(
+    dev: &Device,
+    inp: View<'_, f32>,
+    out: View<'_, f32>,
+    rows: usize,
+    reps: usize,
+    cols: usize,
+) -> Result<()> {
+    need("repeat input", inp.len(), rows * cols)?;
+    need("repeat output", out.len(), rows * reps * cols)?;
+    let params = RepeatRowsParams {
+        inp: dev.ptr(inp)?,
+        out: dev.ptr(out)?,
+        n: i32_of(rows, "rows")?,
+        s: i32_of(reps, "repeats")?,
+        c: i32_of(cols, "columns")?,
+    };
+    // Writes e < rows*reps*cols, reads (e / cols / reps)*cols + c < rows*cols.
+    let dims = grid1d(rows * reps * cols, dev.info().sms);
+    dev.launch(&kernels::REPEAT_ROWS, dims, params)
+}
+
+/// `out [n·s, s]`, row `(i·s + j)` = `e_j`.
+pub(crate) fn one_hot(dev: &Device, out: View<'_, f32>, n: usize, s: usize) -> Result<()> {
+    need("one-hot output", out.len(), n * s * s)?;
+    let params = OneHotParams {
+        out: dev.ptr(out)?,
+        n: i32_of(n, "points")?,
+        s: i32_of(s, "state size")?,
+    };
+    dev.launch(&kernels::ONE_HOT, grid1d(n * s * s, dev.info().sms), params)
+}
+
+/// `out[i] = v` for every element of `out`.
+pub(crate) fn fill(dev: &Device, out: View<'_, f32>, v: f32) -> Result<()> {
+    let n = out.len();
+    let params = FillParams {
+        out: dev.ptr(out)?,
+        v,
+        n: n as i64,
+    };
+    dev.launch(&kernels::FILL, grid1d(n, dev.info().sms), params)
+}

@@ -1,0 +1,161 @@
+// params.cuh: the one argument struct of every memrnn kernel.
+//
+// Every `extern "C" __global__` entry point takes exactly one of these structs by value.
+// crates/memrnn-cuda/src/kernels.rs mirrors each of them field for field as a
+// `#[repr(C)]` struct, and a test there compares every field's offset against the
+// `offsetof` table that crates/memrnn-cuda/sim/layout.cpp compiles from this very file:
+// an argument out of order, of the wrong width or missing fails that test instead of
+// silently reading garbage on the device (which is what ~19 positional arguments per
+// launch allowed before).
+//
+// Rules that keep the two sides identical: only pointers, int, unsigned, long long and
+// float fields; no bool, no enums, no bitfields; a field's meaning is documented once,
+// here.
+
+#pragma once
+
+namespace mr {
+
+// The forward recurrence's buffers and sizes (layouts in common.cuh).
+struct FwdArgs {
+    const float* A;     // [T*B, G*H]  x W_ih^T (no bias)
+    const float* w_hh;  // [G*H, H]
+    const float* b_ih;  // [G*H]
+    const float* b_hh;  // [G*H]
+    const float* s0;    // [B, S]
+    float* h_seq;       // [T, B, H]
+    float* gates;       // [T, B, NCACHE*H]
+    float* c_seq;       // [T, B, H] (LSTM only)
+    float* s_final;     // [B, S]
+    int T, B, H;
+};
+
+// The backward recurrence's buffers and sizes.
+struct BwdArgs {
+    const float* w_t;     // [H, G*H] = W_hh^T
+    const float* h_seq;   // [T, B, H]
+    const float* gates;   // [T, B, NCACHE*H]
+    const float* c_seq;   // [T, B, H] (LSTM only)
+    const float* s0;      // [B, S]
+    const float* dh_seq;  // [T, B, H], read only when has_dh
+    float* D;             // [B, S], initialised with dL/ds_T (or zeros)
+    float* dA;            // [T*B, G*H]
+    float* dU;            // [T*B, G*H] (== dA when the cell's da == du)
+    float* ds0;           // [B, S]
+    int T, B, H, has_dh;
+};
+
+// The recurrence tiling chosen by the host planner (memrnn-cuda/src/ops/recurrence.rs).
+struct TileArgs {
+    int jt, bt, kc, ks;  // units per tile, batch rows per tile, staged K chunk, lanes/item
+};
+
+}  // namespace mr
+
+// <cell>_seq_fwd_f32 (t unused) and <cell>_step_fwd_f32 (step t).
+struct MrRecFwdParams {
+    mr::FwdArgs a;
+    mr::TileArgs tile;
+    int t;
+};
+
+// <cell>_seq_bwd_f32 (t unused) and <cell>_step_bwd_f32 (iteration t, T-1 .. -1).
+struct MrRecBwdParams {
+    mr::BwdArgs a;
+    mr::TileArgs tile;
+    int t;
+};
+
+// adam_update_f32: one Adam step in place over n elements.
+struct MrAdamParams {
+    float* p;
+    const float* g;
+    float* m;
+    float* v;
+    long long n;
+    float beta1, beta2, step_size, bc2_sqrt, eps;
+};
+
+// col_sum_f32: out[c] = sum_r M[r, c], M [R, C].
+struct MrColSumParams {
+    const float* M;
+    float* out;
+    long long R;
+    int C;
+};
+
+// transpose_f32: out [C, R] = in [R, C]^T.
+struct MrTransposeParams {
+    const float* in;
+    float* out;
+    int R, C;
+};
+
+// speed_f32: per row n of [N, S]: speed[n] = sum (f - s)^2, twice_e = 2 (f - s).
+struct MrSpeedParams {
+    const float* f;
+    const float* s;
+    float* speed;
+    float* twice_e;
+    int N, S;
+};
+
+// sub_f32: out[i] = a[i] - b[i], i < n.
+struct MrSubParams {
+    float* out;
+    const float* a;
+    const float* b;
+    long long n;
+};
+
+// repeat_rows_f32: out[(n*S + i), :] = in[n, :] for i < S; in [N, C].
+struct MrRepeatRowsParams {
+    const float* in;
+    float* out;
+    int N, S, C;
+};
+
+// one_hot_f32: out [N*S, S], row (n*S + i) = e_i.
+struct MrOneHotParams {
+    float* out;
+    int N, S;
+};
+
+// fill_f32: out[i] = v, i < n.
+struct MrFillParams {
+    float* out;
+    float v;
+    long long n;
+};
+
+// <cell>_slowpoints[_narrow]_f32 (slowpoints.cu documents every buffer).
+struct MrSlowPointsParams {
+    const float* wf;
+    const float* wb;
+    const float* a_bar;
+    const float* b_hh;
+    float* states;
+    float* m;
+    float* v;
+    unsigned* status;
+    const int* idx;
+    int n, H, iters;
+    float lr, beta1, beta2, eps, tol, stall_rel;
+    unsigned max_iters, stall_window;
+};
+
+// slowpoints_pack_f32.
+struct MrPackParams {
+    const float* w_hh;
+    float* wf;
+    float* wb;
+    int H, GH;
+};
+
+// slowpoints_compact_f32.
+struct MrCompactParams {
+    const unsigned* status;
+    int K, with_max_iters;
+    int* idx;
+    int* count;
+};
