@@ -5,11 +5,14 @@
 # comparison scripts and run.sh.
 # PTX is embedded in the binaries. On the GPU machine: `bash gpu-bundle/run.sh`
 # (writes its logs to $OUT when set, else to gpu-bundle/out/).
+# Binaries are stripped (a device call carries 64 MiB in all); the script fails loudly when
+# the bundle exceeds 40 MB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rm -rf gpu-bundle && mkdir -p gpu-bundle
-# The GPU test binaries (cargo prints their paths as JSON; pick them by target name).
-for t in cuda_conformance cuda_slowpoints; do
+# The GPU test binaries (cargo prints their paths as JSON; pick them by target name): the
+# shared conformance suite instantiated for the real GPU.
+for t in conformance_gpu; do
   bin=$(cargo test --release -p memrnn-tests --test "$t" --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
 for l in sys.stdin:
@@ -33,7 +36,7 @@ out=${OUT:-$here/out}; mkdir -p "$out"
 lib=$(python3 -c 'import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia", "cu13", "lib"))' 2>/dev/null)
 export LD_LIBRARY_PATH="${lib}:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/device.txt"
-for t in cuda_conformance cuda_slowpoints; do
+for t in conformance_gpu; do
   echo "== $t (MEMRNN_REQUIRE_GPU=1)"
   MEMRNN_REQUIRE_GPU=1 "$here/$t" --test-threads=1 2>&1 | tee "$out/$t.log"
   echo "== compute-sanitizer memcheck / racecheck on $t"
@@ -50,4 +53,17 @@ echo "== timings vs cuDNN"
 PYTHONUNBUFFERED=1 python3 "$here/gpu_torch.py" --memrnn "$here/gpu_table" 2>&1 | tee "$out/compare.md"
 RUN
 chmod +x gpu-bundle/run.sh
+# Debug info is most of each binary's size and is not needed to run it.
+for f in gpu-bundle/*; do
+  if head -c 4 "$f" | grep -q ELF; then
+    strip --strip-debug "$f"
+  fi
+done
+bytes=$(du -sb gpu-bundle | cut -f1)
+limit=$((40 * 1000 * 1000))
+if (( bytes > limit )); then
+  echo "bundle.sh: gpu-bundle/ is $bytes bytes, above the 40 MB limit (a device call carries 64 MiB in all): strip or drop something" >&2
+  du -sb gpu-bundle/* >&2
+  exit 1
+fi
 echo "bundle ready: $(du -sh gpu-bundle | cut -f1) in gpu-bundle/"

@@ -8,10 +8,12 @@
 //! `MEMRNN_SIM_ASAN=1` builds it all under AddressSanitizer (with the runtime's fiber
 //! annotations), so an out-of-bounds access in a kernel is reported as compute-sanitizer's
 //! memcheck would report it on a GPU (`scripts/sim-asan.sh` runs the suite that way).
+//! `MEMRNN_SIM_KERNELS_DIR=<dir>` compiles the kernels from `<dir>` instead of `kernels/`.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=MEMRNN_SIM_ASAN");
+    println!("cargo:rerun-if-env-changed=MEMRNN_SIM_KERNELS_DIR");
     #[cfg(feature = "sim")]
     sim::build();
 }
@@ -37,7 +39,13 @@ mod sim {
     pub(super) fn build() {
         let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
         let sim = root.join("sim");
-        let kernels = root.join("../../kernels");
+        // MEMRNN_SIM_KERNELS_DIR compiles another copy of kernels/ into the simulated
+        // device: the mutation check (scripts/mutation-check.sh) uses it to prove that the
+        // conformance suite fails on deliberately broken kernels without touching the tree.
+        let kernels = match std::env::var_os("MEMRNN_SIM_KERNELS_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => root.join("../../kernels"),
+        };
         println!("cargo:rerun-if-changed={}", sim.display());
         println!("cargo:rerun-if-changed={}", kernels.display());
         for p in sources(&sim, &["h", "cpp", "S"])

@@ -290,3 +290,69 @@ fn track_every_records_slow_points_and_diagnostics_along_training() {
         .collect();
     assert_eq!(steps, vec![0, 3, 6]);
 }
+
+/// The final training loss printed by `memrnn train` ("… loss 3.6678, …").
+fn final_loss(out: &str) -> f64 {
+    let at = out
+        .find("loss ")
+        .unwrap_or_else(|| panic!("no loss line in:\n{out}"));
+    out[at + 5..]
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("unparsable loss in:\n{out}"))
+}
+
+/// `--backend cuda-sim` runs training and evaluation through the CUDA backend's host code
+/// and kernels on the simulated device, says so, and trains the same network as the CPU
+/// (same seed: the same loss up to f32 reordering).
+#[test]
+fn cuda_sim_backend_trains_like_the_cpu_and_says_it_is_simulated() {
+    let dir = tmp("sim");
+    let d = dir.to_str().expect("utf-8 temp dir");
+    let net = [
+        "--hidden", "8", "--batch", "4", "--steps", "5", "--t-max", "6", "--seed", "3",
+    ];
+    let mut loss = Vec::new();
+    for backend in ["cpu", "cuda-sim"] {
+        let mut args = vec!["--backend", backend, "--quiet", "train", "--out", d];
+        args.extend(["--name", backend]);
+        args.extend(net);
+        let o = memrnn(&args);
+        let t = text(&o);
+        assert!(o.status.success(), "{backend} train failed:\n{t}");
+        if backend == "cuda-sim" {
+            assert!(t.contains("SIMULATED"), "no simulated-device notice:\n{t}");
+        }
+        loss.push(final_loss(&t));
+    }
+    assert!(
+        (loss[0] - loss[1]).abs() <= 1e-3 * loss[0].abs().max(1.0),
+        "cpu loss {} vs cuda-sim loss {}",
+        loss[0],
+        loss[1]
+    );
+    let ckpt = dir.join("cuda-sim.safetensors");
+    let o = memrnn(&[
+        "--backend",
+        "cuda-sim",
+        "--sim-device",
+        "small",
+        "--quiet",
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().expect("utf-8 path"),
+        "--delays",
+        "1,3",
+        "--trials",
+        "16",
+        "--eval-batch",
+        "16",
+        "--out",
+        d,
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "cuda-sim eval failed:\n{t}");
+    assert!(t.contains("SIMULATED"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
