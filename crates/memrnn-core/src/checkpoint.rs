@@ -9,7 +9,7 @@
 use crate::cell::{CellDims, CellKind, ParamBlock};
 use crate::error::{Error, Result};
 use crate::model::{Model, Readout};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -17,7 +17,8 @@ pub const READOUT_WEIGHT: &str = "readout.weight";
 pub const READOUT_BIAS: &str = "readout.bias";
 const CELL_KEY: &str = "memrnn.cell";
 
-/// A tensor read from a safetensors file, widened to f64 (exact for f32 and f16 sources).
+/// A tensor read from a safetensors file, widened to f64 (exact for f32, f64, f16 and bf16
+/// sources).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
     pub shape: Vec<usize>,
@@ -102,50 +103,25 @@ pub fn read_tensors(
 
 /// Parses safetensors bytes into f64 tensors and metadata.
 pub fn tensors_from_bytes(bytes: &[u8]) -> std::result::Result<TensorFile, String> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| {
-        format!(
-            "not a valid safetensors file ({e}); was it truncated or written by another program?"
-        )
-    })?;
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
-    let metadata: BTreeMap<String, String> = header
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let sd = crate::state_dict::StateDict::from_bytes(bytes)?;
     let mut out = BTreeMap::new();
-    for name in st.names() {
-        let view = st.tensor(name).map_err(|e| format!("tensor {name}: {e}"))?;
-        let raw = view.data();
-        let data: Vec<f64> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
-                .collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("chunks_exact(8) yields 8 bytes")))
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64)
-                .collect(),
-            other => {
-                return Err(format!(
-                    "tensor {name} has dtype {other:?}; memrnn reads F32, F64 and BF16 (convert with tensor.float())"
-                ))
-            }
-        };
+    for (name, e) in sd.entries {
+        let data = e.values.ok_or_else(|| {
+            format!(
+                "tensor {name} has dtype {}; memrnn reads F32, F64, F16 and BF16 (convert with \
+                 tensor.float(), or read the file as a StateDict, which reports such tensors)",
+                e.dtype
+            )
+        })?;
         out.insert(
-            name.to_string(),
+            name,
             HostTensor {
-                shape: view.shape().to_vec(),
+                shape: e.shape,
                 data,
             },
         );
     }
-    Ok((out, metadata))
+    Ok((out, sd.metadata))
 }
 
 /// Saves a model under PyTorch's names with `memrnn.cell` and the caller's metadata.

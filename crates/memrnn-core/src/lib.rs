@@ -6,6 +6,11 @@
 //!   `bias_ih_l0`, `bias_hh_l0`, gate blocks in PyTorch's order), flat.
 //! - [`Model`] / [`Readout`] and [`checkpoint`]: parameters, PyTorch's default
 //!   initialisation, and safetensors checkpoints that exchange with PyTorch by name.
+//! - [`StateDict`] / [`Model::from_state_dict`] / [`Model::load_state_dict`] and
+//!   [`state_dict`]: PyTorch's `load_state_dict(strict=…)`, with a [`LoadReport`] of what
+//!   was missing, unexpected or mismatched; [`ModelOf`]`<f64>` holds f64 parameters for
+//!   the reference.
+//! - [`lstm_state`]: PyTorch's separate `h`/`c` `(1, B, H)` and memrnn's `[h | c]` rows.
 //! - [`Backend`]: the trait the CPU and CUDA backends implement.
 //! - [`Error`]: one error type whose messages name the problem and the fix.
 //!
@@ -15,13 +20,20 @@ pub mod backend;
 pub mod cell;
 pub mod checkpoint;
 pub mod error;
+pub mod lstm_state;
 pub mod model;
 pub mod real;
+pub mod state_dict;
 
 pub use backend::{
     adam_update_host, AdamConfig, AdamState, Backend, SeqForward, SeqGrads, SeqUpstream, SpeedGrad,
 };
 pub use cell::{CellDims, CellKind, ParamBlock, ParamLayout, ParamView, ParamViewMut, SeqShape};
 pub use error::{check_finite, check_len, Error, Result};
+pub use lstm_state::{pack_lstm_grad, pack_lstm_state, split_lstm_state};
 pub use model::{init_params, Model, Readout};
 pub use real::Real;
+pub use state_dict::{
+    load_state_dict_file, LoadReport, Mismatch, ModelOf, ReadoutOf, StateDict, StateEntry,
+    TensorDtype,
+};
