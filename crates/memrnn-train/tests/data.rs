@@ -62,6 +62,26 @@ fn bundled_data_is_real_balanced_mnist() {
 }
 
 #[test]
+fn embedded_digits_are_the_bundled_files_and_the_repo_data_path_still_works() {
+    let embedded = idx::load_bundled().expect("the embedded digits load");
+    let from_dir = load_mnist_dir(&idx::bundled_data_dir()).unwrap();
+    assert_eq!(embedded, from_dir);
+    // The folder is inside the crate (so `cargo package` ships it) ...
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(idx::bundled_data_dir().starts_with(crate_dir));
+    // ... and, in the repository (not in a packaged crate), `data/` (a link to it) still
+    // reads the same digits.
+    let repo_data = crate_dir.join("../../data");
+    if crate_dir.join("../../Cargo.toml").is_file() {
+        assert_eq!(load_mnist_dir(&repo_data).unwrap(), embedded);
+    }
+    assert_eq!(
+        std::fs::read(idx::bundled_data_dir().join(idx::IMAGE_FILES[0])).unwrap(),
+        idx::BUNDLED_IMAGES_GZ
+    );
+}
+
+#[test]
 fn plain_and_gzipped_idx_load() {
     for gzip in [false, true] {
         let d = tmp_dir(&format!("ok-{gzip}"));
