@@ -41,3 +41,8 @@ pub mod slowpoints;
 pub use backend::CpuBackend;
 pub use fast::simd::SimdLevel;
 pub use fast::FastOptions;
+
+/// The README's Library API examples, run as doctests (`cargo test -p memrnn-cpu --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
