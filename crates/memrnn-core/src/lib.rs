@@ -23,7 +23,6 @@ pub mod error;
 pub mod lstm_state;
 pub mod model;
 pub mod real;
-pub mod slow_point;
 pub mod state_dict;
 
 pub use backend::{
