@@ -81,7 +81,7 @@ impl EvalConfig {
         }
         if self.trials > crate::limits::MAX_TRIALS {
             return config_err(format!(
-                "{} trials per delay: at most {} (the standard error of an accuracy is already \
+                "{} trials per delay (--trials): at most {} (the standard error of an accuracy is already \
                  below 0.0002 there; more only costs time)",
                 self.trials,
                 crate::limits::MAX_TRIALS

@@ -351,7 +351,7 @@ pub fn check_run_name(name: &str) -> Result<()> {
     if bad {
         return config_err(format!(
             "run name {name:?}: it names files inside the output folder, so it must be a plain \
-             name of 1 to 200 characters without '/', '\\\\', ':' or control characters, not \
+             name of 1 to 200 characters without '/', '\\', ':' or control characters, not \
              starting with '.' or '-'; put folders in --out instead"
         ));
     }

@@ -30,14 +30,14 @@ impl SlowPointOptions {
         self.finder.validate()?;
         if self.candidates > limits::MAX_CANDIDATES {
             return config_err(format!(
-                "{} candidates: at most {} (de-duplication merges far fewer points)",
+                "{} candidates (--candidates): at most {} (de-duplication merges far fewer points)",
                 self.candidates,
                 limits::MAX_CANDIDATES
             ));
         }
         if self.delay == 0 || self.delay > MAX_DELAY {
             return config_err(format!(
-                "delay {}: trajectory candidates are taken 1 to {MAX_DELAY} steps after the image",
+                "delay {} (--delay): trajectory candidates are taken 1 to {MAX_DELAY} steps after the image",
                 self.delay
             ));
         }
@@ -51,7 +51,7 @@ impl SlowPointOptions {
         let it = self.finder.search.max_iters;
         if it == 0 || it > limits::MAX_SEARCH_ITERS {
             return config_err(format!(
-                "{it} search iterations: give 1 to {} (0 would report the candidates \
+                "{it} search iterations (--max-iters): give 1 to {} (0 would report the candidates \
                  themselves as if they had been searched)",
                 limits::MAX_SEARCH_ITERS
             ));
@@ -98,14 +98,14 @@ impl DiagnoseOptions {
     pub fn validate(&self) -> Result<()> {
         if self.trials < 2 || self.trials > limits::MAX_TRIALS {
             return config_err(format!(
-                "{} trials: give 2 to {} (the memory probe trains on some and tests on the rest)",
+                "{} trials (--trials): give 2 to {} (the memory probe trains on some and tests on the rest)",
                 self.trials,
                 limits::MAX_TRIALS
             ));
         }
         if self.steps < 2 || self.steps > MAX_DELAY {
             return config_err(format!(
-                "{} steps per trial: give 2 to {MAX_DELAY} (a trial is the image, then noise)",
+                "{} steps per trial (--steps): give 2 to {MAX_DELAY} (a trial is the image, then noise)",
                 self.steps
             ));
         }
@@ -134,9 +134,11 @@ impl DiagnoseOptions {
             }
         }
         if let Some(m) = &c.memory {
-            if !(m.train_fraction > 0.0 && m.train_fraction < 1.0)
-                || !(m.ridge.is_finite() && m.ridge >= 0.0)
-            {
+            let ok = m.train_fraction > 0.0
+                && m.train_fraction < 1.0
+                && m.ridge.is_finite()
+                && m.ridge >= 0.0;
+            if !ok {
                 return config_err(format!(
                     "memory.train_fraction {} must be in (0, 1) and memory.ridge {} finite and ≥ 0",
                     m.train_fraction, m.ridge

@@ -101,7 +101,7 @@ impl PipelineConfig {
             candidates: self.finder_trajectory_candidates,
             delay: self.train.task.t_max,
             mean_trials: 500,
-            finder: self.finder.clone(),
+            finder: self.finder,
             seed: 0,
         }
         .validate()

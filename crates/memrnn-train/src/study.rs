@@ -137,8 +137,7 @@ pub fn run_study<B: Backend>(
         return config_err("a study needs at least one cell, one curriculum and one seed");
     }
     fn dup<T: PartialEq + std::fmt::Debug>(what: &str, v: &[T]) -> Result<()> {
-        if let Some((i, x)) = v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)) {
-            let _ = i;
+        if let Some((_, x)) = v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)) {
             return config_err(format!(
                 "{what} {x:?} is listed twice: the study would train the same network twice \
                  and count it as two"

@@ -124,7 +124,8 @@ impl TrainConfig {
         if let Some(c) = self.clip {
             if !(c.is_finite() && c > 0.0) {
                 return config_err(format!(
-                    "gradient clip {c}: it must be a positive norm (or off)"
+                    "gradient clip {c} (--clip): it must be a positive, finite norm; 0 turns \
+                     clipping off"
                 ));
             }
         }
@@ -394,7 +395,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             })
         };
         let saved = train_config_from_metadata(&ck.metadata)
-            .map_err(|m| at(m))?
+            .map_err(&at)?
             .ok_or_else(|| at(format!("it holds no training configuration; {fine_tune}")))?;
         t.cfg.check_resumable_as(&saved).map_err(|e| match e {
             TrainError::Config(m) => at(m),
