@@ -457,8 +457,16 @@ fn cmd_train<B: Backend>(b: &B, a: TrainArgs, progress: bool) -> Result<()> {
             let path = a.out.join(format!("{}.track.jsonl", a.name));
             std::fs::create_dir_all(&a.out)
                 .with_context(|| format!("creating {}", a.out.display()))?;
-            // Keep only the records of steps the starting point covers.
-            memrnn_train::train::repair_jsonl(&path, t.steps_done())?;
+            // Keep only the records of steps before the starting point (the run records
+            // its starting step itself); a fresh run starts the file anew.
+            match t.steps_done().checked_sub(1) {
+                Some(before) => {
+                    memrnn_train::train::repair_jsonl(&path, before)?;
+                }
+                None if path.exists() => std::fs::remove_file(&path)
+                    .with_context(|| format!("removing the old {}", path.display()))?,
+                None => {}
+            }
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

@@ -339,3 +339,46 @@ fn unknown_keys_in_a_json_config_are_refused_by_name() {
         &["nothing would be measured"],
     );
 }
+
+#[test]
+fn tracking_records_each_step_once_across_fresh_runs_and_resumes() {
+    let dir = tmp("track");
+    let d = dir.to_str().unwrap();
+    let run = |steps: &str, resume: bool| {
+        let ck = dir.join("t.safetensors");
+        let mut a = vec![
+            "train",
+            "--out",
+            d,
+            "--name",
+            "t",
+            "--hidden",
+            "4",
+            "--batch",
+            "4",
+            "--t-max",
+            "6",
+            "--track-every",
+            "3",
+            "--steps",
+            steps,
+        ];
+        if resume {
+            a.extend(["--resume", ck.to_str().unwrap()]);
+        }
+        let o = memrnn(&a);
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read_to_string(dir.join("t.track.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run("6", false), [0, 3, 6]);
+    assert_eq!(run("6", false), [0, 3, 6]);
+    assert_eq!(run("9", true), [0, 3, 6, 9]);
+}

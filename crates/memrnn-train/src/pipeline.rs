@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! out/
-//!   base.safetensors, base.adam.safetensors, base.metrics.jsonl
+//!   base.safetensors, base.metrics.jsonl  the checkpoint (weights + Adam state) and metrics
 //!   speed.safetensors ...            fine-tuned with λ > 0
 //!   control.safetensors ...          fine-tuned with λ = 0
 //!   slow_points_base.{safetensors,json}  the trained network's slow points (finder report)

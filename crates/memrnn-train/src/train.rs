@@ -265,9 +265,6 @@ impl RunOutput {
     pub fn checkpoint(&self) -> PathBuf {
         self.dir.join(format!("{}.safetensors", self.name))
     }
-    pub fn adam_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.adam.safetensors", self.name))
-    }
     pub fn metrics(&self) -> PathBuf {
         self.dir.join(format!("{}.metrics.jsonl", self.name))
     }
@@ -313,7 +310,8 @@ pub struct Trainer<'a, B: Backend> {
 impl<'a, B: Backend> Trainer<'a, B> {
     /// A fresh network (PyTorch's default initialisation from `cfg.seed`).
     pub fn new(backend: &'a B, set: &'a DigitSet, cfg: TrainConfig) -> Result<Self> {
-        cfg.validate()?;
+        // Before the parameters are allocated.
+        cfg.validate_for(set.input_size(), 0)?;
         let cell = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
         let mut model = Model::init(cell, cfg.seed);
         model.readout = Some(Readout::init(CLASSES, cfg.hidden, cfg.seed ^ 0xAB)?);
@@ -374,10 +372,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
             TrainError::Config(m) => at(m),
             other => other,
         })?;
+        let old_sidecar = path.with_extension("adam.safetensors");
         let fine_tune = format!(
             "to continue from its weights with a fresh optimiser (step count from 0), use \
-             --init {} instead of --resume",
-            path.display()
+             --init {} instead of --resume{}",
+            path.display(),
+            if old_sidecar.is_file() {
+                format!(
+                    " ({} beside it is the optimiser file of memrnn's old two-file checkpoints, \
+                     which is not resumed: the two files could disagree)",
+                    old_sidecar.display()
+                )
+            } else {
+                String::new()
+            }
         );
         let get = |k: &str| -> Result<String> {
             ck.metadata.get(k).cloned().ok_or_else(|| {

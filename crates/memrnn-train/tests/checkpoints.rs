@@ -383,6 +383,14 @@ fn sizes_that_cannot_fit_in_memory_are_refused_before_allocating() {
         msg.contains("would need about") && msg.contains("--batch"),
         "{msg}"
     );
+    // A fresh trainer refuses before allocating its parameters (52 GB here).
+    let mut c = tiny();
+    c.hidden = 1 << 16;
+    let msg = Trainer::new(&CpuBackend::new(), set(), c)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("would need about"), "{msg}");
     let s = memrnn_train::options::SlowPointOptions {
         candidates: 999_999,
         delay: 1_000_000,
