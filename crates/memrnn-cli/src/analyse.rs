@@ -34,13 +34,13 @@ pub struct SlowPointArgs {
     #[arg(long, default_value_t = 10_000)]
     max_iters: u32,
     /// Adam learning rate of the search.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = 1e-2, allow_negative_numbers = true)]
     lr: f32,
     /// Points with S above this are dropped as not slow.
-    #[arg(long, default_value_t = 1e-6)]
+    #[arg(long, default_value_t = 1e-6, allow_negative_numbers = true)]
     max_speed_sq: f32,
     /// Points closer than this are merged (the slowest kept).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     dedup_tol: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,

@@ -112,7 +112,7 @@ struct NetArgs {
     #[arg(long)]
     steps: Option<u64>,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 2e-3, allow_negative_numbers = true)]
     lr: f32,
     /// Global-norm gradient clip: a positive norm, or 0 for no clipping (negative, NaN and
     /// infinite values are refused).
@@ -130,7 +130,7 @@ struct NetArgs {
     #[arg(long)]
     stage_every: Option<u64>,
     /// Advance the curriculum when the running report accuracy reaches this.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     stage_acc: f64,
     /// Least steps per curriculum stage under --stage-acc.
     #[arg(long, default_value_t = 200)]
@@ -242,7 +242,7 @@ struct RunArgs {
     #[arg(long)]
     finetune_steps: Option<u64>,
     /// Fine-tuning learning rate.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
     finetune_lr: f32,
     /// Speed-penalty weight λ (per-step mean CE, speed summed over V's points).
     #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]

@@ -73,7 +73,7 @@ impl EvalConfig {
         }
         if let Some(&d) = self.delays.iter().find(|&&d| d == 0 || d > MAX_DELAY) {
             return config_err(format!(
-                "delay {d}: a delay t_s − t_a must be between 1 and {MAX_DELAY} steps"
+                "delay {d}: a delay t_s − t_a must be between 1 and {MAX_DELAY} steps (--max-delay, --delays)"
             ));
         }
         if self.trials == 0 || self.batch == 0 || self.chunk == 0 || self.read_span == 0 {

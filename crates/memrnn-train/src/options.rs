@@ -51,7 +51,7 @@ impl SlowPointOptions {
         let it = self.finder.search.max_iters;
         if it == 0 || it > limits::MAX_SEARCH_ITERS {
             return config_err(format!(
-                "{it} search iterations (--max-iters): give 1 to {} (0 would report the candidates \
+                "{it} slow-point search iterations (--max-iters; --finder-iters in `run`): give 1 to {} (0 would report the candidates \
                  themselves as if they had been searched)",
                 limits::MAX_SEARCH_ITERS
             ));

@@ -138,8 +138,9 @@ pub fn run_study<B: Backend>(
     }
     fn dup<T: PartialEq + std::fmt::Debug>(what: &str, v: &[T]) -> Result<()> {
         if let Some((_, x)) = v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)) {
+            let x = format!("{x:?}").to_lowercase();
             return config_err(format!(
-                "{what} {x:?} is listed twice: the study would train the same network twice \
+                "{what} {x} is listed twice: the study would train the same network twice \
                  and count it as two"
             ));
         }
