@@ -174,11 +174,11 @@ fn sigkill_at_random_moments_never_leaves_a_bad_checkpoint() {
         let mut child = command(&dir, at.is_some()).spawn().unwrap();
         // Kill at a random moment: a quarter of the time within the first 40 ms (start-up,
         // data loading, the first step), else a random 0–4 ms after the metrics reach a
-        // random step between the checkpoint and halfway to the end (inside a step or a
+        // random step between the checkpoint and 40% of the way to the end (inside a step or a
         // save).
         let from = at.unwrap_or(0);
         let early = rng.next() < 0.25;
-        let target = from + 1 + (rng.next() * (STEPS - from - 1) as f64 * 0.5) as u64;
+        let target = from + 1 + (rng.next() * (STEPS - from - 1) as f64 * 0.4) as u64;
         let wait = Duration::from_secs_f64(if early { 0.04 } else { 0.004 } * rng.next());
         eprintln!(
             "round: checkpoint at {at:?}, kill {} {wait:?}",
@@ -241,13 +241,22 @@ fn sigkill_at_random_moments_never_leaves_a_bad_checkpoint() {
     }
     assert_eq!(check_consistent(&dir), Some(STEPS));
     assert!(
-        kills >= KILLS / 2,
+        kills >= 6,
         "only {kills} kills landed (a run took {full:?})"
     );
     assert_eq!(
         final_weights(&dir),
         want,
         "the run pieced together from {kills} kills differs from an uninterrupted one"
+    );
+    // Resuming the finished run is refused with what to do; had the last kill landed
+    // between the final save and its metrics append, it completes them from the checkpoint.
+    let o = command(&dir, true).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already at step 60") && err.contains("--steps"),
+        "{err}"
     );
     let steps: Vec<u64> = std::fs::read_to_string(dir.join("m.metrics.jsonl"))
         .unwrap()
@@ -260,13 +269,5 @@ fn sigkill_at_random_moments_never_leaves_a_bad_checkpoint() {
         .collect();
     assert_eq!(steps, (1..=STEPS).collect::<Vec<_>>());
     assert!(!dir.join("m.safetensors.tmp").exists());
-    // Resuming a finished run is refused with what to do.
-    let o = command(&dir, true).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("already at step 60") && err.contains("--steps"),
-        "{err}"
-    );
     eprintln!("crash test: {kills} kills ({mid_save} inside a save), a whole run takes {full:?}");
 }

@@ -437,6 +437,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
             )));
         }
         if t.step >= t.cfg.steps {
+            // A run killed between its last save and the metrics append: complete the
+            // metrics file beside the checkpoint from the lines the checkpoint carries.
+            let metrics = path.with_extension("metrics.jsonl");
+            if metrics.is_file() {
+                if let Some(p) = ck.metadata.get(META_METRICS_PENDING) {
+                    let pending: Vec<String> = serde_json::from_str(p).unwrap_or_default();
+                    sync_metrics(&metrics, t.step, &pending)?;
+                }
+            }
             return Err(at(format!(
                 "it is already at step {} and --steps is {}: nothing to do; pass a larger \
                  --steps to train further",
@@ -760,19 +769,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         // after it (a killed run's, or a previous run's), restore those our checkpoint
         // carries.
         let metrics_path = out.metrics();
-        let kept = repair_jsonl(&metrics_path, self.step)?;
-        let restore: Vec<String> = std::mem::take(&mut self.pending_metrics)
-            .into_iter()
-            .filter(|l| line_step(l).is_some_and(|s| kept.is_none_or(|k| s > k) && s <= self.step))
-            .collect();
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| TrainError::io(&metrics_path, e))?;
-        for l in &restore {
-            writeln!(metrics, "{l}").map_err(|e| TrainError::io(&metrics_path, e))?;
-        }
+        let pending = std::mem::take(&mut self.pending_metrics);
+        let mut metrics = sync_metrics(&metrics_path, self.step, &pending)?;
         if every > 0 && self.step % every == 0 {
             track(self)?;
         }
@@ -889,6 +887,24 @@ pub fn repair_jsonl(path: &Path, max_step: u64) -> Result<Option<u64>> {
             })?;
     }
     Ok(last)
+}
+
+/// Makes the metrics file describe exactly the steps up to `step`: drops later lines
+/// ([`repair_jsonl`]), appends those of `pending` (lines a checkpoint at `step` carries)
+/// that it lacks, and returns it open for appending.
+fn sync_metrics(path: &Path, step: u64, pending: &[String]) -> Result<std::fs::File> {
+    let kept = repair_jsonl(path, step)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    for l in pending {
+        if line_step(l).is_some_and(|s| kept.is_none_or(|k| s > k) && s <= step) {
+            writeln!(f, "{l}").map_err(|e| TrainError::io(path, e))?;
+        }
+    }
+    Ok(f)
 }
 
 /// The `step` of one JSON-lines record.

@@ -248,6 +248,19 @@ fn metrics_of_steps_no_checkpoint_covers_are_dropped_and_carried_ones_restored()
     for l in last_two {
         assert!(lines.contains(l), "restored line {l} missing");
     }
+    // Killed between the final save and its metrics: a resume that has nothing left to
+    // do still completes the metrics from the checkpoint, then refuses.
+    let lines: Vec<&str> = lines.lines().collect();
+    let keep: String = lines[..4].iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(o.metrics(), keep).unwrap();
+    let mut done = tiny();
+    done.steps = 6;
+    let e = Trainer::resume(&b, set(), done, &o.checkpoint())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("already at step 6"), "{e}");
+    assert_eq!(metric_steps(&o.metrics()), [1, 2, 3, 4, 5, 6]);
 }
 
 #[test]
