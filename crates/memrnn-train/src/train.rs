@@ -923,7 +923,27 @@ impl<B: Backend> Trainer<'_, B> {
         metrics: &mut std::fs::File,
         metrics_path: &Path,
     ) -> Result<PathBuf> {
-        let ck = self.save(out)?;
+        let ck = self.save(out).map_err(|e| {
+            let path = out.checkpoint();
+            let kept = match load_checkpoint(&path) {
+                Ok(c) => format!(
+                    "{} still holds step {}, unchanged",
+                    path.display(),
+                    c.metadata.get(META_STEP).map_or("?", String::as_str)
+                ),
+                Err(_) => format!("no checkpoint was written to {}", path.display()),
+            };
+            TrainError::SaveFailed {
+                step: self.step,
+                reason: match e {
+                    TrainError::Core(memrnn_core::Error::Io { path, source }) => {
+                        format!("{}: {source}", path.display())
+                    }
+                    other => other.to_string(),
+                },
+                kept,
+            }
+        })?;
         for l in self.pending_metrics.drain(..) {
             writeln!(metrics, "{l}").map_err(|e| TrainError::io(metrics_path, e))?;
         }

@@ -193,7 +193,12 @@ fn a_failed_save_keeps_the_previous_checkpoint_and_logs_no_unsaved_steps() {
     more.steps = 6;
     let mut r = Trainer::resume(&b, set(), more.clone(), &o.checkpoint()).unwrap();
     let e = r.run(&o).unwrap_err().to_string();
-    assert!(e.contains("safetensors.tmp"), "{e}");
+    assert!(
+        e.contains("safetensors.tmp")
+            && e.contains("still holds step 2, unchanged")
+            && e.contains("--resume"),
+        "{e}"
+    );
     assert_eq!(std::fs::read(o.checkpoint()).unwrap(), before);
     assert_eq!(std::fs::read(o.metrics()).unwrap(), metrics_before);
     assert_eq!(
