@@ -47,6 +47,8 @@ pub const META_STAGE: &str = "memrnn.train.stage";
 pub const META_STAGE_START: &str = "memrnn.train.stage_start";
 pub const META_ACC_EMA: &str = "memrnn.train.acc_ema";
 pub const META_ADAM_STEP: &str = "memrnn.train.adam_step";
+/// The speed penalty a run was trained with (`λ on V's source`), when it had one.
+pub const META_PENALTY: &str = "memrnn.train.penalty";
 /// Metrics lines of the steps this checkpoint covers that were not yet in the metrics file.
 pub const META_METRICS_PENDING: &str = "memrnn.train.metrics_pending";
 
@@ -428,6 +430,21 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     "its {META_ACC_EMA} metadata is not a number; {fine_tune}"
                 ))
             })?;
+        if let Some(p) = ck.metadata.get(META_PENALTY) {
+            let lambda: f32 = p
+                .split_whitespace()
+                .next()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(f32::NAN);
+            if lambda != 0.0 {
+                return Err(at(format!(
+                    "it was fine-tuned with the speed penalty λ = {p}, and a resumed run cannot \
+                     restore the penalty's points V (they are not stored): it would continue \
+                     without the penalty; fine-tune again with --init {} --lambda {lambda}",
+                    path.display()
+                )));
+            }
+        }
         let adam_step = num(META_ADAM_STEP)?;
         if adam_step != t.step {
             return Err(at(format!(
@@ -712,6 +729,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
         meta.insert(META_STAGE_START.to_string(), self.stage_start.to_string());
         meta.insert(META_ACC_EMA.to_string(), self.acc_ema.to_string());
         meta.insert(META_ADAM_STEP.to_string(), self.adam.step.to_string());
+        if let Some(p) = &self.penalty {
+            meta.insert(
+                META_PENALTY.to_string(),
+                format!("{} on {}", p.lambda, p.set.source),
+            );
+        }
         meta.insert(
             META_METRICS_PENDING.to_string(),
             serde_json::to_string(&self.pending_metrics).map_err(err)?,

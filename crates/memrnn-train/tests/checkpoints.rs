@@ -433,3 +433,49 @@ fn sizes_that_cannot_fit_in_memory_are_refused_before_allocating() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_penalised_fine_tune_is_not_resumed_without_its_penalty() {
+    let b = CpuBackend::new();
+    let dir = tmp("penalty");
+    let base = Trainer::new(&b, set(), tiny()).unwrap().model().unwrap();
+    let mut t = Trainer::from_model(&b, set(), tiny(), base).unwrap();
+    let v = memrnn_train::SpeedSet::new(vec![0.1; 3 * 4], 4, "test points").unwrap();
+    t.set_penalty(Some(memrnn_train::SpeedPenalty::new(0.01, v).unwrap()))
+        .unwrap();
+    let o = RunOutput {
+        name: "speed".into(),
+        ..out(&dir)
+    };
+    t.run(&o).unwrap();
+    let mut more = tiny();
+    more.steps = 8;
+    let e = Trainer::resume(&b, set(), more, &o.checkpoint())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("λ = 0.01 on test points")
+            && e.contains("--init")
+            && e.contains("--lambda 0.01"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_stored_training_config_with_unknown_keys_is_refused_by_name() {
+    let mut meta = BTreeMap::new();
+    let mut v = serde_json::to_value(tiny()).unwrap();
+    v["task"]["t_maxx"] = 30.into();
+    meta.insert(memrnn_train::train::META_CONFIG.to_string(), v.to_string());
+    let e = memrnn_train::train::train_config_from_metadata(&meta).unwrap_err();
+    assert!(
+        e.contains("task.t_maxx") && e.contains("unknown key"),
+        "{e}"
+    );
+    meta.clear();
+    assert_eq!(
+        memrnn_train::train::train_config_from_metadata(&meta),
+        Ok(None)
+    );
+}
