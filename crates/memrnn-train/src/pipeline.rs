@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! out/
-//!   base.safetensors, base.adam.safetensors, base.metrics.jsonl
+//!   base.safetensors, base.metrics.jsonl  the checkpoint (weights + Adam state) and metrics
 //!   speed.safetensors ...            fine-tuned with λ > 0
 //!   control.safetensors ...          fine-tuned with λ = 0
 //!   slow_points_base.{safetensors,json}  the trained network's slow points (finder report)
@@ -67,6 +67,45 @@ pub struct PipelineConfig {
     pub eval: EvalConfig,
     pub out_dir: PathBuf,
     pub progress: bool,
+}
+
+impl PipelineConfig {
+    /// Every setting, before anything runs: the training and evaluation configs, a
+    /// positive λ (with λ = 0 the "speed" network would be the control), at least one
+    /// fine-tuning step, and the finder's settings.
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        self.eval.validate()?;
+        crate::objective::check_lambda(self.lambda)?;
+        if self.lambda == 0.0 {
+            return config_err(
+                "λ = 0: the speed-regularised network would be the λ = 0 control itself; give a                  positive λ (--lambda), e.g. 0.01",
+            );
+        }
+        if self.finetune_steps == 0 || self.finetune_steps > crate::limits::MAX_STEPS {
+            return config_err(format!(
+                "{} fine-tuning steps: give 1 to {} (0 would report the trained network                  three times under three names)",
+                self.finetune_steps,
+                crate::limits::MAX_STEPS
+            ));
+        }
+        crate::train::TrainConfig {
+            adam: memrnn_core::AdamConfig {
+                lr: self.finetune_lr,
+                ..self.train.adam
+            },
+            ..self.train.clone()
+        }
+        .validate()?;
+        crate::options::SlowPointOptions {
+            candidates: self.finder_trajectory_candidates,
+            delay: self.train.task.t_max,
+            mean_trials: 500,
+            finder: self.finder,
+            seed: 0,
+        }
+        .validate()
+    }
 }
 
 /// One row of the summary.
@@ -206,9 +245,10 @@ pub fn run_pipeline<B: Backend>(
     set: &DigitSet,
     cfg: &PipelineConfig,
 ) -> Result<PipelineReport> {
-    crate::objective::check_lambda(cfg.lambda)?;
-    cfg.eval.validate()?;
-    cfg.train.validate()?;
+    cfg.validate()?;
+    let cell = memrnn_core::CellDims::new(cfg.train.cell, set.input_size(), cfg.train.hidden)?;
+    cfg.train.validate_for(set.input_size(), 0)?;
+    cfg.eval.validate_for(&cell)?;
     let start = std::time::Instant::now();
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| TrainError::io(&cfg.out_dir, e))?;
     let out = |name: &str| RunOutput {
