@@ -198,7 +198,16 @@ impl<T> LmSearch<T> {
                 "candidates",
                 candidates.len().div_ceil(sd) * sd,
                 candidates.len(),
-                format!("[K, S={sd}] for a {} cell", cell.kind),
+                format!(
+                    "[K, S={sd}] for a {} cell with hidden {}{}",
+                    cell.kind,
+                    cell.hidden,
+                    if sd != cell.hidden {
+                        " (states are [h | c])"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
         crate::error::check_finite("candidates", candidates)?;
@@ -586,6 +595,25 @@ impl LmCandidate {
     }
 }
 
+/// `Σ a_i b_i` with eight partial sums (so that it vectorises), in a fixed order.
+#[allow(clippy::needless_range_loop)] // eight lanes, written out for the vectoriser
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
 /// `A = J − I` in f64.
 fn fill_a(j: &[f32], a: &mut [f64], n: usize) {
     for (dst, &src) in a.iter_mut().zip(j) {
@@ -638,12 +666,7 @@ pub fn damped_solve(
     for i in 0..n {
         for j in 0..=i {
             let (li, lj) = (i * n, j * n);
-            let dot: f64 = chol[li..li + j]
-                .iter()
-                .zip(&chol[lj..lj + j])
-                .map(|(a, b)| a * b)
-                .sum();
-            let mut v = m[li + j] - dot;
+            let mut v = m[li + j] - dot(&chol[li..li + j], &chol[lj..lj + j]);
             if i == j {
                 v += mu * d[i];
                 if v <= 0.0 || !v.is_finite() {
@@ -658,12 +681,7 @@ pub fn damped_solve(
     // L y = −g.
     for i in 0..n {
         let li = i * n;
-        let dot: f64 = chol[li..li + i]
-            .iter()
-            .zip(&delta[..i])
-            .map(|(a, b)| a * b)
-            .sum();
-        delta[i] = (-g[i] - dot) / chol[li + i];
+        delta[i] = (-g[i] - dot(&chol[li..li + i], &delta[..i])) / chol[li + i];
     }
     // Lᵀ δ = y, by rows of L.
     for i in (0..n).rev() {
