@@ -423,8 +423,8 @@ impl LmCandidate {
         // direction the Gauss–Newton model is blind to (an inflection or saddle of S).
         if cfg.probe > 0.0 && st.iters < cfg.max_iters {
             self.flattest_direction();
-            let rms = (self.s.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / self.sd as f64)
-                .sqrt();
+            let rms =
+                (self.s.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / self.sd as f64).sqrt();
             self.probe_len = cfg.probe as f64 * rms.max(1.0);
             self.probe = 1;
             return self.probe_trial(1.0, st);
@@ -461,8 +461,15 @@ impl LmCandidate {
         for _ in 0..4 {
             let neg: Vec<f64> = x.iter().map(|v| -v).collect();
             let mut tries = 0;
-            while !damped_solve(&self.m, &ones, shift, &neg, &mut self.chol, &mut self.delta, n)
-            {
+            while !damped_solve(
+                &self.m,
+                &ones,
+                shift,
+                &neg,
+                &mut self.chol,
+                &mut self.delta,
+                n,
+            ) {
                 shift *= 100.0;
                 tries += 1;
                 if tries > 20 {
@@ -723,7 +730,12 @@ pub fn slow_point_lm_default<B: Backend + ?Sized>(
         .filter(|&i| search.status[i].stop.is_active())
         .collect();
     let forward = |rows: &[f32], n: usize| -> Result<Vec<f32>> {
-        let xs: Vec<f32> = x_host.iter().copied().cycle().take(n * cell.input).collect();
+        let xs: Vec<f32> = x_host
+            .iter()
+            .copied()
+            .cycle()
+            .take(n * cell.input)
+            .collect();
         let fwd = backend.seq_forward(
             cell,
             params,
@@ -734,7 +746,12 @@ pub fn slow_point_lm_default<B: Backend + ?Sized>(
         backend.download(&fwd.s_final)
     };
     let jacobians = |rows: &[f32], n: usize| -> Result<Vec<f32>> {
-        let xs: Vec<f32> = x_host.iter().copied().cycle().take(n * cell.input).collect();
+        let xs: Vec<f32> = x_host
+            .iter()
+            .copied()
+            .cycle()
+            .take(n * cell.input)
+            .collect();
         let j = backend.step_jacobian(
             cell,
             params,
@@ -797,11 +814,8 @@ pub fn slow_point_lm_default<B: Backend + ?Sized>(
                 .collect();
             let f = forward(&rows, want_t.len())?;
             for (q, &b) in want_t.iter().enumerate() {
-                next[b] = cands[b].trial(
-                    &f[q * sd..(q + 1) * sd],
-                    &mut search.status[block[b]],
-                    cfg,
-                );
+                next[b] =
+                    cands[b].trial(&f[q * sd..(q + 1) * sd], &mut search.status[block[b]], cfg);
             }
         }
         for (c, &i) in cands.iter().zip(block) {

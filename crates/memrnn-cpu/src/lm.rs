@@ -26,6 +26,7 @@ fn cache_width(kind: CellKind) -> usize {
     }
 }
 
+#[allow(clippy::needless_range_loop)] // eight lanes, written out for the vectoriser
 fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::zero(); 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -252,7 +253,16 @@ pub fn slow_point_lm(
             if !st.stop.is_active() {
                 return;
             }
-            step_cached(cell, p.w_hh, p.b_hh, &a_bar, s, &mut w.f, &mut w.cache, &mut w.u);
+            step_cached(
+                cell,
+                p.w_hh,
+                p.b_hh,
+                &a_bar,
+                s,
+                &mut w.f,
+                &mut w.cache,
+                &mut w.u,
+            );
             let mut next = w.cand.start(s, &w.f, st, cfg);
             loop {
                 match next {

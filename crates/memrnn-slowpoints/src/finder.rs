@@ -298,12 +298,7 @@ pub fn find_slow_points<B: Backend>(
         }
     }
     // 3. De-duplicate, slowest first (ties: lower candidate index).
-    kept.sort_by(|&a, &b| {
-        status[a]
-            .0
-            .total_cmp(&status[b].0)
-            .then(a.cmp(&b))
-    });
+    kept.sort_by(|&a, &b| status[a].0.total_cmp(&status[b].0).then(a.cmp(&b)));
     let tol2 = (cfg.dedup_tol as f64) * (cfg.dedup_tol as f64);
     let mut unique: Vec<(usize, usize)> = Vec::new();
     for &i in &kept {

@@ -1,8 +1,8 @@
 //! Writing a report: the points as safetensors, a JSON summary, and a table for people.
 
 use crate::finder::{Counts, Eigenvalue, FinderConfig, SlowPointReport};
-use memrnn_core::lm::SearchStop;
 use memrnn_core::checkpoint::write_tensors;
+use memrnn_core::lm::SearchStop;
 use memrnn_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -9,8 +9,7 @@ mod common;
 
 use common::*;
 use memrnn_core::lm::{
-    damped_solve, gram_lower, half_gradient, slow_point_lm_default, LmConfig, LmSearch,
-    SearchStop,
+    damped_solve, gram_lower, half_gradient, slow_point_lm_default, LmConfig, LmSearch, SearchStop,
 };
 use memrnn_core::{real::convert, Backend, CellDims, CellKind, Model};
 use memrnn_cpu::{lm as cpu_lm, reference, CpuBackend};
@@ -70,7 +69,9 @@ fn jacobian_and_lm_gradient_match_finite_differences() {
             vec![0.0; 5 * cell.hidden],
             vec![0.0; cell.gate_rows()],
         );
-        cpu_lm::step_cached(&cell, view.w_hh, view.b_hh, &ab, &s, &mut f, &mut cache, &mut u);
+        cpu_lm::step_cached(
+            &cell, view.w_hh, view.b_hh, &ab, &s, &mut f, &mut cache, &mut u,
+        );
         // F itself against the reference step.
         let mut f_ref = vec![0.0; sd];
         reference::step(&cell, &view, &s, &x, &mut f_ref);
@@ -133,7 +134,10 @@ fn jacobian_and_lm_gradient_match_finite_differences() {
                 let mij = if j <= i { m[i * sd + j] } else { m[j * sd + i] };
                 lhs += mij * delta[j];
             }
-            assert!((lhs + g[i]).abs() < 1e-10, "{kind}: row {i} of the damped system");
+            assert!(
+                (lhs + g[i]).abs() < 1e-10,
+                "{kind}: row {i} of the damped system"
+            );
         }
     }
 }
@@ -153,7 +157,9 @@ fn cpu_analytic_jacobian_matches_step_jacobian() {
         let view = cell.layout().split(p.params.as_slice());
         let ab: Vec<f32> = convert(&a_bar(&cell, &convert(&p.params), &convert(&p.x)));
         let xs: Vec<f32> = p.x.iter().copied().cycle().take(3 * cell.input).collect();
-        let want = be.step_jacobian(&cell, &p.params, &p.cands, &xs, 3).unwrap();
+        let want = be
+            .step_jacobian(&cell, &p.params, &p.cands, &xs, 3)
+            .unwrap();
         for k in 0..3 {
             let s = &p.cands[k * sd..(k + 1) * sd];
             let (mut f, mut cache, mut u) = (
@@ -161,7 +167,9 @@ fn cpu_analytic_jacobian_matches_step_jacobian() {
                 vec![0.0f32; 5 * cell.hidden],
                 vec![0.0f32; cell.gate_rows()],
             );
-            cpu_lm::step_cached(&cell, view.w_hh, view.b_hh, &ab, s, &mut f, &mut cache, &mut u);
+            cpu_lm::step_cached(
+                &cell, view.w_hh, view.b_hh, &ab, s, &mut f, &mut cache, &mut u,
+            );
             let mut jac = vec![0.0f32; sd * sd];
             cpu_lm::jacobian_from_cache(&cell, view.w_hh, s, &cache, &mut jac);
             for (i, (a, b)) in jac
@@ -211,7 +219,11 @@ fn closed_form_fixed_points_in_few_iterations() {
     let report =
         find_slow_points(&CpuBackend::new(), &net.model, &net.x_bar, &cands, &cfg).unwrap();
     let mut seen = [false; 3];
-    for p in report.points.iter().filter(|p| p.stop == SearchStop::Converged) {
+    for p in report
+        .points
+        .iter()
+        .filter(|p| p.stop == SearchStop::Converged)
+    {
         for j in 0..w.len() {
             let best = roots[j]
                 .iter()
@@ -237,8 +249,14 @@ fn closed_form_fixed_points_in_few_iterations() {
     // S is flat to third order and LM must first probe its way off).
     let be = CpuBackend::new();
     let mut s = LmSearch::new(&be, &net.model.cell, &cands, &cfg.lm).unwrap();
-    be.slow_point_lm(&net.model.cell, &net.model.params, &net.x_bar, &mut s, &cfg.lm)
-        .unwrap();
+    be.slow_point_lm(
+        &net.model.cell,
+        &net.model.params,
+        &net.x_bar,
+        &mut s,
+        &cfg.lm,
+    )
+    .unwrap();
     let mut iters: Vec<u32> = s.status.iter().map(|st| st.iters).collect();
     iters.sort();
     assert!(
@@ -310,12 +328,20 @@ fn ghost_minimum_of_speed_is_found_and_reported() {
         eps * eps
     );
     assert!((g.speed as f64 - eps).abs() < 1e-4);
-    assert!(g.speed_sq > report.config.max_speed_sq, "kept although fast");
+    assert!(
+        g.speed_sq > report.config.max_speed_sq,
+        "kept although fast"
+    );
     assert!(g.merged > 1, "several candidates reach the ghost");
     assert_eq!(fixed.len(), 1, "{report:?}");
     assert!((fixed[0].state[0] as f64 - right[0]).abs() < 1e-3);
     // No candidate ends stalled or at the cap on this simple map.
-    assert_eq!(report.counts.stalled + report.counts.max_iters, 0, "{:?}", report.counts);
+    assert_eq!(
+        report.counts.stalled + report.counts.max_iters,
+        0,
+        "{:?}",
+        report.counts
+    );
 
     // Adam stalls there instead and drops the ghost as too fast.
     let adam = find_slow_points(
@@ -340,7 +366,14 @@ fn ghost_minimum_of_speed_is_found_and_reported() {
 #[test]
 fn adam_and_lm_agree_on_points_both_find() {
     for (kind, hidden, seed) in [(CellKind::Gru, 12, 21u64), (CellKind::Lstm, 6, 22)] {
-        let p = problem(kind, 3, hidden, 24, 1.0, test_seed(&format!("lm-{kind}"), seed));
+        let p = problem(
+            kind,
+            3,
+            hidden,
+            24,
+            1.0,
+            test_seed(&format!("lm-{kind}"), seed),
+        );
         let model = Model {
             cell: p.cell,
             params: p.params.clone(),
@@ -376,7 +409,10 @@ fn adam_and_lm_agree_on_points_both_find() {
                 .fold(f64::INFINITY, f64::min);
             if near < 0.1 {
                 both += 1;
-                assert!(near < 2e-3, "{kind}: Adam's point and LM's differ by {near}");
+                assert!(
+                    near < 2e-3,
+                    "{kind}: Adam's point and LM's differ by {near}"
+                );
             }
         }
         assert!(both >= 1, "{kind}: no point both found: {lm:?} {adam:?}");
@@ -411,7 +447,14 @@ fn cpu_search_matches_the_default() {
         (CellKind::Gru, 40, 32),
         (CellKind::Lstm, 5, 33),
     ] {
-        let p = problem(kind, 3, hidden, 12, 0.8, test_seed(&format!("lm-{kind}"), seed));
+        let p = problem(
+            kind,
+            3,
+            hidden,
+            12,
+            0.8,
+            test_seed(&format!("lm-{kind}"), seed),
+        );
         let sd = p.cell.state_size();
         let fused = run_lm(&be, &p, &cfg, true);
         let dflt = run_lm(&be, &p, &cfg, false);
@@ -437,7 +480,14 @@ fn cpu_search_matches_the_default() {
 fn identical_for_one_and_two_threads_and_resumes() {
     let cfg = LmConfig::default();
     for (kind, hidden, seed) in [(CellKind::Gru, 48, 41u64), (CellKind::Lstm, 6, 42)] {
-        let p = problem(kind, 3, hidden, 10, 1.2, test_seed(&format!("lm-{kind}"), seed));
+        let p = problem(
+            kind,
+            3,
+            hidden,
+            10,
+            1.2,
+            test_seed(&format!("lm-{kind}"), seed),
+        );
         let one = run_lm(&CpuBackend::new().with_threads(1).unwrap(), &p, &cfg, true);
         let two = run_lm(&CpuBackend::new().with_threads(2).unwrap(), &p, &cfg, true);
         assert_eq!(one.states, two.states, "{kind}");
@@ -473,4 +523,3 @@ fn identical_for_one_and_two_threads_and_resumes() {
         );
     }
 }
-
