@@ -22,7 +22,8 @@ reports ms per iteration (median over blocks of 10 iterations after 5 warm-up it
 median of --reps runs for memrnn) and the final median speed √S, which must agree.
 
 Time to solution (issue 14): `--time-to-solution` runs, on the same problem, memrnn's
-Levenberg–Marquardt search to its end (its final median S is the target, or `--target`),
+Levenberg–Marquardt search to its end (its final median S, at least 1e-10, is the target,
+or `--target`),
 then memrnn's Adam and the PyTorch loop until the median S over the candidates is at most
 that target (checked every `--check-every` iterations, inside the timed region), and prints
 the three wall times side by side:

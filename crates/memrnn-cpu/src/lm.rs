@@ -46,6 +46,7 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 /// One step `f = F(s)` at the precomputed input side `a_bar = W_ih x̄ + b_ih` (`[G·H]`),
 /// keeping in `cache [H, cache_width]` what [`jacobian_from_cache`] needs; `u` is scratch
 /// `[G·H]`. Generic so that the f64 version can be checked against finite differences.
+#[allow(clippy::too_many_arguments)]
 pub fn step_cached<T: Real>(
     cell: &CellDims,
     w_hh: &[T],

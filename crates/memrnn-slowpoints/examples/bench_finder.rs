@@ -14,8 +14,8 @@
 //! `benches/compare/slowpoints_torch.py` runs the very same search.
 //!
 //! `--tts` measures time to solution instead: the Levenberg–Marquardt search
-//! (`slow_point_lm`, default settings) runs to its end, and its final median `S` is the
-//! target (or `--target S`); then Adam (lr 1e-2, stopping only at `S < 1e-10`, no stall
+//! (`slow_point_lm`, default settings) runs to its end, and its final median `S` (at
+//! least Adam's `tol`, 1e-10) is the target (or `--target S`); then Adam (lr 1e-2, stopping only at `S < 1e-10`, no stall
 //! rule, like the PyTorch loop) runs in blocks of `--check-every` iterations until the
 //! median `S` over the candidates is at most the target, or `--adam-max-iters`. It prints
 //! both wall times (the median checks are inside Adam's timed region, as in the PyTorch
@@ -195,7 +195,10 @@ fn time_to_solution(
     let lm_median = median(lm.status.iter().map(|s| s.speed_sq).collect());
     let lm_iters = median(lm.status.iter().map(|s| s.iters as f32).collect());
     let count = |r: SearchStop| lm.status.iter().filter(|s| s.stop == r).count();
-    let target = a.target.unwrap_or(lm_median);
+    // Adam stops a candidate at S < tol (1e-10), so a target below that is out of its reach.
+    let target = a
+        .target
+        .unwrap_or(lm_median.max(SlowPointConfig::default().tol as f64));
     // 2. Adam in blocks until the median S reaches the target.
     let mut cfg = SlowPointConfig {
         max_iters: 0,
