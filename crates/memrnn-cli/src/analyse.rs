@@ -30,7 +30,11 @@ pub struct SlowPointArgs {
     /// Trajectory candidates are taken up to this many steps after the image.
     #[arg(long, default_value_t = 20)]
     delay: usize,
-    /// Most Adam iterations per candidate.
+    /// Search method: lm (Levenberg–Marquardt, at most 200 steps; ends at fixed points
+    /// and at minima of S) or adam.
+    #[arg(long, default_value = "lm")]
+    method: memrnn_slowpoints::SearchMethod,
+    /// Most Adam iterations per candidate (with --method adam).
     #[arg(long, default_value_t = 10_000)]
     max_iters: u32,
     /// Adam learning rate of the search.
@@ -116,6 +120,7 @@ pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> R
     let set = load_data(&a.data)?;
     let (model, task) = load_model(&a.model, &set)?;
     let cfg = FinderConfig {
+        method: a.method,
         search: SlowPointConfig {
             max_iters: a.max_iters,
             adam: memrnn_core::AdamConfig {
@@ -140,9 +145,13 @@ pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> R
     let pb = spinner(
         progress,
         &format!(
-            "slow-point search: {} candidates, up to {} Adam iterations each",
+            "slow-point search ({}): {} candidates, up to {} iterations each",
+            a.method,
             10 + a.candidates,
-            a.max_iters
+            match a.method {
+                memrnn_slowpoints::SearchMethod::Adam => a.max_iters,
+                memrnn_slowpoints::SearchMethod::Lm => cfg.lm.max_iters,
+            }
         ),
     );
     let means = vset::class_mean_states(b, &model, &set, &task, 1000, a.delay, a.seed ^ 0x7E57)?;

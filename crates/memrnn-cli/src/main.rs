@@ -268,9 +268,12 @@ struct RunArgs {
     /// network (besides the 10 class means).
     #[arg(long, default_value_t = 246)]
     finder_candidates: usize,
-    /// Most Adam iterations per slow-point candidate.
+    /// Most Adam iterations per slow-point candidate (with --method adam).
     #[arg(long, default_value_t = 10_000)]
     finder_iters: u32,
+    /// Slow-point search method: lm (Levenberg–Marquardt) or adam.
+    #[arg(long, default_value = "lm")]
+    method: memrnn_slowpoints::SearchMethod,
 }
 
 fn main() {
@@ -589,6 +592,7 @@ fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
         lambda: a.lambda,
         v_source: v_source(&a.v)?,
         finder: memrnn_slowpoints::FinderConfig {
+            method: a.method,
             search: memrnn_core::backend::SlowPointConfig {
                 max_iters: a.finder_iters,
                 ..Default::default()

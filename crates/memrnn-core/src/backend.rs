@@ -554,6 +554,28 @@ pub trait Backend: Send + Sync {
         slow_point_iterations_default(self, cell, params, x, search, cfg)
     }
 
+    /// Runs the Levenberg–Marquardt (damped Gauss–Newton) search on the residual
+    /// `r(s) = F(s, x̄) − s` of every active candidate of `search` (those `Running` or
+    /// stopped at `MaxIters`), each on its own, at the constant input `x [I]`, until each
+    /// stops: converged (`S < tol`), at a minimum of `S` above `tol` (no further
+    /// decrease and a small gradient `2 (J − I)ᵀ r`), stalled, non-finite, or at the
+    /// iteration cap (see [`crate::lm`]). States are updated in place. Results must not
+    /// depend on the grouping of candidates nor on the thread count.
+    ///
+    /// The default, [`crate::lm::slow_point_lm_default`], uses `seq_forward` and
+    /// `step_jacobian` with the factorisations on the host, so it runs on every backend;
+    /// backends override it with a fused loop.
+    fn slow_point_lm(
+        &self,
+        cell: &CellDims,
+        params: &Self::Tensor,
+        x: &Self::Tensor,
+        search: &mut crate::lm::LmSearch<Self::Tensor>,
+        cfg: &crate::lm::LmConfig,
+    ) -> Result<()> {
+        crate::lm::slow_point_lm_default(self, cell, params, x, search, cfg)
+    }
+
     /// One Adam update of `params` with `grad`, in place (an empty tensor is valid: only
     /// the step count moves).
     fn adam_update(

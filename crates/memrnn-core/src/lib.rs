@@ -6,7 +6,8 @@
 //!   `bias_ih_l0`, `bias_hh_l0`, gate blocks in PyTorch's order), flat.
 //! - [`Model`] / [`Readout`] and [`checkpoint`]: parameters, PyTorch's default
 //!   initialisation, and safetensors checkpoints that exchange with PyTorch by name.
-//! - [`Backend`]: the trait the CPU and CUDA backends implement.
+//! - [`Backend`]: the trait the CPU and CUDA backends implement; [`lm`]: the shared
+//!   logic of its Levenberg–Marquardt slow-point search.
 //! - [`Error`]: one error type whose messages name the problem and the fix.
 //! - [`checks`]: the argument checks of every `Backend` operation, shared by the backends.
 //!
@@ -17,6 +18,7 @@ pub mod cell;
 pub mod checkpoint;
 pub mod checks;
 pub mod error;
+pub mod lm;
 pub mod model;
 pub mod real;
 
@@ -30,5 +32,6 @@ pub use checks::{
     check_step_speed_grad, ForwardInfo, SearchLens, UpstreamLens,
 };
 pub use error::{check_finite, check_len, Error, Result};
+pub use lm::{LmConfig, LmSearch, LmStatus, SearchStop};
 pub use model::{init_params, Model, Readout};
 pub use real::Real;

@@ -382,6 +382,22 @@ impl Backend for CpuBackend {
         })
     }
 
+    /// The per-candidate search of [`crate::lm`]: analytic Jacobians, f64 normal
+    /// equations and Cholesky, rayon over candidates; identical results for any thread
+    /// count.
+    fn slow_point_lm(
+        &self,
+        cell: &CellDims,
+        params: &Vec<f32>,
+        x: &Vec<f32>,
+        search: &mut memrnn_core::lm::LmSearch<Vec<f32>>,
+        cfg: &memrnn_core::lm::LmConfig,
+    ) -> Result<()> {
+        memrnn_core::lm::check_lm_args(self, cell, params, x, search, cfg)?;
+        let memrnn_core::lm::LmSearch { states, status, .. } = search;
+        self.install(|| crate::lm::slow_point_lm(cell, params, x, states, status, cfg))
+    }
+
     fn adam_update(
         &self,
         params: &mut Vec<f32>,

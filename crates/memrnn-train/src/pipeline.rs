@@ -19,11 +19,10 @@
 use crate::error::{config_err, Result, TrainError};
 use crate::eval::{evaluate, plot_curves, EvalConfig, EvalResult};
 use crate::objective::{mean_speed, SpeedPenalty, SpeedSet};
-use crate::slow::{class_slow_points, find_task_slow_points};
+use crate::slow::{class_slow_points_with, find_task_slow_points};
 use crate::task::{delay_inputs, DigitSet};
 use crate::train::{RunOutput, TrainConfig, TrainSummary, Trainer};
 use crate::vset;
-use memrnn_core::backend::SlowPointConfig;
 use memrnn_core::{Backend, Model};
 use memrnn_slowpoints::FinderConfig;
 use serde::Serialize;
@@ -43,7 +42,8 @@ pub enum VSource {
     Trajectory { n: usize, delay: usize },
     /// The per-class slow points (MATH.md §5 (a), the ICML paper's choice): each class's
     /// mean state `delay` steps after the image (from `trials` trials) moved down the
-    /// speed by Adam (`crate::slow::class_slow_points`), each repeated `copies` times.
+    /// speed by the default finder's search (`crate::slow::class_slow_points_with`:
+    /// Levenberg–Marquardt), each repeated `copies` times.
     SlowPoints {
         trials: usize,
         delay: usize,
@@ -227,12 +227,12 @@ pub fn build_v<B: Backend>(
             }
             let means =
                 vset::class_mean_states(backend, model, set, &cfg.task, trials, delay, seed)?;
-            let slow = class_slow_points(
+            let slow = class_slow_points_with(
                 backend,
                 model,
                 &cfg.task,
                 &means,
-                &SlowPointConfig::default(),
+                &FinderConfig::default(),
             )?;
             Ok(slow.states.replicate(copies))
         }
@@ -346,13 +346,7 @@ pub fn run_pipeline<B: Backend>(
         )?;
         let xo = delay_inputs(&cfg.train.task, set.input_size(), 0x5BEED, 1, own.n);
         let s_own = mean_speed(backend, &model.cell, &params, &own, &xo)?;
-        let own_slow = class_slow_points(
-            backend,
-            model,
-            &cfg.train.task,
-            &own,
-            &SlowPointConfig::default(),
-        )?;
+        let own_slow = class_slow_points_with(backend, model, &cfg.train.task, &own, &cfg.finder)?;
         rows.push(SummaryRow {
             name: name.to_string(),
             lambda: *lambda,

@@ -9,11 +9,10 @@
 
 use crate::error::{config_err, Result, TrainError};
 use crate::eval::{evaluate, EvalConfig};
-use crate::slow::class_slow_points;
+use crate::slow::class_slow_points_with;
 use crate::task::{Curriculum, DigitSet};
 use crate::train::{RunOutput, TrainConfig, Trainer};
 use crate::vset;
-use memrnn_core::backend::SlowPointConfig;
 use memrnn_core::{Backend, CellKind};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -206,12 +205,12 @@ pub fn run_study<B: Backend>(
                     20,
                     seed ^ 0x7E57,
                 )?;
-                let slow = class_slow_points(
+                let slow = class_slow_points_with(
                     backend,
                     &model,
                     &cfg.train.task,
                     &means,
-                    &SlowPointConfig::default(),
+                    &memrnn_slowpoints::FinderConfig::default(),
                 )?;
                 let r = evaluate(backend, &model, set, &cfg.train.task, &eval, None)?;
                 let row = StudyRow {
