@@ -18,11 +18,11 @@ trap 'rm -rf "$work"' EXIT
 
 # name | file | exact original text | replacement | test filter (cargo test name filter)
 mutants=(
-  "grid-sync|common.cuh|        if (t + 1 < a.T) grid.sync();|        (void)grid;  // MUTANT: the forward step's grid sync skipped|persistent"
-  "wrong-gate|gru.cu|        const float z = mr::sigmoid(az + uz);|        const float z = mr::sigmoid(az - uz);  // MUTANT|gru"
-  "staging-row|common.cuh|                    const int b = tl.b0 + r;|                    const int b = tl.b0 + r + 1;  // MUTANT: staged row off by one|sequence"
-  "adam-bias|adam.cu|        const float denom = sqrtf(vi) / bc2_sqrt + eps;|        const float denom = sqrtf(vi) + eps;  // MUTANT|adam"
-  "sp-compact|slowpoints.cu|        if (flag) idx[before] = i;|        if (flag \&\& i > 0) idx[before] = i;  // MUTANT|slow_point"
+  "grid-sync|common.cuh|        if (t + 1 < a.T) grid.sync();|        (void)grid;  // MUTANT: the forward step's grid sync skipped|seq_gru_small"
+  "wrong-gate|gru.cu|        const float z = mr::sigmoid(az + uz);|        const float z = mr::sigmoid(az - uz);  // MUTANT|seq_gru_small"
+  "staging-row|common.cuh|                    const int b = tl.b0 + r;|                    const int b = tl.b0 + r + 1;  // MUTANT: staged row off by one|seq_rnn_small"
+  "adam-bias|adam.cu|        const float denom = sqrtf(vi) / bc2_sqrt + eps;|        const float denom = sqrtf(vi) + eps;  // MUTANT|adam_matches_host"
+  "sp-compact|slowpoints.cu|    if (tid == 0) *count = running_total;|    if (tid == 0) *count = running_total > 0 ? running_total - 1 : 0;  // MUTANT: last active candidate dropped|slowpoints_search_rnn"
 )
 
 want=${1:-}

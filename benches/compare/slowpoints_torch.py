@@ -20,6 +20,16 @@ exactly K independent Adam searches with a shared step count). Neither side stop
 (memrnn runs with tol 0 and no stall rule), so both do the same iterations; the table
 reports ms per iteration (median over blocks of 10 iterations after 5 warm-up iterations,
 median of --reps runs for memrnn) and the final median speed √S, which must agree.
+
+Time to solution (issue 14): `--time-to-solution` runs, on the same problem, memrnn's
+Levenberg–Marquardt search to its end (its final median S, at least 1e-10, is the target,
+or `--target`),
+then memrnn's Adam and the PyTorch loop until the median S over the candidates is at most
+that target (checked every `--check-every` iterations, inside the timed region), and prints
+the three wall times side by side:
+
+    python3 benches/compare/slowpoints_torch.py --time-to-solution [--threads 2]
+        [--hidden 200] [--candidates 4096] [--target S] [--max-iters 20000]
 """
 import argparse
 import json
@@ -79,6 +89,83 @@ def torch_search(d, iters, device):
     return 1e3 * statistics.median(per_iter), speed.median().item()
 
 
+def load_problem(d, device):
+    m = load_file(os.path.join(d, "model.safetensors"))
+    p = load_file(os.path.join(d, "problem.safetensors"))
+    hidden = m["weight_hh_l0"].shape[1]
+    inp = m["weight_ih_l0"].shape[1]
+    cell = torch.nn.GRUCell(inp, hidden).to(device)
+    with torch.no_grad():
+        cell.weight_ih.copy_(m["weight_ih_l0"])
+        cell.weight_hh.copy_(m["weight_hh_l0"])
+        cell.bias_ih.copy_(m["bias_ih_l0"])
+        cell.bias_hh.copy_(m["bias_hh_l0"])
+    cell.requires_grad_(False)
+    cands = p["candidates"].to(device)
+    xb = p["x_bar"].to(device).expand(cands.shape[0], inp)
+    return cell, cands, xb
+
+
+def torch_time_to_target(d, target, max_iters, check_every, device):
+    """The FixedPointFinder loop until the median S is at most `target`: (seconds,
+    iterations, final median S)."""
+    cell, cands, xb = load_problem(d, device)
+    h = torch.nn.Parameter(cands.clone())
+    opt = torch.optim.Adam([h], lr=1e-2)
+    med = float("inf")
+    if device != "cpu":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    it = 0
+    while it < max_iters:
+        opt.zero_grad(set_to_none=True)
+        f = cell(xb, h)
+        s = ((f - h) ** 2).sum(dim=1)
+        if it % check_every == 0:
+            med = s.detach().median().item()
+            if med <= target:
+                break
+        s.sum().backward()
+        opt.step()
+        it += 1
+    if med > target:
+        with torch.no_grad():
+            med = ((cell(xb, h) - h) ** 2).sum(dim=1).median().item()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, it, med
+
+
+def time_to_solution(args):
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [
+            "cargo", "run", "--release", "-q", "-p", "memrnn-slowpoints", "--example", "bench_finder", "--",
+            "--hidden", str(args.hidden), "--input", str(args.input),
+            "--candidates", str(args.candidates), "--threads", str(args.threads),
+            "--check-every", str(args.check_every), "--adam-max-iters", str(args.max_iters),
+            "--save", d, "--json", "--tts",
+        ]
+        if args.target is not None:
+            cmd += ["--target", repr(args.target)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        ours = json.loads(out.strip().splitlines()[-1])
+        target = ours["target_median_s"]
+        t_s, t_it, t_med = torch_time_to_target(d, target, args.max_iters, args.check_every, args.device)
+    print(f"slow-point search, time to median S <= {target:.3e}: GRU I{args.input} H{args.hidden}, "
+          f"{args.candidates} candidates, {args.threads} threads, torch {torch.__version__} ({args.device}), "
+          f"memrnn {ours['backend']}")
+    print(f"{'':28} {'seconds':>9} {'iterations':>11} {'median S':>10} {'reached':>8}")
+    print(f"{'memrnn Levenberg-Marquardt':28} {ours['lm_s']:9.2f} {ours['lm_median_iters']:11.0f} "
+          f"{ours['lm_median_s']:10.3e} {str(ours['lm_median_s'] <= target):>8}")
+    print(f"{'memrnn Adam':28} {ours['adam_s']:9.2f} {ours['adam_iters']:11d} "
+          f"{ours['adam_median_s']:10.3e} {str(ours['adam_reached']):>8}")
+    print(f"{'PyTorch autograd Adam (FPF)':28} {t_s:9.2f} {t_it:11d} {t_med:10.3e} {str(t_med <= target):>8}")
+    print(f"LM candidates: {ours['lm_converged']} converged, {ours['lm_minima']} at a minimum of S, "
+          f"{ours['lm_stalled']} stalled, {ours['lm_max_iters']} at the iteration cap")
+    print(f"PyTorch / memrnn LM: {t_s / ours['lm_s']:.1f}x; memrnn Adam / memrnn LM: {ours['adam_s'] / ours['lm_s']:.1f}x"
+          " (a ratio is a lower bound where the slower finder did not reach the target)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=500)
@@ -88,8 +175,17 @@ def main():
     ap.add_argument("--input", type=int, default=785)
     ap.add_argument("--candidates", type=int, default=4096)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--time-to-solution", action="store_true",
+                    help="time each finder to the same median S (see the module docs)")
+    ap.add_argument("--target", type=float, default=None,
+                    help="target median S (default: where memrnn's LM search ends)")
+    ap.add_argument("--max-iters", type=int, default=20000,
+                    help="Adam iteration budget for --time-to-solution")
+    ap.add_argument("--check-every", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.time_to_solution:
+        return time_to_solution(args)
     with tempfile.TemporaryDirectory() as d:
         cmd = [
             "cargo", "run", "--release", "-q", "-p", "memrnn-slowpoints", "--example", "bench_finder", "--",

@@ -30,17 +30,21 @@ pub struct SlowPointArgs {
     /// Trajectory candidates are taken up to this many steps after the image.
     #[arg(long, default_value_t = 20)]
     delay: usize,
-    /// Most Adam iterations per candidate.
+    /// Search method: lm (Levenberg–Marquardt, at most 200 steps; ends at fixed points
+    /// and at minima of S) or adam.
+    #[arg(long, default_value = "lm")]
+    method: memrnn_slowpoints::SearchMethod,
+    /// Most Adam iterations per candidate (with --method adam).
     #[arg(long, default_value_t = 10_000)]
     max_iters: u32,
     /// Adam learning rate of the search.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = 1e-2, allow_negative_numbers = true)]
     lr: f32,
     /// Points with S above this are dropped as not slow.
-    #[arg(long, default_value_t = 1e-6)]
+    #[arg(long, default_value_t = 1e-6, allow_negative_numbers = true)]
     max_speed_sq: f32,
     /// Points closer than this are merged (the slowest kept).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     dedup_tol: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -68,17 +72,38 @@ pub struct DiagnoseArgs {
     seed: u64,
 }
 
-fn load_model(path: &Path, set: &DigitSet) -> Result<Model> {
+/// A checkpoint that fits the task on `set` (input size, an 11-class readout when it has
+/// one), with the task it was trained on.
+fn load_model(path: &Path, set: &DigitSet) -> Result<(Model, TaskConfig)> {
     let ck = load_checkpoint(path).with_context(|| format!("loading {}", path.display()))?;
-    if ck.model.cell.input != set.input_size() {
-        anyhow::bail!(
-            "{} reads inputs of size {}, but the task's inputs have size {} (784 pixels + trigger)",
-            path.display(),
-            ck.model.cell.input,
-            set.input_size()
-        );
+    memrnn_train::train::check_task_model(&ck.model, set, false)
+        .with_context(|| format!("{}", path.display()))?;
+    let task = checkpoint_task(path, &ck.metadata)?;
+    Ok((ck.model, task))
+}
+
+/// The task a checkpoint was trained on (its stored training configuration), or the
+/// paper's task, said so, for a file without one (a PyTorch state dict). A stored
+/// configuration that does not parse is an error, not a silent default.
+pub(crate) fn checkpoint_task(
+    path: &Path,
+    meta: &std::collections::BTreeMap<String, String>,
+) -> Result<TaskConfig> {
+    match memrnn_train::train::train_config_from_metadata(meta) {
+        Ok(Some(c)) => Ok(c.task),
+        Ok(None) => {
+            let t = TaskConfig::default();
+            eprintln!(
+                "memrnn: {} carries no training configuration (not written by `memrnn train`): \
+                 using the paper's task (T_max {}, Δ_min {})",
+                path.display(),
+                t.t_max,
+                t.delta_min
+            );
+            Ok(t)
+        }
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
     }
-    Ok(ck.model)
 }
 
 fn spinner(progress: bool, what: &str) -> indicatif::ProgressBar {
@@ -93,9 +118,9 @@ fn spinner(progress: bool, what: &str) -> indicatif::ProgressBar {
 
 pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> Result<()> {
     let set = load_data(&a.data)?;
-    let model = load_model(&a.model, &set)?;
-    let task = TaskConfig::default();
+    let (model, task) = load_model(&a.model, &set)?;
     let cfg = FinderConfig {
+        method: a.method,
         search: SlowPointConfig {
             max_iters: a.max_iters,
             adam: memrnn_core::AdamConfig {
@@ -108,13 +133,25 @@ pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> R
         dedup_tol: a.dedup_tol,
         ..Default::default()
     };
+    let opts = memrnn_train::options::SlowPointOptions {
+        candidates: a.candidates,
+        delay: a.delay,
+        mean_trials: 1000,
+        finder: cfg,
+        seed: a.seed,
+    };
+    opts.validate_for(&model.cell)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let pb = spinner(
         progress,
         &format!(
-            "slow-point search: {} candidates, up to {} Adam iterations each",
+            "slow-point search ({}): {} candidates, up to {} iterations each",
+            a.method,
             10 + a.candidates,
-            a.max_iters
+            match a.method {
+                memrnn_slowpoints::SearchMethod::Adam => a.max_iters,
+                memrnn_slowpoints::SearchMethod::Lm => cfg.lm.max_iters,
+            }
         ),
     );
     let means = vset::class_mean_states(b, &model, &set, &task, 1000, a.delay, a.seed ^ 0x7E57)?;
@@ -139,17 +176,26 @@ pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> R
 
 pub fn cmd_diagnose<B: Backend>(b: &B, a: DiagnoseArgs, progress: bool) -> Result<()> {
     let set = load_data(&a.data)?;
-    let model = load_model(&a.model, &set)?;
-    let task = TaskConfig::default();
+    let (model, task) = load_model(&a.model, &set)?;
     let cfg: DiagnoseConfig = match &a.config {
         None => DiagnoseConfig::default(),
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a DiagnoseConfig", p.display()))?
+            memrnn_train::options::DiagnoseOptions::config_from_json(&text)
+                .with_context(|| format!("--config {}", p.display()))?
         }
     };
+    let opts = memrnn_train::options::DiagnoseOptions {
+        trials: a.trials,
+        steps: a.steps,
+        config: cfg.clone(),
+        seed: a.seed,
+    };
+    opts.validate_for(&model.cell)?;
+    for n in opts.notes() {
+        eprintln!("memrnn: note: {n}");
+    }
     let (x, digits) = vset::delay_sequences(&set, &task, a.trials, a.steps, a.seed)?;
     let shape = SeqShape::new(a.steps, a.trials)?;
     // The class shown at each step: the digit at t = 0, nothing after it.

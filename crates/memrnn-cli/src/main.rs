@@ -10,7 +10,7 @@ use memrnn_train::eval::{default_delays, evaluate, plot_curves, EvalConfig};
 use memrnn_train::objective::SpeedPenalty;
 use memrnn_train::pipeline::{build_v, run_pipeline, PipelineConfig, VSource};
 use memrnn_train::task::{Curriculum, DigitSet, StageSchedule};
-use memrnn_train::train::{config_from_metadata, RunOutput, TrainConfig, Trainer};
+use memrnn_train::train::{RunOutput, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
 mod analyse;
@@ -125,10 +125,11 @@ struct NetArgs {
     #[arg(long)]
     steps: Option<u64>,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 2e-3, allow_negative_numbers = true)]
     lr: f32,
-    /// Global-norm gradient clip (0 = off).
-    #[arg(long, default_value_t = 1.0)]
+    /// Global-norm gradient clip: a positive norm, or 0 for no clipping (negative, NaN and
+    /// infinite values are refused).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     clip: f32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -142,7 +143,7 @@ struct NetArgs {
     #[arg(long)]
     stage_every: Option<u64>,
     /// Advance the curriculum when the running report accuracy reaches this.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     stage_acc: f64,
     /// Least steps per curriculum stage under --stage-acc.
     #[arg(long, default_value_t = 200)]
@@ -178,10 +179,10 @@ struct TrainArgs {
     /// Speed-penalty weight λ (needs --init; 0 = control run).
     #[arg(long, allow_negative_numbers = true)]
     lambda: Option<f32>,
-    /// Where V comes from: slow-points (per-class slow points, the paper's choice),
-    /// class-means or trajectory.
-    #[arg(long, default_value = "slow-points")]
-    v: String,
+    /// Where V comes from (with --lambda): slow-points (per-class slow points, the
+    /// paper's choice; the default), class-means or trajectory.
+    #[arg(long)]
+    v: Option<String>,
     /// Record the per-class slow points' speeds and the memory diagnostics (Lipschitz,
     /// Lyapunov, memory curve) every N steps, and before the first, in NAME.track.jsonl.
     #[arg(long)]
@@ -254,7 +255,7 @@ struct RunArgs {
     #[arg(long)]
     finetune_steps: Option<u64>,
     /// Fine-tuning learning rate.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
     finetune_lr: f32,
     /// Speed-penalty weight λ (per-step mean CE, speed summed over V's points).
     #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
@@ -267,9 +268,12 @@ struct RunArgs {
     /// network (besides the 10 class means).
     #[arg(long, default_value_t = 246)]
     finder_candidates: usize,
-    /// Most Adam iterations per slow-point candidate.
+    /// Most Adam iterations per slow-point candidate (with --method adam).
     #[arg(long, default_value_t = 10_000)]
     finder_iters: u32,
+    /// Slow-point search method: lm (Levenberg–Marquardt) or adam.
+    #[arg(long, default_value = "lm")]
+    method: memrnn_slowpoints::SearchMethod,
 }
 
 fn main() {
@@ -282,6 +286,16 @@ fn main() {
 
 fn dispatch(cli: Cli) -> Result<()> {
     let progress = !cli.quiet;
+    if let Some(t) = cli.threads {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if t == 0 || t > 16 * cores.max(64) {
+            bail!(
+                "--threads {t}: give 1 to {} (this machine has {cores} cores; more threads than \
+                 cores only adds overhead)",
+                16 * cores.max(64)
+            );
+        }
+    }
     let cpu = || -> Result<CpuBackend> {
         let mut b = CpuBackend::new();
         if let Some(t) = cli.threads {
@@ -299,6 +313,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let b = memrnn_cuda::CudaBackend::new(0)
                 .context("--backend cuda: no usable GPU (use --backend cpu or auto)")?;
             eprintln!("memrnn: backend {}", b.name());
+            threads_unused(cli.threads);
             run_cmd(&b, cli.cmd, progress)
         }
         BackendChoice::CudaSim => {
@@ -317,6 +332,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         BackendChoice::Auto => match memrnn_cuda::CudaBackend::new(0) {
             Ok(b) => {
                 eprintln!("memrnn: backend {} (auto: a GPU was found)", b.name());
+                threads_unused(cli.threads);
                 run_cmd(&b, cli.cmd, progress)
             }
             Err(why) => {
@@ -325,6 +341,13 @@ fn dispatch(cli: Cli) -> Result<()> {
                 run_cmd(&b, cli.cmd, progress)
             }
         },
+    }
+}
+
+/// `--threads` sets the CPU backend's pool: say so when another backend runs.
+fn threads_unused(threads: Option<usize>) {
+    if let Some(t) = threads {
+        eprintln!("memrnn: note: --threads {t} applies to the CPU backend only; it does not change a GPU run");
     }
 }
 
@@ -373,7 +396,9 @@ fn train_config(n: &NetArgs, default_steps: u64) -> Result<TrainConfig> {
                 min_steps: n.stage_min_steps,
             },
         },
-        clip: (n.clip > 0.0).then_some(n.clip),
+        // 0 is "off"; anything else is kept as given, and the config refuses what is not
+        // a positive, finite norm (NaN and negative values are not turned into "off").
+        clip: (n.clip != 0.0).then_some(n.clip),
         log_every: n.log_every,
         checkpoint_every: n.checkpoint_every,
         ..TrainConfig::default()
@@ -417,13 +442,21 @@ fn run_cmd<B: Backend>(b: &B, cmd: Cmd, progress: bool) -> Result<()> {
 fn cmd_train<B: Backend>(b: &B, a: TrainArgs, progress: bool) -> Result<()> {
     let set = load_data(&a.data)?;
     let cfg = train_config(&a.net, 1500)?;
+    single_curriculum(&a.net, &cfg)?;
     let out = RunOutput {
         dir: a.out.clone(),
         name: a.name.clone(),
         progress,
     };
+    out.validate()?;
     if a.lambda.is_some() && a.init.is_none() {
         bail!("--lambda fine-tunes a trained network: give it with --init CHECKPOINT");
+    }
+    if a.v.is_some() && a.lambda.is_none() {
+        bail!("--v chooses the speed penalty's points: it needs --lambda (and --init)");
+    }
+    if a.track_every == Some(0) {
+        bail!("--track-every 0 would record nothing: give a number of steps ≥ 1, or leave it out");
     }
     let mut t = if let Some(p) = &a.resume {
         Trainer::resume(b, &set, cfg, p)?
@@ -433,7 +466,13 @@ fn cmd_train<B: Backend>(b: &B, a: TrainArgs, progress: bool) -> Result<()> {
             .with_context(|| format!("fine-tuning {}", p.display()))?;
         if let Some(l) = a.lambda {
             memrnn_train::objective::check_lambda(l)?;
-            let v = build_v(b, &ck.model, &set, &cfg, v_source(&a.v)?)?;
+            let v = build_v(
+                b,
+                &ck.model,
+                &set,
+                &cfg,
+                v_source(a.v.as_deref().unwrap_or("slow-points"))?,
+            )?;
             eprintln!(
                 "memrnn: speed penalty λ = {l} on {} points ({})",
                 v.n, v.source
@@ -450,6 +489,16 @@ fn cmd_train<B: Backend>(b: &B, a: TrainArgs, progress: bool) -> Result<()> {
             let path = a.out.join(format!("{}.track.jsonl", a.name));
             std::fs::create_dir_all(&a.out)
                 .with_context(|| format!("creating {}", a.out.display()))?;
+            // Keep only the records of steps before the starting point (the run records
+            // its starting step itself); a fresh run starts the file anew.
+            match t.steps_done().checked_sub(1) {
+                Some(before) => {
+                    memrnn_train::train::repair_jsonl(&path, before)?;
+                }
+                None if path.exists() => std::fs::remove_file(&path)
+                    .with_context(|| format!("removing the old {}", path.display()))?,
+                None => {}
+            }
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -486,15 +535,17 @@ fn cmd_train<B: Backend>(b: &B, a: TrainArgs, progress: bool) -> Result<()> {
 fn cmd_eval<B: Backend>(b: &B, a: EvalArgs, progress: bool) -> Result<()> {
     let set = load_data(&a.data)?;
     let ck = memrnn_core::checkpoint::load_checkpoint(&a.checkpoint)?;
-    let tc = config_from_metadata(&ck.metadata).unwrap_or_default();
-    let cfg = a.eval.config(tc.task.t_max, tc.task.delta_min);
-    cfg.validate()?;
+    let task = analyse::checkpoint_task(&a.checkpoint, &ck.metadata)?;
+    memrnn_train::train::check_task_model(&ck.model, &set, true)
+        .with_context(|| format!("evaluating {}", a.checkpoint.display()))?;
+    let cfg = a.eval.config(task.t_max, task.delta_min);
+    cfg.validate_for(&ck.model.cell)?;
     let pb = if progress {
         indicatif::ProgressBar::new((cfg.trials.div_ceil(cfg.batch) * cfg.delays.len()) as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let r = evaluate(b, &ck.model, &set, &tc.task, &cfg, Some(&pb))?;
+    let r = evaluate(b, &ck.model, &set, &task, &cfg, Some(&pb))?;
     pb.finish_and_clear();
     let dir = a.out.clone().unwrap_or_else(|| {
         a.checkpoint
@@ -523,9 +574,18 @@ fn cmd_eval<B: Backend>(b: &B, a: EvalArgs, progress: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--stage-every` / `--stage-acc` drive a curriculum: with none they would do nothing.
+fn single_curriculum(n: &NetArgs, cfg: &TrainConfig) -> Result<()> {
+    if n.stage_every.is_some() && cfg.curriculum == Curriculum::None {
+        bail!("--stage-every advances a curriculum, but --curriculum is none: it would do nothing; give --curriculum delay or vocab, or leave it out");
+    }
+    Ok(())
+}
+
 fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
     let set = load_data(&a.data)?;
     let train = train_config(&a.net, 1200)?;
+    single_curriculum(&a.net, &train)?;
     let eval = a.eval.config(train.task.t_max, train.task.delta_min);
     let cfg = PipelineConfig {
         finetune_steps: a
@@ -535,6 +595,7 @@ fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
         lambda: a.lambda,
         v_source: v_source(&a.v)?,
         finder: memrnn_slowpoints::FinderConfig {
+            method: a.method,
             search: memrnn_core::backend::SlowPointConfig {
                 max_iters: a.finder_iters,
                 ..Default::default()
@@ -547,6 +608,7 @@ fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
         progress,
         train,
     };
+    cfg.validate()?;
     eprintln!(
         "memrnn run: {} H{} batch {}, {} training steps, {} fine-tuning steps (λ = {} and control λ = 0), delays up to {}",
         cfg.train.cell,

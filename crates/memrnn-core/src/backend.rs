@@ -4,7 +4,9 @@
 //! Tensors are opaque, backend-owned flat f32 buffers ([`Backend::Tensor`]): the CUDA
 //! backend keeps them on the device, so a training loop moves data to the host only when
 //! it asks to (`download`). Every operation validates lengths against the cell and shape
-//! it is given and returns [`Error::Shape`](crate::Error) on a mismatch.
+//! it is given, through the functions of [`crate::checks`] (which state the rules: a
+//! mismatch is [`Error::Shape`](crate::Error) naming the argument; `N = 0` points are
+//! valid and give empty outputs), so every backend answers a bad call the same way.
 //!
 //! Layouts (all row-major): parameters flat in [`ParamLayout`](crate::ParamLayout) order;
 //! sequences time-major `x [T, B, I]`, `h [T, B, H]`; states `[B, S]` with `S = H`, or
@@ -295,8 +297,8 @@ impl<T> SlowPointSearch<T> {
     }
 }
 
-/// Checks the arguments of [`Backend::slow_point_iterations`] (lengths, finiteness of
-/// the input, the config); for backends' use.
+/// Checks the arguments of [`Backend::slow_point_iterations`] (lengths and the config,
+/// through [`crate::checks::check_slow_point_iterations`]); for backends' use.
 pub fn check_slow_point_args<B: Backend + ?Sized>(
     backend: &B,
     cell: &CellDims,
@@ -305,28 +307,19 @@ pub fn check_slow_point_args<B: Backend + ?Sized>(
     search: &SlowPointSearch<B::Tensor>,
     cfg: &SlowPointConfig,
 ) -> Result<()> {
-    cfg.validate()?;
-    cell.layout().check("params", backend.len(params))?;
-    crate::error::check_len("x", cell.input, backend.len(x), || {
-        format!("one constant input [I={}]", cell.input)
-    })?;
-    let sd = cell.state_size();
-    let k = search.k;
-    if k == 0 {
-        return Err(Error::InvalidArgument(
-            "a slow-point search needs at least one candidate state (K = 0)".into(),
-        ));
-    }
-    for (what, t) in [
-        ("states", &search.states),
-        ("adam m", &search.m),
-        ("adam v", &search.v),
-    ] {
-        crate::error::check_len(what, k * sd, backend.len(t), || format!("[K={k}, S={sd}]"))?;
-    }
-    crate::error::check_len("status", k, search.status.len(), || {
-        format!("one per candidate, K={k}")
-    })
+    crate::checks::check_slow_point_iterations(
+        cell,
+        backend.len(params),
+        backend.len(x),
+        crate::checks::SearchLens {
+            k: search.k,
+            states: backend.len(&search.states),
+            m: backend.len(&search.m),
+            v: backend.len(&search.v),
+            status: search.status.len(),
+        },
+        cfg,
+    )
 }
 
 /// The default [`Backend::slow_point_iterations`], on top of `step_speed_grad`: correct,
@@ -342,6 +335,8 @@ pub fn slow_point_iterations_default<B: Backend + ?Sized>(
 ) -> Result<()> {
     check_slow_point_args(backend, cell, params, x, search, cfg)?;
     let sd = cell.state_size();
+    // The same value checks as the fused searches: finite parameters and input.
+    crate::error::check_finite("params", &backend.download(params)?)?;
     let x_host = backend.download(x)?;
     crate::error::check_finite("x", &x_host)?;
     let mut states = backend.download(&search.states)?;
@@ -407,14 +402,18 @@ pub fn step_jvp_default<B: Backend + ?Sized>(
     v: &B::Tensor,
     n: usize,
 ) -> Result<B::Tensor> {
+    crate::checks::check_step_jvp(
+        cell,
+        backend.len(params),
+        backend.len(states),
+        backend.len(x),
+        backend.len(v),
+        n,
+    )?;
     let (sd, id) = (cell.state_size(), cell.input);
     if n == 0 {
-        return Err(Error::InvalidArgument("no states given (N = 0)".into()));
+        return backend.zeros(0);
     }
-    let dims = || format!("[N={n}, S={sd}]");
-    crate::error::check_len("states", n * sd, backend.len(states), dims)?;
-    crate::error::check_len("v", n * sd, backend.len(v), dims)?;
-    crate::error::check_len("x", n * id, backend.len(x), || format!("[N={n}, I={id}]"))?;
     let (s_host, x_host, v_host) = (
         backend.download(states)?,
         backend.download(x)?,
@@ -484,6 +483,7 @@ pub trait Backend: Send + Sync {
     ) -> Result<SeqGrads<Self::Tensor>>;
 
     /// `S_n = ‖F(s_n, x_n) − s_n‖²` for `N` states `[N, S]` with inputs `[N, I]`.
+    /// `N = 0` (empty `states` and `x`) gives an empty tensor.
     fn step_speed(
         &self,
         cell: &CellDims,
@@ -494,7 +494,8 @@ pub trait Backend: Send + Sync {
     ) -> Result<Self::Tensor>;
 
     /// The speeds and their gradients with respect to the states and (summed over the
-    /// `N` points, when `want_dparams`) the parameters.
+    /// `N` points, when `want_dparams`) the parameters. `N = 0` gives empty `speed` and
+    /// `dstate`, and zero `dparams`.
     fn step_speed_grad(
         &self,
         cell: &CellDims,
@@ -506,7 +507,7 @@ pub trait Backend: Send + Sync {
     ) -> Result<SpeedGrad<Self::Tensor>>;
 
     /// The one-step Jacobians `J_n = ∂F/∂s` at `N` states, `[N, S, S]`, row `i` holding
-    /// `∂F_i/∂s`.
+    /// `∂F_i/∂s`. `N = 0` gives an empty tensor.
     fn step_jacobian(
         &self,
         cell: &CellDims,
@@ -520,7 +521,7 @@ pub trait Backend: Send + Sync {
     /// states and tangents `v` `[N, S]`, inputs `[N, I]`, result `[N, S]` (for the LSTM,
     /// `v` and the result are `[δh | δc]` rows). The default, [`step_jvp_default`], goes
     /// through `step_jacobian` (`S` times the work of one product); backends override it
-    /// with the forward-mode tangent equations.
+    /// with the forward-mode tangent equations. `N = 0` gives an empty tensor.
     fn step_jvp(
         &self,
         cell: &CellDims,
@@ -553,7 +554,30 @@ pub trait Backend: Send + Sync {
         slow_point_iterations_default(self, cell, params, x, search, cfg)
     }
 
-    /// One Adam update of `params` with `grad`, in place.
+    /// Runs the Levenberg–Marquardt (damped Gauss–Newton) search on the residual
+    /// `r(s) = F(s, x̄) − s` of every active candidate of `search` (those `Running` or
+    /// stopped at `MaxIters`), each on its own, at the constant input `x [I]`, until each
+    /// stops: converged (`S < tol`), at a minimum of `S` above `tol` (no further
+    /// decrease and a small gradient `2 (J − I)ᵀ r`), stalled, non-finite, or at the
+    /// iteration cap (see [`crate::lm`]). States are updated in place. Results must not
+    /// depend on the grouping of candidates nor on the thread count.
+    ///
+    /// The default, [`crate::lm::slow_point_lm_default`], uses `seq_forward` and
+    /// `step_jacobian` with the factorisations on the host, so it runs on every backend;
+    /// backends override it with a fused loop.
+    fn slow_point_lm(
+        &self,
+        cell: &CellDims,
+        params: &Self::Tensor,
+        x: &Self::Tensor,
+        search: &mut crate::lm::LmSearch<Self::Tensor>,
+        cfg: &crate::lm::LmConfig,
+    ) -> Result<()> {
+        crate::lm::slow_point_lm_default(self, cell, params, x, search, cfg)
+    }
+
+    /// One Adam update of `params` with `grad`, in place (an empty tensor is valid: only
+    /// the step count moves).
     fn adam_update(
         &self,
         params: &mut Self::Tensor,

@@ -15,6 +15,10 @@ use std::path::Path;
 
 pub const READOUT_WEIGHT: &str = "readout.weight";
 pub const READOUT_BIAS: &str = "readout.bias";
+/// Tensors whose names start with this prefix hold training state that travels with the
+/// weights (a trainer's optimiser moments, written by `memrnn train` into the same file so
+/// that weights and optimiser are committed together). Loading a model ignores them.
+pub const TRAINING_STATE_PREFIX: &str = "memrnn.state.";
 const CELL_KEY: &str = "memrnn.cell";
 
 /// A tensor read from a safetensors file, widened to f64 (exact for f32, f64, f16 and bf16
@@ -58,9 +62,38 @@ pub fn write_tensors(
 ) -> Result<()> {
     let bytes = tensors_to_bytes(tensors, metadata)
         .map_err(|reason| ckpt_err(&path.display().to_string(), reason))?;
+    write_bytes_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically: to `path` with the extension `safetensors.tmp`
+/// beside it, synced to disk, then renamed over `path` (and the folder synced). On any
+/// failure the temporary file is removed and `path` is left as it was.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        if tmp.is_file() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return Err(Error::io(&tmp, e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    // Make the rename itself durable; a folder that cannot be opened (or synced) changes
+    // nothing about the file's consistency, so it is not an error.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// The safetensors bytes of named f32 tensors and metadata.
@@ -130,7 +163,29 @@ pub fn save_checkpoint(
     model: &Model,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
+    save_checkpoint_with_state(path, model, metadata, &[])
+}
+
+/// [`save_checkpoint`] with training state in the same file, committed in one atomic
+/// write: `state` tensors must be named with [`TRAINING_STATE_PREFIX`] (a model loader
+/// ignores them; a PyTorch `load_state_dict(..., strict=False)` reports them as unexpected
+/// and skips them) and hold finite values.
+pub fn save_checkpoint_with_state(
+    path: &Path,
+    model: &Model,
+    metadata: &BTreeMap<String, String>,
+    state: &[(&str, Vec<usize>, &[f32])],
+) -> Result<()> {
     model.validate()?;
+    for (name, _, data) in state {
+        if !name.starts_with(TRAINING_STATE_PREFIX) {
+            return Err(ckpt_err(
+                &path.display().to_string(),
+                format!("training state tensor {name:?} must be named {TRAINING_STATE_PREFIX}…"),
+            ));
+        }
+        crate::error::check_finite(name, data)?;
+    }
     let layout = model.layout();
     let view = layout.split(&model.params);
     let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
@@ -159,6 +214,7 @@ pub fn save_checkpoint(
         tensors.push((READOUT_WEIGHT, vec![r.classes, r.hidden], &r.weight));
         tensors.push((READOUT_BIAS, vec![r.classes], &r.bias));
     }
+    tensors.extend(state.iter().map(|(n, s, d)| (*n, s.clone(), *d)));
     let mut meta = metadata.clone();
     meta.insert(CELL_KEY.to_string(), model.cell.kind.name().to_string());
     write_tensors(path, &tensors, &meta)
@@ -196,7 +252,11 @@ fn model_from_tensors(
         READOUT_WEIGHT,
         READOUT_BIAS,
     ];
-    if let Some(extra) = tensors.keys().find(|k| !known.contains(&k.as_str())) {
+    if let Some(extra) = tensors
+        .keys()
+        .filter(|k| !k.starts_with(TRAINING_STATE_PREFIX))
+        .find(|k| !known.contains(&k.as_str()))
+    {
         return Err(format!(
             "unexpected tensor {extra:?}: memrnn reads a single-layer, unidirectional RNN/GRU/LSTM \
              (names {known:?})"
@@ -370,5 +430,46 @@ mod tests {
         .unwrap();
         let err = load_checkpoint(&path).unwrap_err().to_string();
         assert!(err.contains("lstm") && err.contains("gru"), "{err}");
+    }
+
+    #[test]
+    fn training_state_tensors_are_ignored_when_loading_a_model() {
+        let cell = CellDims::new(CellKind::Rnn, 2, 3).unwrap();
+        let model = Model::init(cell, 3);
+        let l = model.layout();
+        let v = l.split(&model.params);
+        let m = vec![0.5f32; model.params.len()];
+        let path = tmp("state.safetensors");
+        let name = format!("{TRAINING_STATE_PREFIX}adam.m");
+        write_tensors(
+            &path,
+            &[
+                ("weight_ih_l0", l.shape(ParamBlock::WeightIh), v.w_ih),
+                ("weight_hh_l0", l.shape(ParamBlock::WeightHh), v.w_hh),
+                ("bias_ih_l0", l.shape(ParamBlock::BiasIh), v.b_ih),
+                ("bias_hh_l0", l.shape(ParamBlock::BiasHh), v.b_hh),
+                (&name, vec![m.len()], &m),
+            ],
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(load_checkpoint(&path).unwrap().model, model);
+    }
+
+    #[test]
+    fn a_failed_atomic_write_leaves_the_target_and_no_temporary_file() {
+        // The target is a folder: the temporary file is written, the rename fails.
+        let dir = tmp("blocked");
+        let target = dir.join("x.safetensors");
+        std::fs::create_dir_all(&target).unwrap();
+        assert!(write_bytes_atomic(&target, b"abc").is_err());
+        assert!(target.is_dir());
+        assert!(!dir.join("x.safetensors.tmp").exists());
+        // A good write replaces the previous file whole.
+        let ok = dir.join("y.safetensors");
+        write_bytes_atomic(&ok, b"one").unwrap();
+        write_bytes_atomic(&ok, b"two").unwrap();
+        assert_eq!(std::fs::read(&ok).unwrap(), b"two");
+        assert!(!dir.join("y.safetensors.tmp").exists());
     }
 }

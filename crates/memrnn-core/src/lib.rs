@@ -11,15 +11,19 @@
 //!   was missing, unexpected or mismatched; [`ModelOf`]`<f64>` holds f64 parameters for
 //!   the reference.
 //! - [`lstm_state`]: PyTorch's separate `h`/`c` `(1, B, H)` and memrnn's `[h | c]` rows.
-//! - [`Backend`]: the trait the CPU and CUDA backends implement.
+//! - [`Backend`]: the trait the CPU and CUDA backends implement; [`lm`]: the shared
+//!   logic of its Levenberg–Marquardt slow-point search.
 //! - [`Error`]: one error type whose messages name the problem and the fix.
+//! - [`checks`]: the argument checks of every `Backend` operation, shared by the backends.
 //!
 //! The equations are in `MATH.md` (the project's copy of the design's contract).
 
 pub mod backend;
 pub mod cell;
 pub mod checkpoint;
+pub mod checks;
 pub mod error;
+pub mod lm;
 pub mod lstm_state;
 pub mod model;
 pub mod real;
@@ -29,7 +33,13 @@ pub use backend::{
     adam_update_host, AdamConfig, AdamState, Backend, SeqForward, SeqGrads, SeqUpstream, SpeedGrad,
 };
 pub use cell::{CellDims, CellKind, ParamBlock, ParamLayout, ParamView, ParamViewMut, SeqShape};
+pub use checks::{
+    check_adam_update, check_cell, check_seq_backward, check_seq_forward, check_shape,
+    check_slow_point_iterations, check_step_jacobian, check_step_jvp, check_step_speed,
+    check_step_speed_grad, ForwardInfo, SearchLens, UpstreamLens,
+};
 pub use error::{check_finite, check_len, Error, Result};
+pub use lm::{LmConfig, LmSearch, LmStatus, SearchStop};
 pub use lstm_state::{pack_lstm_grad, pack_lstm_state, split_lstm_state};
 pub use model::{init_params, Model, Readout};
 pub use real::Real;

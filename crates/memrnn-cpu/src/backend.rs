@@ -2,9 +2,13 @@
 
 use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions};
 use memrnn_core::backend::{check_slow_point_args, SlowPointConfig, SlowPointSearch};
+use memrnn_core::checks::{
+    check_adam_update, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_jvp,
+    check_step_speed, check_step_speed_grad, ForwardInfo, UpstreamLens,
+};
 use memrnn_core::{
-    adam_update_host, check_finite, check_len, AdamConfig, AdamState, Backend, CellDims, Error,
-    Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
+    adam_update_host, check_finite, AdamConfig, AdamState, Backend, CellDims, Error, Result,
+    SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
 };
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -114,24 +118,8 @@ impl CpuBackend {
         Ok((fwd.s_final, g))
     }
 
-    fn check_points(
-        &self,
-        cell: &CellDims,
-        params: &[f32],
-        states: &[f32],
-        x: &[f32],
-        n: usize,
-    ) -> Result<()> {
-        if n == 0 {
-            return Err(Error::InvalidArgument("no states given (N = 0)".into()));
-        }
-        cell.layout().check("params", params.len())?;
-        check_len("states", n * cell.state_size(), states.len(), || {
-            format!("[N={n}, S={}]", cell.state_size())
-        })?;
-        check_len("x", n * cell.input, x.len(), || {
-            format!("[N={n}, I={}]", cell.input)
-        })?;
+    /// The values the point operations check beyond [`memrnn_core::checks`]' lengths.
+    fn check_point_values(states: &[f32]) -> Result<()> {
         check_finite("states", states)
     }
 }
@@ -180,6 +168,7 @@ impl Backend for CpuBackend {
         x: &Vec<f32>,
         s0: Option<&Vec<f32>>,
     ) -> Result<SeqForward<Vec<f32>, FastCache>> {
+        check_seq_forward(cell, params.len(), shape, x.len(), s0.map(Vec::len))?;
         let f = self.install(|| {
             fast::seq_forward(self.opts, cell, params, shape, x, s0.map(Vec::as_slice))
         })?;
@@ -200,6 +189,22 @@ impl Backend for CpuBackend {
         upstream: SeqUpstream<'_, Vec<f32>>,
         want_dx: bool,
     ) -> Result<SeqGrads<Vec<f32>>> {
+        check_seq_backward(
+            cell,
+            params.len(),
+            shape,
+            x.len(),
+            &ForwardInfo {
+                cell: fwd.cache.cell(),
+                shape: fwd.cache.shape(),
+                h_seq: fwd.h_seq.len(),
+                s_final: fwd.s_final.len(),
+            },
+            UpstreamLens {
+                dh_seq: upstream.dh_seq.map(Vec::len),
+                ds_final: upstream.ds_final.map(Vec::len),
+            },
+        )?;
         let g = self.install(|| {
             fast::seq_backward(
                 self.opts,
@@ -228,7 +233,11 @@ impl Backend for CpuBackend {
         x: &Vec<f32>,
         n: usize,
     ) -> Result<Vec<f32>> {
-        self.check_points(cell, params, states, x, n)?;
+        check_step_speed(cell, params.len(), states.len(), x.len(), n)?;
+        Self::check_point_values(states)?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let shape = SeqShape::new(1, n)?;
         let f =
             self.install(|| fast::seq_forward(self.opts, cell, params, shape, x, Some(states)))?;
@@ -245,7 +254,15 @@ impl Backend for CpuBackend {
         n: usize,
         want_dparams: bool,
     ) -> Result<SpeedGrad<Vec<f32>>> {
-        self.check_points(cell, params, states, x, n)?;
+        check_step_speed_grad(cell, params.len(), states.len(), x.len(), n)?;
+        Self::check_point_values(states)?;
+        if n == 0 {
+            return Ok(SpeedGrad {
+                speed: Vec::new(),
+                dstate: Vec::new(),
+                dparams: want_dparams.then(|| vec![0.0; cell.layout().len()]),
+            });
+        }
         let sd = cell.state_size();
         // S = ‖e‖², e = F(s) − s: the upstream gradient of F(s) is 2e, and ∂S/∂s picks up
         // −2e from the explicit −s.
@@ -278,7 +295,11 @@ impl Backend for CpuBackend {
         x: &Vec<f32>,
         n: usize,
     ) -> Result<Vec<f32>> {
-        self.check_points(cell, params, states, x, n)?;
+        check_step_jacobian(cell, params.len(), states.len(), x.len(), n)?;
+        Self::check_point_values(states)?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let (sd, id) = (cell.state_size(), cell.input);
         // One vector–Jacobian product per output coordinate, all N·S of them as one
         // batch: row (k, i) starts from state k with upstream gradient e_i, and its
@@ -315,10 +336,10 @@ impl Backend for CpuBackend {
         v: &Vec<f32>,
         n: usize,
     ) -> Result<Vec<f32>> {
-        self.check_points(cell, params, states, x, n)?;
-        let (sd, id) = (cell.state_size(), cell.input);
-        check_len("v", n * sd, v.len(), || format!("[N={n}, S={sd}]"))?;
+        check_step_jvp(cell, params.len(), states.len(), x.len(), v.len(), n)?;
+        Self::check_point_values(states)?;
         check_finite("v", v)?;
+        let (sd, id) = (cell.state_size(), cell.input);
         let p = cell.layout().split(params.as_slice());
         let mut out = vec![0f32; n * sd];
         self.install(|| {
@@ -361,6 +382,22 @@ impl Backend for CpuBackend {
         })
     }
 
+    /// The per-candidate search of [`crate::lm`]: analytic Jacobians, f64 normal
+    /// equations and Cholesky, rayon over candidates; identical results for any thread
+    /// count.
+    fn slow_point_lm(
+        &self,
+        cell: &CellDims,
+        params: &Vec<f32>,
+        x: &Vec<f32>,
+        search: &mut memrnn_core::lm::LmSearch<Vec<f32>>,
+        cfg: &memrnn_core::lm::LmConfig,
+    ) -> Result<()> {
+        memrnn_core::lm::check_lm_args(self, cell, params, x, search, cfg)?;
+        let memrnn_core::lm::LmSearch { states, status, .. } = search;
+        self.install(|| crate::lm::slow_point_lm(cell, params, x, states, status, cfg))
+    }
+
     fn adam_update(
         &self,
         params: &mut Vec<f32>,
@@ -368,17 +405,7 @@ impl Backend for CpuBackend {
         state: &mut AdamState<Vec<f32>>,
         cfg: &AdamConfig,
     ) -> Result<()> {
-        cfg.validate()?;
-        let n = params.len();
-        check_len("grad", n, grad.len(), || {
-            "one gradient per parameter".into()
-        })?;
-        check_len("adam m", n, state.m.len(), || {
-            "one moment per parameter".into()
-        })?;
-        check_len("adam v", n, state.v.len(), || {
-            "one moment per parameter".into()
-        })?;
+        check_adam_update(params.len(), grad.len(), state.m.len(), state.v.len(), cfg)?;
         check_finite("grad", grad)?;
         const CHUNK: usize = 1 << 14;
         let step = state.step;

@@ -6,6 +6,8 @@
 //! - [`fast`]: the f32 fast path: SGEMM for the large products, a register-tiled
 //!   recurrent product fused with the gates, AVX2 + FMA chosen at run time with a
 //!   portable fallback, rayon over batch rows; results independent of the thread count.
+//! - [`lm`]: the Levenberg–Marquardt slow-point search (analytic one-step Jacobians, f64
+//!   normal equations, rayon over candidates).
 //! - [`CpuBackend`]: the [`memrnn_core::Backend`] implementation on top of the fast path.
 //!
 //! ```
@@ -35,6 +37,7 @@
 pub mod backend;
 #[macro_use]
 pub mod fast;
+pub mod lm;
 pub mod reference;
 pub mod slowpoints;
 

@@ -12,8 +12,9 @@ use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath}
 use crate::ops::small::{self, AdamScalars};
 use crate::ops::spec;
 use memrnn_core::{
-    check_len, AdamConfig, AdamState, Backend, CellDims, ParamBlock, Result, SeqForward, SeqGrads,
-    SeqShape, SeqUpstream, SpeedGrad,
+    check_adam_update, check_seq_backward, check_seq_forward, check_step_jacobian,
+    check_step_speed, check_step_speed_grad, AdamConfig, AdamState, Backend, CellDims, ForwardInfo,
+    ParamBlock, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad, UpstreamLens,
 };
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -202,9 +203,9 @@ impl Backend for CudaBackend {
         x: &CudaTensor,
         s0: Option<&CudaTensor>,
     ) -> Result<SeqForward<CudaTensor, CudaCache>> {
+        // The argument checks every backend shares (memrnn_core::checks).
+        check_seq_forward(cell, params.len, shape, x.len, s0.map(|s| s.len))?;
         let layout = cell.layout();
-        layout.check("params", params.len)?;
-        shape.check_inputs(cell, x.len, s0.map(|s| s.len))?;
         let d = dims(shape, cell)?;
         let sp = spec(cell.kind);
         let (b, i, h, g) = (shape.batch, cell.input, cell.hidden, cell.gates());
@@ -286,16 +287,23 @@ impl Backend for CudaBackend {
         upstream: SeqUpstream<'_, CudaTensor>,
         want_dx: bool,
     ) -> Result<SeqGrads<CudaTensor>> {
+        check_seq_backward(
+            cell,
+            params.len,
+            shape,
+            x.len,
+            &ForwardInfo {
+                cell: fwd.cache.cell,
+                shape: fwd.cache.shape,
+                h_seq: fwd.h_seq.len,
+                s_final: fwd.s_final.len,
+            },
+            UpstreamLens {
+                dh_seq: upstream.dh_seq.map(|t| t.len),
+                ds_final: upstream.ds_final.map(|t| t.len),
+            },
+        )?;
         let layout = cell.layout();
-        layout.check("params", params.len)?;
-        shape.check_inputs(cell, x.len, None)?;
-        cell.expect_same(&fwd.cache.cell, "seq_backward: the forward pass")?;
-        if fwd.cache.shape != shape {
-            return Err(memrnn_core::Error::InvalidArgument(format!(
-                "seq_backward: the forward pass ran {:?}, the backward asks for {shape:?}",
-                fwd.cache.shape
-            )));
-        }
         let d = dims(shape, cell)?;
         let sp = spec(cell.kind);
         let (t, b, i, h, g) = (
@@ -306,15 +314,6 @@ impl Backend for CudaBackend {
             cell.gates(),
         );
         let (gh, s, rows) = (cell.gate_rows(), cell.state_size(), shape.rows());
-        check_len("h_seq", rows * h, fwd.h_seq.len, || "[T, B, H]".into())?;
-        if let Some(dh) = upstream.dh_seq {
-            check_len("dh_seq", rows * h, dh.len, || {
-                format!("[T={t}, B={b}, H={h}]")
-            })?;
-        }
-        if let Some(ds) = upstream.ds_final {
-            check_len("ds_final", b * s, ds.len, || format!("[B={b}, S={s}]"))?;
-        }
         let p = params.v();
         let dev = &self.dev;
 
@@ -492,7 +491,7 @@ impl Backend for CudaBackend {
         n: usize,
     ) -> Result<CudaTensor> {
         let (s, i) = (cell.state_size(), cell.input);
-        check_points(cell, params, states, x, n)?;
+        check_step_jacobian(cell, params.len, states.len, x.len, n)?;
         if n == 0 {
             return self.zeros(0);
         }
@@ -588,11 +587,8 @@ impl Backend for CudaBackend {
         state: &mut AdamState<CudaTensor>,
         cfg: &AdamConfig,
     ) -> Result<()> {
-        cfg.validate()?;
+        check_adam_update(params.len, grad.len, state.m.len, state.v.len, cfg)?;
         let n = params.len;
-        check_len("grad", n, grad.len, || "the parameters' length".into())?;
-        check_len("adam m", n, state.m.len, || "the parameters' length".into())?;
-        check_len("adam v", n, state.v.len, || "the parameters' length".into())?;
         let t = i32::try_from(state.step.saturating_add(1)).unwrap_or(i32::MAX);
         let bc1 = 1.0 - cfg.beta1.powi(t);
         let bc2 = 1.0 - cfg.beta2.powi(t);
@@ -619,22 +615,6 @@ impl Backend for CudaBackend {
     }
 }
 
-fn check_points(
-    cell: &CellDims,
-    params: &CudaTensor,
-    states: &CudaTensor,
-    x: &CudaTensor,
-    n: usize,
-) -> Result<()> {
-    cell.layout().check("params", params.len)?;
-    check_len("states", n * cell.state_size(), states.len, || {
-        format!("[N={n}, S={}]", cell.state_size())
-    })?;
-    check_len("x", n * cell.input, x.len, || {
-        format!("[N={n}, I={}]", cell.input)
-    })
-}
-
 type SpeedParts = (CudaTensor, Option<CudaTensor>, Option<CudaTensor>);
 
 impl CudaBackend {
@@ -651,7 +631,11 @@ impl CudaBackend {
         want_dstate: bool,
         want_dparams: bool,
     ) -> Result<SpeedParts> {
-        check_points(cell, params, states, x, n)?;
+        if want_dstate {
+            check_step_speed_grad(cell, params.len, states.len, x.len, n)?;
+        } else {
+            check_step_speed(cell, params.len, states.len, x.len, n)?;
+        }
         let s = cell.state_size();
         if n == 0 {
             let dstate = want_dstate.then(|| self.zeros(0)).transpose()?;

@@ -12,9 +12,19 @@
 //! `--save DIR` writes the model (`DIR/model.safetensors`, PyTorch's names) and the
 //! problem (`DIR/problem.safetensors`: `x_bar [I]`, `candidates [K, H]`) so that
 //! `benches/compare/slowpoints_torch.py` runs the very same search.
+//!
+//! `--tts` measures time to solution instead: the Levenberg–Marquardt search
+//! (`slow_point_lm`, default settings) runs to its end, and its final median `S` (at
+//! least Adam's `tol`, 1e-10) is the target (or `--target S`); then Adam (lr 1e-2, stopping only at `S < 1e-10`, no stall
+//! rule, like the PyTorch loop) runs in blocks of `--check-every` iterations until the
+//! median `S` over the candidates is at most the target, or `--adam-max-iters`. It prints
+//! both wall times (the median checks are inside Adam's timed region, as in the PyTorch
+//! loop); `slowpoints_torch.py --time-to-solution` adds the PyTorch finder to the same
+//! target.
 
 use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
 use memrnn_core::checkpoint::{save_checkpoint, write_tensors};
+use memrnn_core::lm::{LmConfig, LmSearch, SearchStop};
 use memrnn_core::{Backend, CellDims, CellKind, Model};
 use memrnn_cpu::CpuBackend;
 use rand::{RngExt, SeedableRng};
@@ -31,6 +41,10 @@ struct Args {
     seed: u64,
     save: Option<std::path::PathBuf>,
     json: bool,
+    tts: bool,
+    target: Option<f64>,
+    check_every: u32,
+    adam_max_iters: u32,
 }
 
 fn parse() -> Result<Args, String> {
@@ -44,11 +58,19 @@ fn parse() -> Result<Args, String> {
         seed: 0,
         save: None,
         json: false,
+        tts: false,
+        target: None,
+        check_every: 10,
+        adam_max_iters: 20_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--json" {
             a.json = true;
+            continue;
+        }
+        if flag == "--tts" {
+            a.tts = true;
             continue;
         }
         let val = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -62,6 +84,9 @@ fn parse() -> Result<Args, String> {
             "--reps" => a.reps = num(&val)?.max(1) as usize,
             "--seed" => a.seed = num(&val)?,
             "--save" => a.save = Some(val.into()),
+            "--target" => a.target = Some(val.parse().map_err(|e| format!("{flag} {val}: {e}"))?),
+            "--check-every" => a.check_every = num(&val)?.max(1) as u32,
+            "--adam-max-iters" => a.adam_max_iters = num(&val)? as u32,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -94,6 +119,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
     }
     let be = CpuBackend::new().with_threads(a.threads)?;
+    if a.tts {
+        return time_to_solution(&a, &be, &cell, &model, &x_bar, &cands);
+    }
     let cfg = SlowPointConfig {
         max_iters: a.iters,
         tol: 0.0,
@@ -138,6 +166,100 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             a.reps,
             ms_per_iter,
             median_speed
+        );
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f32>) -> f64 {
+    v.sort_by(f32::total_cmp);
+    v[v.len() / 2] as f64
+}
+
+/// The `--tts` measurement (see the module docs).
+fn time_to_solution(
+    a: &Args,
+    be: &CpuBackend,
+    cell: &CellDims,
+    model: &Model,
+    x_bar: &[f32],
+    cands: &[f32],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (params, x) = (be.upload(&model.params)?, be.upload(x_bar)?);
+    // 1. Levenberg–Marquardt, to its own end.
+    let lm_cfg = LmConfig::default();
+    let mut lm = LmSearch::new(be, cell, cands, &lm_cfg)?;
+    let t0 = Instant::now();
+    be.slow_point_lm(cell, &params, &x, &mut lm, &lm_cfg)?;
+    let t_lm = t0.elapsed().as_secs_f64();
+    let lm_median = median(lm.status.iter().map(|s| s.speed_sq).collect());
+    let lm_iters = median(lm.status.iter().map(|s| s.iters as f32).collect());
+    let count = |r: SearchStop| lm.status.iter().filter(|s| s.stop == r).count();
+    // Adam stops a candidate at S < tol (1e-10), so a target below that is out of its reach.
+    let target = a
+        .target
+        .unwrap_or(lm_median.max(SlowPointConfig::default().tol as f64));
+    // 2. Adam in blocks until the median S reaches the target.
+    let mut cfg = SlowPointConfig {
+        max_iters: 0,
+        stall_window: 0,
+        ..SlowPointConfig::default()
+    };
+    let mut adam = SlowPointSearch::new(be, cell, cands)?;
+    let t0 = Instant::now();
+    let mut adam_median = f64::INFINITY;
+    while cfg.max_iters < a.adam_max_iters {
+        cfg.max_iters = (cfg.max_iters + a.check_every).min(a.adam_max_iters);
+        be.slow_point_iterations(cell, &params, &x, &mut adam, &cfg)?;
+        adam_median = median(adam.status.iter().map(|s| s.speed_sq).collect());
+        if adam_median <= target {
+            break;
+        }
+    }
+    let t_adam = t0.elapsed().as_secs_f64();
+    let adam_reached = adam_median <= target;
+    if a.json {
+        println!(
+            "{{\"backend\": \"{}\", \"hidden\": {}, \"candidates\": {}, \"target_median_s\": {:e}, \"lm_s\": {:.4}, \"lm_median_s\": {:e}, \"lm_median_iters\": {}, \"lm_converged\": {}, \"lm_minima\": {}, \"lm_stalled\": {}, \"lm_max_iters\": {}, \"adam_s\": {:.4}, \"adam_iters\": {}, \"adam_median_s\": {:e}, \"adam_reached\": {}}}",
+            be.name(),
+            a.hidden,
+            a.candidates,
+            target,
+            t_lm,
+            lm_median,
+            lm_iters,
+            count(SearchStop::Converged),
+            count(SearchStop::Minimum),
+            count(SearchStop::Stalled),
+            count(SearchStop::MaxIters),
+            t_adam,
+            cfg.max_iters,
+            adam_median,
+            adam_reached
+        );
+    } else {
+        println!(
+            "memrnn {}: GRU I{} H{} K{}, time to median S <= {target:.3e}:",
+            be.name(),
+            a.input,
+            a.hidden,
+            a.candidates
+        );
+        println!(
+            "  LM:   {t_lm:.3} s (median S {lm_median:.3e}, median {lm_iters} iterations; {} converged, {} minima of S, {} stalled, {} at the cap)",
+            count(SearchStop::Converged),
+            count(SearchStop::Minimum),
+            count(SearchStop::Stalled),
+            count(SearchStop::MaxIters)
+        );
+        println!(
+            "  Adam: {t_adam:.3} s, {} iterations, median S {adam_median:.3e}{}",
+            cfg.max_iters,
+            if adam_reached {
+                ""
+            } else {
+                " (target NOT reached)"
+            }
         );
     }
     Ok(())

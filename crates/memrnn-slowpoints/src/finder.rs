@@ -1,16 +1,66 @@
 //! The finder: search, filter, de-duplicate, analyse (see the crate docs for the rules).
 
-use memrnn_core::backend::{SlowPointConfig, SlowPointSearch, StopReason};
+use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
+use memrnn_core::lm::{LmConfig, LmSearch, SearchStop};
 use memrnn_core::{check_finite, check_len, Backend, CellDims, Error, Model, Result};
 use serde::{Deserialize, Serialize};
+
+/// Which search moves the candidates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMethod {
+    /// Levenberg–Marquardt on the residual `F(s) − s`
+    /// ([`Backend::slow_point_lm`](memrnn_core::Backend::slow_point_lm)): tens of
+    /// iterations, ends at fixed points and at minima of `S` above 0.
+    #[default]
+    Lm,
+    /// Adam on `S` ([`Backend::slow_point_iterations`](memrnn_core::Backend::slow_point_iterations)).
+    Adam,
+}
+
+impl SearchMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchMethod::Lm => "lm",
+            SearchMethod::Adam => "adam",
+        }
+    }
+}
+
+impl std::fmt::Display for SearchMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SearchMethod {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "lm" | "levenberg-marquardt" => Ok(SearchMethod::Lm),
+            "adam" => Ok(SearchMethod::Adam),
+            _ => Err(format!(
+                "unknown slow-point search method {s:?}: use lm (Levenberg–Marquardt) or adam"
+            )),
+        }
+    }
+}
 
 /// Everything the finder does after the search, and the search's own settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinderConfig {
-    /// Adam, iteration cap, convergence and stall rule of the search.
+    /// The search method (default Levenberg–Marquardt).
+    #[serde(default)]
+    pub method: SearchMethod,
+    /// Adam, iteration cap, convergence and stall rule of the Adam search.
     pub search: SlowPointConfig,
-    /// A point is kept only when `S ≤ max_speed_sq` (default 1e-6: it moves less than
-    /// 1e-3 per step).
+    /// The Levenberg–Marquardt search's settings.
+    #[serde(default)]
+    pub lm: LmConfig,
+    /// A point is kept only when `S ≤ max_speed_sq`, or when the search ended at a
+    /// minimum of `S` ([`SearchStop::Minimum`], whatever its `S`: the paper's slow points
+    /// are the minima of `S`).
+    /// (default 1e-6: it moves less than 1e-3 per step).
     pub max_speed_sq: f32,
     /// Outlier rule: a point farther than `outlier_scale` × (the candidates' mean
     /// distance to their centroid) from that centroid is dropped (default 10, as
@@ -27,7 +77,9 @@ pub struct FinderConfig {
 impl Default for FinderConfig {
     fn default() -> Self {
         FinderConfig {
+            method: SearchMethod::default(),
             search: SlowPointConfig::default(),
+            lm: LmConfig::default(),
             max_speed_sq: 1e-6,
             outlier_scale: 10.0,
             dedup_tol: 1e-3,
@@ -39,6 +91,7 @@ impl Default for FinderConfig {
 impl FinderConfig {
     pub fn validate(&self) -> Result<()> {
         self.search.validate()?;
+        self.lm.validate()?;
         let ok = self.max_speed_sq.is_finite()
             && self.max_speed_sq >= 0.0
             && self.outlier_scale.is_finite()
@@ -93,10 +146,10 @@ pub struct SlowPoint {
     pub stable: bool,
     /// How many eigenvalues have `||λ| − 1| < unit_tol`.
     pub near_unit: usize,
-    /// Adam updates the candidate took.
+    /// Iterations the candidate took (Adam updates, or LM trial steps).
     pub iters: u32,
     /// Why its search stopped.
-    pub stop: StopReason,
+    pub stop: SearchStop,
     /// How many kept candidates were merged into this point (itself included).
     pub merged: usize,
 }
@@ -107,6 +160,9 @@ pub struct Counts {
     pub candidates: usize,
     pub converged: usize,
     pub stalled: usize,
+    /// Ended at a minimum of `S` above `tol` (LM only): kept whatever their speed.
+    #[serde(default)]
+    pub minima: usize,
     pub max_iters: usize,
     /// Dropped: the speed became NaN or infinite.
     pub non_finite: usize,
@@ -166,31 +222,52 @@ pub fn find_slow_points<B: Backend>(
     let sd = cell.state_size();
     let params = backend.upload(&model.params)?;
     let x = backend.upload(x_bar)?;
-    let mut search = SlowPointSearch::new(backend, &cell, candidates)?;
-    backend.slow_point_iterations(&cell, &params, &x, &mut search, &cfg.search)?;
-    let found = backend.download(&search.states)?;
-    let k = search.k;
+    // Per candidate: (S, iterations, how it ended).
+    let (found, status): (Vec<f32>, Vec<(f32, u32, SearchStop)>) = match cfg.method {
+        SearchMethod::Adam => {
+            let mut search = SlowPointSearch::new(backend, &cell, candidates)?;
+            backend.slow_point_iterations(&cell, &params, &x, &mut search, &cfg.search)?;
+            let st = search
+                .status
+                .iter()
+                .map(|s| (s.speed_sq, s.iters, s.stop.into()))
+                .collect();
+            (backend.download(&search.states)?, st)
+        }
+        SearchMethod::Lm => {
+            let mut search = LmSearch::new(backend, &cell, candidates, &cfg.lm)?;
+            backend.slow_point_lm(&cell, &params, &x, &mut search, &cfg.lm)?;
+            let st = search
+                .status
+                .iter()
+                .map(|s| (s.speed_sq, s.iters, s.stop))
+                .collect();
+            (backend.download(&search.states)?, st)
+        }
+    };
+    let k = status.len();
 
     let mut counts = Counts {
         candidates: k,
         ..Counts::default()
     };
-    for st in &search.status {
-        match st.stop {
-            StopReason::Converged => counts.converged += 1,
-            StopReason::Stalled => counts.stalled += 1,
-            StopReason::MaxIters | StopReason::Running => counts.max_iters += 1,
-            StopReason::NonFinite => counts.non_finite += 1,
+    for st in &status {
+        match st.2 {
+            SearchStop::Converged => counts.converged += 1,
+            SearchStop::Minimum => counts.minima += 1,
+            SearchStop::Stalled => counts.stalled += 1,
+            SearchStop::MaxIters | SearchStop::Running => counts.max_iters += 1,
+            SearchStop::NonFinite => counts.non_finite += 1,
         }
     }
 
-    // 1. Speed: finite and at most max_speed_sq.
+    // 1. Speed: finite, and at most max_speed_sq or at a minimum of S.
     let mut kept: Vec<usize> = Vec::with_capacity(k);
-    for (i, st) in search.status.iter().enumerate() {
-        if st.stop == StopReason::NonFinite || !st.speed_sq.is_finite() {
+    for (i, &(speed_sq, _, stop)) in status.iter().enumerate() {
+        if stop == SearchStop::NonFinite || !speed_sq.is_finite() {
             continue;
         }
-        if st.speed_sq > cfg.max_speed_sq {
+        if speed_sq > cfg.max_speed_sq && stop != SearchStop::Minimum {
             counts.too_fast += 1;
             continue;
         }
@@ -221,12 +298,7 @@ pub fn find_slow_points<B: Backend>(
         }
     }
     // 3. De-duplicate, slowest first (ties: lower candidate index).
-    kept.sort_by(|&a, &b| {
-        search.status[a]
-            .speed_sq
-            .total_cmp(&search.status[b].speed_sq)
-            .then(a.cmp(&b))
-    });
+    kept.sort_by(|&a, &b| status[a].0.total_cmp(&status[b].0).then(a.cmp(&b)));
     let tol2 = (cfg.dedup_tol as f64) * (cfg.dedup_tol as f64);
     let mut unique: Vec<(usize, usize)> = Vec::new();
     for &i in &kept {
@@ -261,8 +333,8 @@ pub fn find_slow_points<B: Backend>(
         .zip(&unique)
         .map(|(mut p, &(i, merged))| {
             p.candidate = i;
-            p.iters = search.status[i].iters;
-            p.stop = search.status[i].stop;
+            p.iters = status[i].1;
+            p.stop = status[i].2;
             p.merged = merged;
             p
         })
@@ -347,7 +419,7 @@ pub fn analyse_points<B: Backend>(
                 stable: max_abs_eig < 1.0,
                 near_unit,
                 iters: 0,
-                stop: StopReason::Running,
+                stop: SearchStop::Running,
                 merged: 1,
             });
         }

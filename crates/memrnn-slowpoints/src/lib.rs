@@ -8,14 +8,26 @@
 //! input `x̄` (for the delayed-classification task: every pixel at the noise mean,
 //! trigger 0) and `K` candidate states, [`find_slow_points`]:
 //!
-//! 1. **searches**: Adam on `S(s) = ‖F(s, x̄) − s‖²` for every candidate at once, each with
-//!    its own moments and step count, until `S < tol`, until `S` stalls, or up to
-//!    `max_iters` updates, all inside the backend
-//!    ([`Backend::slow_point_iterations`](memrnn_core::Backend::slow_point_iterations):
-//!    a fused loop on the CPU, one launch per many iterations on a GPU);
+//! 1. **searches** every candidate at once, each on its own, inside the backend, with the
+//!    method [`FinderConfig::method`] chooses:
+//!    - [`SearchMethod::Lm`] (the default): Levenberg–Marquardt on the residual
+//!      `r(s) = F(s, x̄) − s` (MATH.md §4.1;
+//!      [`Backend::slow_point_lm`](memrnn_core::Backend::slow_point_lm): on the CPU
+//!      analytic Jacobians, f64 normal equations and Cholesky per candidate, rayon over
+//!      candidates; other backends run the trait's default, built from `seq_forward` and
+//!      `step_jacobian`). Tens of iterations; each candidate ends *converged* (`S < tol`),
+//!      at a *minimum of `S`* above `tol` (a slow point that is not a fixed point:
+//!      [`SearchStop::Minimum`]), *stalled*, or at the iteration cap;
+//!    - [`SearchMethod::Adam`]: Adam on `S(s) = ‖F(s, x̄) − s‖²`, each candidate with its
+//!      own moments and step count, until `S < tol`, until `S` stalls, or up to
+//!      `max_iters` updates
+//!      ([`Backend::slow_point_iterations`](memrnn_core::Backend::slow_point_iterations):
+//!      a fused loop on the CPU, one launch per many iterations on a GPU);
 //! 2. **drops** (see [`Counts`]):
 //!    - candidates whose `S` became NaN or infinite;
-//!    - candidates with `S > max_speed_sq` (the search did not reach a slow point);
+//!    - candidates with `S > max_speed_sq` (the search did not reach a slow point),
+//!      except those at a minimum of `S`, which are kept with their speed whatever it is
+//!      (the paper's slow points are the minima of `S`);
 //!    - *outliers*: points farther from the centroid of the **initial candidates** than
 //!      `outlier_scale` times the candidates' mean distance to that centroid
 //!      (FixedPointFinder's rule: a point that ran away from the region the network
@@ -42,6 +54,10 @@
 //!
 //! | setting | default | why |
 //! | --- | --- | --- |
+//! | method | Levenberg–Marquardt | Adam on `S` creeps along the flat directions (`|λ| ≈ 1`) that memories live on, and its stall rule stops it long before a slow point; Gauss–Newton steps solve for those directions, so candidates reach `tol` (or the minimum of `S`) in tens of iterations. Each iteration costs `O(S³)` per candidate (the normal equations) instead of `O(S²)`, which fewer iterations more than repay. |
+//! | LM `max_iters` | 200 | trial steps; quadratic convergence near a fixed point needs a handful, a rejected trial costs one forward and one solve. |
+//! | LM `min_grad` | `1e-2` on `‖(J − I)ᵀr‖ / ‖r‖ = ‖∇√S‖` | a dimensionless measure (how fast the speed `√S` changes with distance); f32 rounding of `r` (about `1e-7 √S`-relative per unit) keeps it near 1e-3 at minima with `S` around 1e-6, so a tighter threshold would miss real minima; a regular point has a gradient of order the smallest singular value of `J − I` or more. |
+//! | LM stall rule, damping | every 20 iterations, ≤ 0.1%; `μ` 1e-3 … 1e10 | no progress is declared when `S` stops falling or when no damped step lowers it; then the gradient decides between *minimum of `S`* and *stalled*. |
 //! | Adam `lr` | `1e-2` | states live in `[−1, 1]` (tanh units); Adam moves each coordinate by about `lr` per step whatever the gradient's scale, so 1e-2 crosses the state space in a few hundred steps and still settles to `S` near f32's floor. FixedPointFinder starts at 1.0 with an adaptive schedule and gradient clipping; a fixed, smaller rate needs neither and is the same on every backend. |
 //! | `β₁, β₂, ε` | 0.9, 0.999, 1e-8 | PyTorch's / Adam's defaults, as in the ICML paper's PyTorch code. |
 //! | `max_iters` | 10,000 | the iteration count of the project's benchmark and twice FixedPointFinder's 5,000: slow directions (`|λ| ≈ 1`) make `S` very flat. |
@@ -88,9 +104,11 @@ pub mod output;
 pub use candidates::{class_mean_states, sample_candidates, ClassMeans};
 pub use eigen::eigenvalues_sorted;
 pub use finder::{
-    analyse_points, find_slow_points, Counts, Eigenvalue, FinderConfig, SlowPoint, SlowPointReport,
+    analyse_points, find_slow_points, Counts, Eigenvalue, FinderConfig, SearchMethod, SlowPoint,
+    SlowPointReport,
 };
 pub use memrnn_core::backend::{CandidateStatus, SlowPointConfig, SlowPointSearch, StopReason};
+pub use memrnn_core::lm::{LmConfig, LmSearch, LmStatus, SearchStop};
 pub use output::{
     format_table, summary, summary_json, write_safetensors, write_summary_json, PointSummary,
     Summary, SUMMARY_EIGENVALUES,

@@ -1,8 +1,8 @@
 //! Writing a report: the points as safetensors, a JSON summary, and a table for people.
 
 use crate::finder::{Counts, Eigenvalue, FinderConfig, SlowPointReport};
-use memrnn_core::backend::StopReason;
 use memrnn_core::checkpoint::write_tensors;
+use memrnn_core::lm::SearchStop;
 use memrnn_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -110,7 +110,7 @@ pub struct PointSummary {
     pub stable: bool,
     pub near_unit: usize,
     pub iters: u32,
-    pub stop: StopReason,
+    pub stop: SearchStop,
     pub merged: usize,
     /// The largest eigenvalues (at most [`SUMMARY_EIGENVALUES`]).
     pub top_eigenvalues: Vec<Eigenvalue>,
@@ -176,19 +176,21 @@ pub fn write_summary_json(report: &SlowPointReport, path: &Path) -> Result<()> {
 }
 
 /// A plain-text table, one line per point (class, speed, largest `|λ|`, stable, count of
-/// eigenvalues near the unit circle, iterations, candidates merged), after a line of
-/// counts.
+/// eigenvalues near the unit circle, iterations, candidates merged, how its search
+/// ended), after a line of counts.
 pub fn format_table(report: &SlowPointReport) -> String {
     let c = &report.counts;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} slow points of a {} cell (H {}) from {} candidates: {} converged, {} stalled, {} at the iteration cap; dropped {} non-finite, {} too fast, {} outliers; {} duplicates merged",
+        "{} slow points of a {} cell (H {}) from {} candidates ({} search): {} converged, {} at a minimum of S, {} stalled, {} at the iteration cap; dropped {} non-finite, {} too fast, {} outliers; {} duplicates merged",
         c.points,
         report.cell.kind,
         report.cell.hidden,
         c.candidates,
+        report.config.method,
         c.converged,
+        c.minima,
         c.stalled,
         c.max_iters,
         c.non_finite,
@@ -198,14 +200,14 @@ pub fn format_table(report: &SlowPointReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>5} {:>11} {:>9} {:>6} {:>9} {:>7} {:>6}",
+        "{:>5} {:>5} {:>11} {:>9} {:>6} {:>9} {:>7} {:>6}  end",
         "point", "class", "speed", "max|λ|", "stable", "near|λ|=1", "iters", "merged"
     );
     for (i, p) in report.points.iter().enumerate() {
         let class = p.class.map_or_else(|| "-".to_string(), |c| c.to_string());
         let _ = writeln!(
             out,
-            "{:>5} {:>5} {:>11.3e} {:>9.5} {:>6} {:>9} {:>7} {:>6}",
+            "{:>5} {:>5} {:>11.3e} {:>9.5} {:>6} {:>9} {:>7} {:>6}  {}",
             i,
             class,
             p.speed,
@@ -213,7 +215,8 @@ pub fn format_table(report: &SlowPointReport) -> String {
             if p.stable { "yes" } else { "no" },
             p.near_unit,
             p.iters,
-            p.merged
+            p.merged,
+            p.stop.describe()
         );
     }
     out

@@ -1,6 +1,9 @@
 //! Dev-only helpers shared by memrnn's tests: seeded random data (the seed is printed on
 //! failure and can be forced with `MEMRNN_TEST_SEED`), relative errors in norm, NaN
-//! poisoning, and the awkward shapes every backend is tested on.
+//! poisoning, the awkward shapes every backend is tested on, and [`conformance`]: the one
+//! suite every backend runs ([`backend_conformance!`] instantiates it).
+
+pub mod conformance;
 
 use memrnn_core::{CellDims, CellKind, Real, SeqShape};
 use rand::{RngExt, SeedableRng};

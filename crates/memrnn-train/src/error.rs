@@ -24,6 +24,17 @@ pub enum TrainError {
         reason: String,
         checkpoint: String,
     },
+    /// A checkpoint could not be written; the previous one (if any) is unchanged.
+    #[error(
+        "could not save the checkpoint of step {step} ({reason}); {kept}: fix the cause (disk \
+         space, permissions, an immutable file) and resume with --resume"
+    )]
+    SaveFailed {
+        step: u64,
+        reason: String,
+        /// What is on disk now, in words.
+        kept: String,
+    },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -73,13 +73,43 @@ impl EvalConfig {
         }
         if let Some(&d) = self.delays.iter().find(|&&d| d == 0 || d > MAX_DELAY) {
             return config_err(format!(
-                "delay {d}: a delay t_s − t_a must be between 1 and {MAX_DELAY} steps"
+                "delay {d}: a delay t_s − t_a must be between 1 and {MAX_DELAY} steps (--max-delay, --delays)"
             ));
         }
         if self.trials == 0 || self.batch == 0 || self.chunk == 0 || self.read_span == 0 {
             return config_err("trials, batch, chunk and read span must all be at least 1");
         }
+        if self.trials > crate::limits::MAX_TRIALS {
+            return config_err(format!(
+                "{} trials per delay (--trials): at most {} (the standard error of an accuracy is already \
+                 below 0.0002 there; more only costs time)",
+                self.trials,
+                crate::limits::MAX_TRIALS
+            ));
+        }
+        if self.read_span > MAX_DELAY {
+            return config_err(format!(
+                "read span {}: at most {MAX_DELAY} steps",
+                self.read_span
+            ));
+        }
         Ok(())
+    }
+
+    /// [`Self::validate`], then the memory evaluating a `cell` would allocate against
+    /// this machine's.
+    pub fn validate_for(&self, cell: &memrnn_core::CellDims) -> Result<()> {
+        self.validate()?;
+        let need = crate::limits::eval_bytes(cell, self.batch, self.trials, self.chunk);
+        crate::limits::MemoryBudget::detect()?.check(
+            &format!(
+                "evaluating in batches of {} rows and chunks of {} steps",
+                self.batch.min(self.trials),
+                self.chunk
+            ),
+            need,
+            "lower --eval-batch or --chunk",
+        )
     }
 }
 
@@ -133,21 +163,14 @@ pub fn evaluate<B: Backend>(
     cfg: &EvalConfig,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<EvalResult> {
-    cfg.validate()?;
+    cfg.validate_for(&model.cell)?;
     task.validate()?;
-    model.validate()?;
+    crate::train::check_task_model(model, set, true)?;
     let readout = model.readout.as_ref().ok_or_else(|| {
         crate::TrainError::Config(
             "the model has no readout: evaluate a checkpoint written by `memrnn train`".into(),
         )
     })?;
-    if model.cell.input != set.input_size() {
-        return config_err(format!(
-            "the model reads inputs of size {} but the data's images give {} (pixels + trigger)",
-            model.cell.input,
-            set.input_size()
-        ));
-    }
     let cell = model.cell;
     let params = backend.upload(&model.params)?;
     let mut delays = cfg.delays.clone();

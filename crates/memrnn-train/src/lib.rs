@@ -15,7 +15,9 @@
 pub mod error;
 pub mod eval;
 pub mod idx;
+pub mod limits;
 pub mod objective;
+pub mod options;
 pub mod philox;
 pub mod pipeline;
 pub mod slow;
@@ -27,6 +29,7 @@ pub mod vset;
 pub use error::{Result, TrainError};
 pub use eval::{evaluate, EvalConfig, EvalResult};
 pub use idx::{load_mnist_dir, Mnist};
+pub use limits::MemoryBudget;
 pub use objective::{SpeedPenalty, SpeedSet};
 pub use task::{Curriculum, DigitSet, StageSchedule, TaskConfig};
 pub use train::{RunOutput, TrainConfig, Trainer};

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! out/
-//!   base.safetensors, base.adam.safetensors, base.metrics.jsonl
+//!   base.safetensors, base.metrics.jsonl  the checkpoint (weights + Adam state) and metrics
 //!   speed.safetensors ...            fine-tuned with λ > 0
 //!   control.safetensors ...          fine-tuned with λ = 0
 //!   slow_points_base.{safetensors,json}  the trained network's slow points (finder report)
@@ -19,11 +19,10 @@
 use crate::error::{config_err, Result, TrainError};
 use crate::eval::{evaluate, plot_curves, EvalConfig, EvalResult};
 use crate::objective::{mean_speed, SpeedPenalty, SpeedSet};
-use crate::slow::{class_slow_points, find_task_slow_points};
+use crate::slow::{class_slow_points_with, find_task_slow_points};
 use crate::task::{delay_inputs, DigitSet};
 use crate::train::{RunOutput, TrainConfig, TrainSummary, Trainer};
 use crate::vset;
-use memrnn_core::backend::SlowPointConfig;
 use memrnn_core::{Backend, Model};
 use memrnn_slowpoints::FinderConfig;
 use serde::Serialize;
@@ -43,7 +42,8 @@ pub enum VSource {
     Trajectory { n: usize, delay: usize },
     /// The per-class slow points (MATH.md §5 (a), the ICML paper's choice): each class's
     /// mean state `delay` steps after the image (from `trials` trials) moved down the
-    /// speed by Adam (`crate::slow::class_slow_points`), each repeated `copies` times.
+    /// speed by the default finder's search (`crate::slow::class_slow_points_with`:
+    /// Levenberg–Marquardt), each repeated `copies` times.
     SlowPoints {
         trials: usize,
         delay: usize,
@@ -67,6 +67,45 @@ pub struct PipelineConfig {
     pub eval: EvalConfig,
     pub out_dir: PathBuf,
     pub progress: bool,
+}
+
+impl PipelineConfig {
+    /// Every setting, before anything runs: the training and evaluation configs, a
+    /// positive λ (with λ = 0 the "speed" network would be the control), at least one
+    /// fine-tuning step, and the finder's settings.
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        self.eval.validate()?;
+        crate::objective::check_lambda(self.lambda)?;
+        if self.lambda == 0.0 {
+            return config_err(
+                "λ = 0: the speed-regularised network would be the λ = 0 control itself; give a                  positive λ (--lambda), e.g. 0.01",
+            );
+        }
+        if self.finetune_steps == 0 || self.finetune_steps > crate::limits::MAX_STEPS {
+            return config_err(format!(
+                "{} fine-tuning steps: give 1 to {} (0 would report the trained network                  three times under three names)",
+                self.finetune_steps,
+                crate::limits::MAX_STEPS
+            ));
+        }
+        crate::train::TrainConfig {
+            adam: memrnn_core::AdamConfig {
+                lr: self.finetune_lr,
+                ..self.train.adam
+            },
+            ..self.train.clone()
+        }
+        .validate()?;
+        crate::options::SlowPointOptions {
+            candidates: self.finder_trajectory_candidates,
+            delay: self.train.task.t_max,
+            mean_trials: 500,
+            finder: self.finder,
+            seed: 0,
+        }
+        .validate()
+    }
 }
 
 /// One row of the summary.
@@ -188,12 +227,12 @@ pub fn build_v<B: Backend>(
             }
             let means =
                 vset::class_mean_states(backend, model, set, &cfg.task, trials, delay, seed)?;
-            let slow = class_slow_points(
+            let slow = class_slow_points_with(
                 backend,
                 model,
                 &cfg.task,
                 &means,
-                &SlowPointConfig::default(),
+                &FinderConfig::default(),
             )?;
             Ok(slow.states.replicate(copies))
         }
@@ -206,9 +245,10 @@ pub fn run_pipeline<B: Backend>(
     set: &DigitSet,
     cfg: &PipelineConfig,
 ) -> Result<PipelineReport> {
-    crate::objective::check_lambda(cfg.lambda)?;
-    cfg.eval.validate()?;
-    cfg.train.validate()?;
+    cfg.validate()?;
+    let cell = memrnn_core::CellDims::new(cfg.train.cell, set.input_size(), cfg.train.hidden)?;
+    cfg.train.validate_for(set.input_size(), 0)?;
+    cfg.eval.validate_for(&cell)?;
     let start = std::time::Instant::now();
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| TrainError::io(&cfg.out_dir, e))?;
     let out = |name: &str| RunOutput {
@@ -306,13 +346,7 @@ pub fn run_pipeline<B: Backend>(
         )?;
         let xo = delay_inputs(&cfg.train.task, set.input_size(), 0x5BEED, 1, own.n);
         let s_own = mean_speed(backend, &model.cell, &params, &own, &xo)?;
-        let own_slow = class_slow_points(
-            backend,
-            model,
-            &cfg.train.task,
-            &own,
-            &SlowPointConfig::default(),
-        )?;
+        let own_slow = class_slow_points_with(backend, model, &cfg.train.task, &own, &cfg.finder)?;
         rows.push(SummaryRow {
             name: name.to_string(),
             lambda: *lambda,

@@ -9,8 +9,9 @@ use crate::objective::SpeedSet;
 use crate::task::{DigitSet, TaskConfig};
 use crate::vset;
 use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
+use memrnn_core::lm::LmSearch;
 use memrnn_core::{Backend, Model};
-use memrnn_slowpoints::{find_slow_points, FinderConfig, SlowPointReport};
+use memrnn_slowpoints::{find_slow_points, FinderConfig, SearchMethod, SlowPointReport};
 
 /// `x̄`: every pixel at the noise mean, trigger 0 (length `input`).
 pub fn constant_input(task: &TaskConfig, input: usize) -> Vec<f32> {
@@ -29,7 +30,7 @@ pub struct ClassSlowPoints {
     pub states: SpeedSet,
     /// `S` at each class's slow point.
     pub speed_sq: Vec<f32>,
-    /// Adam iterations each took.
+    /// Iterations each took (Adam updates or LM trial steps).
     pub iters: Vec<u32>,
 }
 
@@ -55,6 +56,36 @@ pub fn class_slow_points<B: Backend>(
     let x = backend.upload(&constant_input(task, model.cell.input))?;
     let mut search = SlowPointSearch::new(backend, &model.cell, &means.states)?;
     backend.slow_point_iterations(&model.cell, &params, &x, &mut search, cfg)?;
+    let states = backend.download(&search.states)?;
+    Ok(ClassSlowPoints {
+        states: SpeedSet::new(
+            states,
+            model.cell.state_size(),
+            "slow points (from the class means)",
+        )?,
+        speed_sq: search.status.iter().map(|s| s.speed_sq).collect(),
+        iters: search.status.iter().map(|s| s.iters).collect(),
+    })
+}
+
+/// [`class_slow_points`] with the search method `cfg.method` of a finder configuration:
+/// Levenberg–Marquardt (`cfg.lm`; the default) or Adam (`cfg.search`). A class whose search
+/// ends at a minimum of `S` above 0 keeps that state and its `S`.
+pub fn class_slow_points_with<B: Backend>(
+    backend: &B,
+    model: &Model,
+    task: &TaskConfig,
+    means: &SpeedSet,
+    cfg: &FinderConfig,
+) -> Result<ClassSlowPoints> {
+    if cfg.method == SearchMethod::Adam {
+        return class_slow_points(backend, model, task, means, &cfg.search);
+    }
+    means.check(&model.cell)?;
+    let params = backend.upload(&model.params)?;
+    let x = backend.upload(&constant_input(task, model.cell.input))?;
+    let mut search = LmSearch::new(backend, &model.cell, &means.states, &cfg.lm)?;
+    backend.slow_point_lm(&model.cell, &params, &x, &mut search, &cfg.lm)?;
     let states = backend.download(&search.states)?;
     Ok(ClassSlowPoints {
         states: SpeedSet::new(

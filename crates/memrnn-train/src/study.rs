@@ -9,11 +9,10 @@
 
 use crate::error::{config_err, Result, TrainError};
 use crate::eval::{evaluate, EvalConfig};
-use crate::slow::class_slow_points;
+use crate::slow::class_slow_points_with;
 use crate::task::{Curriculum, DigitSet};
 use crate::train::{RunOutput, TrainConfig, Trainer};
 use crate::vset;
-use memrnn_core::backend::SlowPointConfig;
 use memrnn_core::{Backend, CellKind};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -136,6 +135,34 @@ pub fn run_study<B: Backend>(
     if cfg.cells.is_empty() || cfg.curricula.is_empty() || cfg.seeds.is_empty() {
         return config_err("a study needs at least one cell, one curriculum and one seed");
     }
+    fn dup<T: PartialEq + std::fmt::Debug>(what: &str, v: &[T]) -> Result<()> {
+        if let Some((_, x)) = v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)) {
+            let x = format!("{x:?}").to_lowercase();
+            return config_err(format!(
+                "{what} {x} is listed twice: the study would train the same network twice \
+                 and count it as two"
+            ));
+        }
+        Ok(())
+    }
+    dup("cell", &cfg.cells)?;
+    dup("curriculum", &cfg.curricula)?;
+    dup("seed", &cfg.seeds)?;
+    cfg.train.validate()?;
+    if cfg.eval_trials == 0 || cfg.eval_trials > crate::limits::MAX_TRIALS {
+        return config_err(format!(
+            "{} evaluation trials: give 1 to {}",
+            cfg.eval_trials,
+            crate::limits::MAX_TRIALS
+        ));
+    }
+    if cfg.long_delay > crate::eval::MAX_DELAY {
+        return config_err(format!(
+            "long delay {}: at most {}",
+            cfg.long_delay,
+            crate::eval::MAX_DELAY
+        ));
+    }
     if cfg.long_delay < cfg.train.task.t_max {
         return config_err(format!(
             "the long delay ({}) must be beyond the training delays (T_max = {})",
@@ -178,12 +205,12 @@ pub fn run_study<B: Backend>(
                     20,
                     seed ^ 0x7E57,
                 )?;
-                let slow = class_slow_points(
+                let slow = class_slow_points_with(
                     backend,
                     &model,
                     &cfg.train.task,
                     &means,
-                    &SlowPointConfig::default(),
+                    &memrnn_slowpoints::FinderConfig::default(),
                 )?;
                 let r = evaluate(backend, &model, set, &cfg.train.task, &eval, None)?;
                 let row = StudyRow {

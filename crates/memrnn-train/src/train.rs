@@ -7,12 +7,20 @@
 //! parameters and the host Adam for the readout.
 //!
 //! Outputs, under `out_dir` with a run name `name`:
-//! - `name.safetensors`: the checkpoint (PyTorch names; metadata `memrnn.train.config`,
-//!   `memrnn.train.step`, `memrnn.train.stage`, `memrnn.train.stage_start`), written
-//!   atomically every `checkpoint_every` steps and at the end;
-//! - `name.adam.safetensors`: Adam's moments, so a resumed run continues exactly;
+//! - `name.safetensors`: the checkpoint, every `checkpoint_every` steps and at the end. One
+//!   file holds the weights (PyTorch names), Adam's moments (tensors `memrnn.state.*`,
+//!   which model loaders ignore) and the step they belong to (metadata
+//!   `memrnn.train.config`, `memrnn.train.step`, `memrnn.train.stage`,
+//!   `memrnn.train.stage_start`, `memrnn.train.acc_ema`, `memrnn.train.adam_step`), so they
+//!   are committed together: the file is written beside the old one, synced, and renamed
+//!   over it. A failed or killed save leaves the previous checkpoint whole (and a failed
+//!   one leaves no temporary file).
 //! - `name.metrics.jsonl`: one JSON object per `log_every` steps (step, loss, ce,
-//!   penalty, report_acc, silence_acc, grad_norm, stage, t_max, vocab, elapsed_s).
+//!   penalty, report_acc, silence_acc, grad_norm, stage, t_max, vocab, elapsed_s). Lines
+//!   are held back until a checkpoint covering their steps is saved (the checkpoint also
+//!   carries them, `memrnn.train.metrics_pending`), so the file never describes steps
+//!   that no checkpoint holds; a run that starts (fresh, or resumed at step N) first drops
+//!   lines for steps after its start and restores those its checkpoint carries.
 //!
 //! A NaN / infinite loss, or one above `diverge_loss`, stops the run with
 //! [`TrainError::Diverged`]; nothing is written after the last good step, so the
@@ -21,7 +29,7 @@
 use crate::error::{config_err, Result, TrainError};
 use crate::objective::{readout_ce, speed_penalty_grad, SpeedPenalty};
 use crate::task::{self, Curriculum, DigitSet, Stage, StageSchedule, TaskConfig, CLASSES};
-use memrnn_core::checkpoint::{load_checkpoint, read_tensors, save_checkpoint, write_tensors};
+use memrnn_core::checkpoint::{load_checkpoint, read_tensors, save_checkpoint_with_state};
 use memrnn_core::{
     adam_update_host, AdamConfig, AdamState, Backend, CellDims, CellKind, Model, Readout,
     SeqUpstream,
@@ -37,6 +45,18 @@ pub const META_CONFIG: &str = "memrnn.train.config";
 pub const META_STEP: &str = "memrnn.train.step";
 pub const META_STAGE: &str = "memrnn.train.stage";
 pub const META_STAGE_START: &str = "memrnn.train.stage_start";
+pub const META_ACC_EMA: &str = "memrnn.train.acc_ema";
+pub const META_ADAM_STEP: &str = "memrnn.train.adam_step";
+/// The speed penalty a run was trained with (`λ on V's source`), when it had one.
+pub const META_PENALTY: &str = "memrnn.train.penalty";
+/// Metrics lines of the steps this checkpoint covers that were not yet in the metrics file.
+pub const META_METRICS_PENDING: &str = "memrnn.train.metrics_pending";
+
+/// The optimiser's tensors inside a training checkpoint.
+pub const STATE_PARAMS_M: &str = "memrnn.state.adam.params.m";
+pub const STATE_PARAMS_V: &str = "memrnn.state.adam.params.v";
+pub const STATE_READOUT_M: &str = "memrnn.state.adam.readout.m";
+pub const STATE_READOUT_V: &str = "memrnn.state.adam.readout.v";
 
 /// Seed salt of the speed penalty's inputs (kept apart from the task's streams).
 const PENALTY_SALT: u64 = 0x5EED_5EED_0000_0002;
@@ -87,6 +107,13 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.task.validate()?;
         self.adam.validate()?;
+        if self.steps == 0 || self.steps > crate::limits::MAX_STEPS {
+            return config_err(format!(
+                "{} training steps: give 1 to {} (0 would write an untrained network as if trained)",
+                self.steps,
+                crate::limits::MAX_STEPS
+            ));
+        }
         if self.hidden == 0 || self.hidden > 1 << 16 {
             return config_err(format!(
                 "hidden size {}: it must be 1 to 65536",
@@ -99,7 +126,8 @@ impl TrainConfig {
         if let Some(c) = self.clip {
             if !(c.is_finite() && c > 0.0) {
                 return config_err(format!(
-                    "gradient clip {c}: it must be a positive norm (or off)"
+                    "gradient clip {c} (--clip): it must be a positive, finite norm; 0 turns \
+                     clipping off"
                 ));
             }
         }
@@ -118,6 +146,77 @@ impl TrainConfig {
         }
         if self.diverge_loss.is_nan() || self.diverge_loss <= 0.0 {
             return config_err("diverge_loss must be positive");
+        }
+        Ok(())
+    }
+
+    /// [`Self::validate`], then the memory a training step on inputs of size `input` (with
+    /// `penalty_points` points of a speed penalty) would allocate against this machine's.
+    pub fn validate_for(&self, input: usize, penalty_points: usize) -> Result<()> {
+        self.validate()?;
+        let cell = CellDims::new(self.cell, input, self.hidden)?;
+        let need = crate::limits::train_bytes(&cell, self.task.t_max, self.batch, penalty_points);
+        crate::limits::MemoryBudget::detect()?.check(
+            &format!(
+                "training a {} cell (input {input}, hidden {}) on batches of {} sequences of {} steps",
+                self.cell, self.hidden, self.batch, self.task.t_max
+            ),
+            need,
+            "lower --batch or --hidden (or --t-max)",
+        )
+    }
+
+    /// The settings a resumed run must share with the checkpoint it continues (the
+    /// network, its batches and its curriculum); the learning rate, clipping, step count,
+    /// logging and divergence limit may change. Names the first that differs.
+    pub fn check_resumable_as(&self, saved: &TrainConfig) -> Result<()> {
+        let diff: Vec<(&str, String, String)> = [
+            (
+                "cell (--cell)",
+                format!("{}", saved.cell),
+                format!("{}", self.cell),
+            ),
+            (
+                "hidden size (--hidden)",
+                saved.hidden.to_string(),
+                self.hidden.to_string(),
+            ),
+            (
+                "batch size (--batch)",
+                saved.batch.to_string(),
+                self.batch.to_string(),
+            ),
+            (
+                "seed (--seed)",
+                saved.seed.to_string(),
+                self.seed.to_string(),
+            ),
+            (
+                "task (--t-max)",
+                format!("{:?}", saved.task),
+                format!("{:?}", self.task),
+            ),
+            (
+                "curriculum (--curriculum)",
+                format!("{:?}", saved.curriculum),
+                format!("{:?}", self.curriculum),
+            ),
+            (
+                "curriculum schedule (--stage-every / --stage-acc / --stage-min-steps)",
+                format!("{:?}", saved.schedule),
+                format!("{:?}", self.schedule),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .collect();
+        if let Some((what, a, b)) = diff.first() {
+            return config_err(format!(
+                "the checkpoint was trained with {what} {a}, but this run asks for {b}: a resumed \
+                 run must draw the same batches and curriculum; pass the checkpoint's value (its \
+                 settings are in its metadata, memrnn.train.config), or fine-tune from it with \
+                 --init instead"
+            ));
         }
         Ok(())
     }
@@ -168,11 +267,21 @@ impl RunOutput {
     pub fn checkpoint(&self) -> PathBuf {
         self.dir.join(format!("{}.safetensors", self.name))
     }
-    pub fn adam_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.adam.safetensors", self.name))
-    }
     pub fn metrics(&self) -> PathBuf {
         self.dir.join(format!("{}.metrics.jsonl", self.name))
+    }
+
+    /// The name must be a plain file-name stem ([`crate::limits::check_run_name`]) and the
+    /// folder must not be an existing file.
+    pub fn validate(&self) -> Result<()> {
+        crate::limits::check_run_name(&self.name)?;
+        if self.dir.exists() && !self.dir.is_dir() {
+            return config_err(format!(
+                "output folder {} is a file, not a folder; give --out a folder",
+                self.dir.display()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -196,12 +305,15 @@ pub struct Trainer<'a, B: Backend> {
     acc_ema: f64,
     penalty: Option<SpeedPenalty>,
     penalty_seed: u64,
+    /// Metrics lines of steps after the last saved checkpoint (written with the next one).
+    pending_metrics: Vec<String>,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
     /// A fresh network (PyTorch's default initialisation from `cfg.seed`).
     pub fn new(backend: &'a B, set: &'a DigitSet, cfg: TrainConfig) -> Result<Self> {
-        cfg.validate()?;
+        // Before the parameters are allocated.
+        cfg.validate_for(set.input_size(), 0)?;
         let cell = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
         let mut model = Model::init(cell, cfg.seed);
         model.readout = Some(Readout::init(CLASSES, cfg.hidden, cfg.seed ^ 0xAB)?);
@@ -215,7 +327,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg: TrainConfig,
         model: Model,
     ) -> Result<Self> {
-        cfg.validate()?;
+        cfg.validate_for(set.input_size(), 0)?;
         let want = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
         check_model(&model, &want)?;
         let readout = model.readout.clone().ok_or_else(|| {
@@ -240,12 +352,16 @@ impl<'a, B: Backend> Trainer<'a, B> {
             acc_ema: 0.0,
             penalty: None,
             penalty_seed: cfg.seed ^ PENALTY_SALT,
+            pending_metrics: vec![],
             cfg,
         })
     }
 
-    /// Resumes from a checkpoint written by [`Trainer::run`] (and its Adam sidecar when
-    /// present). The checkpoint's cell must match `cfg`.
+    /// Resumes from a checkpoint written by [`Trainer::run`]: its weights, optimiser
+    /// state, step and curriculum stage, all from the one file. Refuses (saying what to do)
+    /// a checkpoint without optimiser state or step, one whose optimiser state does not
+    /// fit its weights, one whose settings differ from `cfg` where a resumed run must keep
+    /// them ([`TrainConfig::check_resumable_as`]), and one already at or past `cfg.steps`.
     pub fn resume(
         backend: &'a B,
         set: &'a DigitSet,
@@ -253,49 +369,152 @@ impl<'a, B: Backend> Trainer<'a, B> {
         path: &Path,
     ) -> Result<Self> {
         let ck = load_checkpoint(path)?;
+        let at = |m: String| TrainError::Config(format!("resuming from {}: {m}", path.display()));
         let mut t = Self::from_model(backend, set, cfg, ck.model).map_err(|e| match e {
-            TrainError::Config(m) => {
-                TrainError::Config(format!("resuming from {}: {m}", path.display()))
-            }
+            TrainError::Config(m) => at(m),
             other => other,
         })?;
-        let get = |k: &str| -> Result<u64> {
-            ck.metadata
-                .get(k)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| {
-                    TrainError::Config(format!(
-                        "{} has no valid {k} metadata: it was not written by `memrnn train`; \
-                         fine-tune it instead of resuming",
-                        path.display()
-                    ))
-                })
+        let old_sidecar = path.with_extension("adam.safetensors");
+        let fine_tune = format!(
+            "to continue from its weights with a fresh optimiser (step count from 0), use \
+             --init {} instead of --resume{}",
+            path.display(),
+            if old_sidecar.is_file() {
+                format!(
+                    " ({} beside it is the optimiser file of memrnn's old two-file checkpoints, \
+                     which is not resumed: the two files could disagree)",
+                    old_sidecar.display()
+                )
+            } else {
+                String::new()
+            }
+        );
+        let get = |k: &str| -> Result<String> {
+            ck.metadata.get(k).cloned().ok_or_else(|| {
+                at(format!(
+                    "it has no {k} metadata, so it was not written by this version of \
+                     `memrnn train` and holds no step or optimiser state to resume; {fine_tune}"
+                ))
+            })
         };
-        t.step = get(META_STEP)?;
-        t.stage = (get(META_STAGE)? as usize).min(t.stages.len() - 1);
-        t.stage_start = get(META_STAGE_START)?;
-        let adam_path = path.with_extension("adam.safetensors");
-        if adam_path.is_file() {
-            let (tensors, meta) = read_tensors(&adam_path)?;
-            let take = |name: &str, len: usize| -> Result<Vec<f32>> {
-                match tensors.get(name) {
-                    Some(h) if h.data.len() == len => Ok(h.to_f32()),
-                    _ => Err(TrainError::Config(format!(
-                        "{}: tensor {name} is missing or has the wrong size; delete the file to resume with a fresh optimiser",
-                        adam_path.display()
-                    ))),
+        let num = |k: &str| -> Result<u64> {
+            get(k)?.parse().map_err(|_| {
+                at(format!(
+                    "its {k} metadata is not a whole number (corrupt?); {fine_tune}"
+                ))
+            })
+        };
+        let saved = train_config_from_metadata(&ck.metadata)
+            .map_err(&at)?
+            .ok_or_else(|| at(format!("it holds no training configuration; {fine_tune}")))?;
+        t.cfg.check_resumable_as(&saved).map_err(|e| match e {
+            TrainError::Config(m) => at(m),
+            other => other,
+        })?;
+        t.step = num(META_STEP)?;
+        let stage = num(META_STAGE)? as usize;
+        if stage >= t.stages.len() {
+            return Err(at(format!(
+                "its curriculum stage {stage} does not exist ({} stages); {fine_tune}",
+                t.stages.len()
+            )));
+        }
+        t.stage = stage;
+        t.stage_start = num(META_STAGE_START)?;
+        t.acc_ema = get(META_ACC_EMA)?
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| {
+                at(format!(
+                    "its {META_ACC_EMA} metadata is not a number; {fine_tune}"
+                ))
+            })?;
+        if let Some(p) = ck.metadata.get(META_PENALTY) {
+            let lambda: f32 = p
+                .split_whitespace()
+                .next()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(f32::NAN);
+            if lambda != 0.0 {
+                return Err(at(format!(
+                    "it was fine-tuned with the speed penalty λ = {p}, and a resumed run cannot \
+                     restore the penalty's points V (they are not stored): it would continue \
+                     without the penalty; fine-tune again with --init {} --lambda {lambda}",
+                    path.display()
+                )));
+            }
+        }
+        let adam_step = num(META_ADAM_STEP)?;
+        if adam_step != t.step {
+            return Err(at(format!(
+                "its optimiser state belongs to step {adam_step} but its weights to step {}; \
+                 the file is inconsistent; {fine_tune}",
+                t.step
+            )));
+        }
+        if t.step >= t.cfg.steps {
+            // A run killed between its last save and the metrics append: complete the
+            // metrics file beside the checkpoint from the lines the checkpoint carries.
+            let metrics = path.with_extension("metrics.jsonl");
+            if metrics.is_file() {
+                if let Some(p) = ck.metadata.get(META_METRICS_PENDING) {
+                    let pending: Vec<String> = serde_json::from_str(p).unwrap_or_default();
+                    sync_metrics(&metrics, t.step, &pending)?;
                 }
-            };
-            let n = t.cell.layout().len();
-            t.adam.m = backend.upload(&take("params.m", n)?)?;
-            t.adam.v = backend.upload(&take("params.v", n)?)?;
-            t.ro_m = take("readout.m", t.ro_m.len())?;
-            t.ro_v = take("readout.v", t.ro_v.len())?;
-            t.adam.step = meta
-                .get("adam.step")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(t.step);
-            t.ro_step = t.adam.step;
+            }
+            return Err(at(format!(
+                "it is already at step {} and --steps is {}: nothing to do; pass a larger \
+                 --steps to train further",
+                t.step, t.cfg.steps
+            )));
+        }
+        let (tensors, _) = read_tensors(path)?;
+        let take = |name: &str, len: usize, nonneg: bool| -> Result<Vec<f32>> {
+            match tensors.get(name) {
+                None => Err(at(format!(
+                    "it holds no optimiser state ({name} is missing); {fine_tune}"
+                ))),
+                Some(h) if h.data.len() != len => Err(at(format!(
+                    "optimiser tensor {name} holds {} values but the weights need {len}; \
+                     the file is inconsistent; {fine_tune}",
+                    h.data.len()
+                ))),
+                Some(h)
+                    if h.data
+                        .iter()
+                        .any(|&v| !v.is_finite() || (nonneg && v < 0.0)) =>
+                {
+                    Err(at(format!(
+                        "optimiser tensor {name} holds {} values; {fine_tune}",
+                        if nonneg {
+                            "non-finite or negative"
+                        } else {
+                            "non-finite"
+                        }
+                    )))
+                }
+                Some(h) => Ok(h.to_f32()),
+            }
+        };
+        let n = t.cell.layout().len();
+        let n_ro = t.ro_m.len();
+        let (pm, pv) = (
+            take(STATE_PARAMS_M, n, false)?,
+            take(STATE_PARAMS_V, n, true)?,
+        );
+        t.ro_m = take(STATE_READOUT_M, n_ro, false)?;
+        t.ro_v = take(STATE_READOUT_V, n_ro, true)?;
+        t.adam.m = backend.upload(&pm)?;
+        t.adam.v = backend.upload(&pv)?;
+        t.adam.step = adam_step;
+        t.ro_step = adam_step;
+        if let Some(p) = ck.metadata.get(META_METRICS_PENDING) {
+            t.pending_metrics = serde_json::from_str(p).map_err(|e| {
+                at(format!(
+                    "its {META_METRICS_PENDING} metadata is not a list of lines ({e})"
+                ))
+            })?;
         }
         Ok(t)
     }
@@ -306,6 +525,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if let Some(p) = &penalty {
             crate::objective::check_lambda(p.lambda)?;
             p.set.check(&self.cell)?;
+            self.cfg.validate_for(self.cell.input, p.set.n)?;
         }
         self.penalty = penalty;
         Ok(())
@@ -493,33 +713,46 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
     }
 
-    /// Writes the checkpoint and the Adam sidecar.
+    /// Writes the checkpoint: weights, Adam state, step and the metrics lines not yet in
+    /// the metrics file, in one atomic write (see the module docs).
     pub fn save(&self, out: &RunOutput) -> Result<PathBuf> {
+        out.validate()?;
         std::fs::create_dir_all(&out.dir).map_err(|e| TrainError::io(&out.dir, e))?;
+        let err = |e: serde_json::Error| TrainError::Config(e.to_string());
         let mut meta = BTreeMap::new();
         meta.insert(
             META_CONFIG.to_string(),
-            serde_json::to_string(&self.cfg).map_err(|e| TrainError::Config(e.to_string()))?,
+            serde_json::to_string(&self.cfg).map_err(err)?,
         );
         meta.insert(META_STEP.to_string(), self.step.to_string());
         meta.insert(META_STAGE.to_string(), self.stage.to_string());
         meta.insert(META_STAGE_START.to_string(), self.stage_start.to_string());
+        meta.insert(META_ACC_EMA.to_string(), self.acc_ema.to_string());
+        meta.insert(META_ADAM_STEP.to_string(), self.adam.step.to_string());
+        if let Some(p) = &self.penalty {
+            meta.insert(
+                META_PENALTY.to_string(),
+                format!("{} on {}", p.lambda, p.set.source),
+            );
+        }
+        meta.insert(
+            META_METRICS_PENDING.to_string(),
+            serde_json::to_string(&self.pending_metrics).map_err(err)?,
+        );
         let path = out.checkpoint();
         let m = self.backend.download(&self.adam.m)?;
         let v = self.backend.download(&self.adam.v)?;
-        let mut am = BTreeMap::new();
-        am.insert("adam.step".to_string(), self.adam.step.to_string());
-        write_tensors(
-            &out.adam_path(),
+        save_checkpoint_with_state(
+            &path,
+            &self.model()?,
+            &meta,
             &[
-                ("params.m", vec![m.len()], &m),
-                ("params.v", vec![v.len()], &v),
-                ("readout.m", vec![self.ro_m.len()], &self.ro_m),
-                ("readout.v", vec![self.ro_v.len()], &self.ro_v),
+                (STATE_PARAMS_M, vec![m.len()], &m),
+                (STATE_PARAMS_V, vec![v.len()], &v),
+                (STATE_READOUT_M, vec![self.ro_m.len()], &self.ro_m),
+                (STATE_READOUT_V, vec![self.ro_v.len()], &self.ro_v),
             ],
-            &am,
         )?;
-        save_checkpoint(&path, &self.model()?, &meta)?;
         Ok(path)
     }
 
@@ -537,16 +770,33 @@ impl<'a, B: Backend> Trainer<'a, B> {
         every: u64,
         mut track: impl FnMut(&Self) -> Result<()>,
     ) -> Result<TrainSummary> {
+        out.validate()?;
+        if self.step >= self.cfg.steps {
+            return config_err(format!(
+                "the network is already at step {} and the run is for {} steps: nothing to \
+                 train; pass a larger --steps",
+                self.step, self.cfg.steps
+            ));
+        }
         std::fs::create_dir_all(&out.dir).map_err(|e| TrainError::io(&out.dir, e))?;
+        // Temporary files left by a killed save of this run hold nothing: remove them.
+        for stale in [
+            out.checkpoint().with_extension("safetensors.tmp"),
+            out.metrics().with_extension("jsonl.tmp"),
+        ] {
+            if stale.is_file() {
+                std::fs::remove_file(&stale).map_err(|e| TrainError::io(&stale, e))?;
+            }
+        }
+        // The metrics file describes the steps the state we start from covers: drop lines
+        // after it (a killed run's, or a previous run's), restore those our checkpoint
+        // carries.
+        let metrics_path = out.metrics();
+        let pending = std::mem::take(&mut self.pending_metrics);
+        let mut metrics = sync_metrics(&metrics_path, self.step, &pending)?;
         if every > 0 && self.step % every == 0 {
             track(self)?;
         }
-        let metrics_path = out.metrics();
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| TrainError::io(&metrics_path, e))?;
         let pb = if out.progress {
             let pb = indicatif::ProgressBar::new(self.cfg.steps);
             pb.set_style(
@@ -589,7 +839,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     o.insert("report_acc_window".into(), (win_rep / win_n as f64).into());
                     o.insert("elapsed_s".into(), start.elapsed().as_secs_f64().into());
                 }
-                writeln!(metrics, "{v}").map_err(|e| TrainError::io(&metrics_path, e))?;
+                self.pending_metrics.push(v.to_string());
                 pb.set_message(format!(
                     "loss {:.3} report {:.2} silence {:.3} T {} vocab {}",
                     stats.loss,
@@ -605,7 +855,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 }
             }
             if self.step % self.cfg.checkpoint_every == 0 && self.step < self.cfg.steps {
-                last_ckpt = Some(self.save(out)?);
+                last_ckpt = Some(self.save_and_log(out, &mut metrics, &metrics_path)?);
             }
             if every > 0 && self.step % every == 0 {
                 track(self)?;
@@ -613,7 +863,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             pb.set_position(self.step);
         }
         pb.finish();
-        let ck = self.save(out)?;
+        let ck = self.save_and_log(out, &mut metrics, &metrics_path)?;
         let n = win_n.max(1) as f64;
         Ok(TrainSummary {
             steps: self.step,
@@ -623,6 +873,104 @@ impl<'a, B: Backend> Trainer<'a, B> {
             seconds: start.elapsed().as_secs_f64(),
             checkpoint: Some(ck),
         })
+    }
+}
+
+/// Keeps the lines of a JSON-lines file (metrics, tracking) whose `step` is at most
+/// `max_step`, up to the first line that is not a whole JSON object with a step (a line cut
+/// short by a kill, or a later run's), rewriting the file atomically when anything is
+/// dropped. Returns the last kept step (`None` when none is kept or there is no file).
+pub fn repair_jsonl(path: &Path, max_step: u64) -> Result<Option<u64>> {
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(TrainError::io(path, e)),
+    };
+    let mut keep = String::new();
+    let mut last = None;
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break;
+        }
+        match line_step(line.trim_end()) {
+            Some(s) if s <= max_step && last.is_none_or(|l| s > l) => {
+                keep.push_str(line);
+                last = Some(s);
+            }
+            _ => break,
+        }
+    }
+    if keep.len() != text.len() {
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, &keep)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                TrainError::io(path, e)
+            })?;
+    }
+    Ok(last)
+}
+
+/// Makes the metrics file describe exactly the steps up to `step`: drops later lines
+/// ([`repair_jsonl`]), appends those of `pending` (lines a checkpoint at `step` carries)
+/// that it lacks, and returns it open for appending.
+fn sync_metrics(path: &Path, step: u64, pending: &[String]) -> Result<std::fs::File> {
+    let kept = repair_jsonl(path, step)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    for l in pending {
+        if line_step(l).is_some_and(|s| kept.is_none_or(|k| s > k) && s <= step) {
+            writeln!(f, "{l}").map_err(|e| TrainError::io(path, e))?;
+        }
+    }
+    Ok(f)
+}
+
+/// The `step` of one JSON-lines record.
+fn line_step(line: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("step")?
+        .as_u64()
+}
+
+impl<B: Backend> Trainer<'_, B> {
+    /// Saves, and only then appends the metrics lines the checkpoint covers.
+    fn save_and_log(
+        &mut self,
+        out: &RunOutput,
+        metrics: &mut std::fs::File,
+        metrics_path: &Path,
+    ) -> Result<PathBuf> {
+        let ck = self.save(out).map_err(|e| {
+            let path = out.checkpoint();
+            let kept = match load_checkpoint(&path) {
+                Ok(c) => format!(
+                    "{} still holds step {}, unchanged",
+                    path.display(),
+                    c.metadata.get(META_STEP).map_or("?", String::as_str)
+                ),
+                Err(_) => format!("no checkpoint was written to {}", path.display()),
+            };
+            TrainError::SaveFailed {
+                step: self.step,
+                reason: match e {
+                    TrainError::Core(memrnn_core::Error::Io { path, source }) => {
+                        format!("{}: {source}", path.display())
+                    }
+                    other => other.to_string(),
+                },
+                kept,
+            }
+        })?;
+        for l in self.pending_metrics.drain(..) {
+            writeln!(metrics, "{l}").map_err(|e| TrainError::io(metrics_path, e))?;
+        }
+        Ok(ck)
     }
 }
 
@@ -648,8 +996,55 @@ pub fn check_model(model: &Model, want: &CellDims) -> Result<()> {
     Ok(())
 }
 
-/// The training configuration stored in a checkpoint's metadata, if any.
+/// Fails unless `model` fits the delayed-classification task on `set`: inputs of the data's
+/// size (pixels + trigger) and, when it has a readout (required when `needs_readout`), one
+/// of [`CLASSES`] classes ("nothing" and the ten digits). Every command that uses a
+/// checkpoint calls this before running.
+pub fn check_task_model(model: &Model, set: &DigitSet, needs_readout: bool) -> Result<()> {
+    model.validate()?;
+    if model.cell.input != set.input_size() {
+        return config_err(format!(
+            "the checkpoint's {} cell reads inputs of size {}, but the task on this data gives \
+             {} ({} pixels + the trigger); use the data set it was trained on (--mnist-dir)",
+            model.cell.kind,
+            model.cell.input,
+            set.input_size(),
+            set.pixels
+        ));
+    }
+    match &model.readout {
+        None if needs_readout => config_err(
+            "the checkpoint has no readout (readout.weight / readout.bias): this command needs \
+             a network trained on the task; train one with `memrnn train`",
+        ),
+        Some(r) if r.classes != CLASSES => config_err(format!(
+            "the checkpoint's readout has {} classes, but the delayed-classification task has \
+             {CLASSES} (\"nothing\" and the ten digits): it was trained for another task, so its \
+             answers here would mean nothing",
+            r.classes
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The training configuration stored in a checkpoint's metadata, if any (`None` also when
+/// it does not parse: use [`train_config_from_metadata`] to tell the two apart).
 pub fn config_from_metadata(meta: &BTreeMap<String, String>) -> Option<TrainConfig> {
-    meta.get(META_CONFIG)
-        .and_then(|s| serde_json::from_str(s).ok())
+    train_config_from_metadata(meta).ok().flatten()
+}
+
+/// The training configuration stored in a checkpoint's metadata: `Ok(None)` when there is
+/// none (a PyTorch state dict), an error naming the problem when it is there but does not
+/// parse, has unknown keys, or is invalid.
+pub fn train_config_from_metadata(
+    meta: &BTreeMap<String, String>,
+) -> std::result::Result<Option<TrainConfig>, String> {
+    let Some(text) = meta.get(META_CONFIG) else {
+        return Ok(None);
+    };
+    let c: TrainConfig = crate::limits::from_json_strict(text)
+        .map_err(|e| format!("its {META_CONFIG} metadata is not a training configuration: {e}"))?;
+    c.validate()
+        .map_err(|e| format!("its {META_CONFIG} metadata holds an invalid configuration: {e}"))?;
+    Ok(Some(c))
 }

@@ -108,6 +108,18 @@ pub struct FastCache {
     gates: Vec<f32>,
 }
 
+impl FastCache {
+    /// The cell the forward pass ran.
+    pub fn cell(&self) -> CellDims {
+        self.cell
+    }
+
+    /// The shape the forward pass ran.
+    pub fn shape(&self) -> SeqShape {
+        self.shape
+    }
+}
+
 /// Outputs of the fast forward pass.
 pub struct FastForward {
     /// `[T, B, H]`.
