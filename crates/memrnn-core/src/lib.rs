@@ -27,6 +27,7 @@ pub mod lm;
 pub mod lstm_state;
 pub mod model;
 pub mod real;
+pub mod slow_point;
 pub mod state_dict;
 
 pub use backend::{
