@@ -278,6 +278,37 @@ pub fn check_slow_point_iterations(
     cfg.validate()
 }
 
+/// Candidate states `[K, S]` for a slow-point search (Adam or Levenberg–Marquardt):
+/// at least one, a whole number of states of `cell`, all finite. Returns `K`.
+pub fn check_candidates(cell: &CellDims, candidates: &[f32]) -> Result<usize> {
+    check_cell(cell)?;
+    let sd = cell.state_size();
+    if candidates.is_empty() {
+        return Err(Error::InvalidArgument(
+            "a slow-point search needs at least one candidate state (K = 0)".into(),
+        ));
+    }
+    if candidates.len() % sd != 0 {
+        return Err(Error::shape(
+            "candidates",
+            candidates.len().div_ceil(sd) * sd,
+            candidates.len(),
+            format!(
+                "[K, S={sd}] for a {} cell with hidden {}{}",
+                cell.kind,
+                cell.hidden,
+                if sd != cell.hidden {
+                    " (states are [h | c])"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    crate::error::check_finite("candidates", candidates)?;
+    Ok(candidates.len() / sd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -173,30 +173,7 @@ impl<T> SlowPointSearch<T> {
         candidates: &[f32],
     ) -> Result<Self> {
         let sd = cell.state_size();
-        if candidates.is_empty() {
-            return Err(Error::InvalidArgument(
-                "a slow-point search needs at least one candidate state (K = 0)".into(),
-            ));
-        }
-        if candidates.len() % sd != 0 {
-            return Err(Error::shape(
-                "candidates",
-                candidates.len().div_ceil(sd) * sd,
-                candidates.len(),
-                format!(
-                    "[K, S={sd}] for a {} cell with hidden {}{}",
-                    cell.kind,
-                    cell.hidden,
-                    if sd != cell.hidden {
-                        " (states are [h | c])"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
-        crate::error::check_finite("candidates", candidates)?;
-        let k = candidates.len() / sd;
+        let k = crate::checks::check_candidates(cell, candidates)?;
         Ok(SlowPointSearch {
             k,
             states: backend.upload(candidates)?,

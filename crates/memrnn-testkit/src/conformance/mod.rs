@@ -213,6 +213,7 @@ macro_rules! backend_conformance {
             slowpoints_search_lstm => |cx| $crate::conformance::slowpoints::search(cx, $crate::conformance::CellKind::Lstm),
             slowpoints_default_loop => $crate::conformance::slowpoints::default_loop,
             slowpoints_edge_cases => $crate::conformance::slowpoints::edge_cases,
+            slowpoints_lm_search => $crate::conformance::slowpoints::lm_search,
             bad_seq_forward => $crate::conformance::bad_args::seq_forward,
             bad_seq_backward => $crate::conformance::bad_args::seq_backward,
             bad_point_args => $crate::conformance::bad_args::point_ops,

@@ -388,3 +388,64 @@ pub fn edge_cases<B: Backend>(cx: &Cx<'_, B>) {
         assert_eq!(a.iters, b.iters, "{what}: a stopped candidate iterated");
     }
 }
+/// The Levenberg–Marquardt search (`Backend::slow_point_lm`: a backend's own loop, or the
+/// trait's default built from `seq_forward` and `step_jacobian`) against the CPU's fused
+/// search on the same problems: every candidate stops, and wherever both converge they
+/// reach the same fixed point (within 1e-3: f32 Jacobians, damped steps); at least half
+/// converge on both, so the comparison cannot pass empty. Small `H` and `K` keep the
+/// per-candidate `S × S` Jacobians cheap on the simulated device.
+pub fn lm_search<B: Backend>(cx: &Cx<'_, B>) {
+    use memrnn_core::lm::{LmConfig, LmSearch, SearchStop};
+    let cfg = LmConfig::default();
+    let cpu = CpuBackend::new();
+    for (n, (kind, hidden)) in [(CellKind::Rnn, 7), (CellKind::Gru, 9), (CellKind::Lstm, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        let s = cx.seed(0x5110 + n as u64);
+        let mut p = problem(kind, 3, hidden, 12, s);
+        // Contracting networks (gain 0.8): their fixed points exist and attract.
+        let mut r = rng(s);
+        p.params = random_params(&mut r, &p.cell, 0.8);
+        let what = cx.what(format!("{kind} H={hidden} K=12 LM search (seed {s})"));
+        let sd = p.cell.state_size();
+        let run = |b: &dyn Fn(&mut LmSearch<Vec<f32>>) -> memrnn_core::Result<()>| {
+            let mut search = LmSearch::new(&cpu, &p.cell, &p.candidates, &cfg)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            b(&mut search).unwrap_or_else(|e| panic!("{what}: cpu LM: {e}"));
+            search
+        };
+        let params_c = cpu.upload(&p.params).expect("upload");
+        let x_c = cpu.upload(&p.x).expect("upload");
+        let want = run(&|sr| cpu.slow_point_lm(&p.cell, &params_c, &x_c, sr, &cfg));
+        let b = cx.b;
+        let params = cx.up(&p.params);
+        let x = cx.up(&p.x);
+        let mut got = cx.ok(&what, LmSearch::new(b, &p.cell, &p.candidates, &cfg));
+        cx.ok(&what, b.slow_point_lm(&p.cell, &params, &x, &mut got, &cfg));
+        let got_states = cx.down(&got.states);
+        let mut compared = 0;
+        for c in 0..got.k {
+            let (a, w) = (got.status[c], want.status[c]);
+            assert!(
+                a.stop != SearchStop::Running,
+                "{what}: candidate {c} still running: {a:?}"
+            );
+            if a.stop == SearchStop::Converged && w.stop == SearchStop::Converged {
+                compared += 1;
+                for i in 0..sd {
+                    let (g, e) = (got_states[c * sd + i], want.states[c * sd + i]);
+                    assert!(
+                        (g - e).abs() < 1e-3,
+                        "{what}: candidate {c} component {i}: {g} vs the CPU's {e}"
+                    );
+                }
+            }
+        }
+        assert!(
+            compared * 2 >= got.k,
+            "{what}: only {compared} of {} candidates converged on both backends",
+            got.k
+        );
+    }
+}
