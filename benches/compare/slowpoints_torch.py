@@ -45,19 +45,7 @@ from safetensors.torch import load_file
 
 
 def torch_search(d, iters, device):
-    m = load_file(os.path.join(d, "model.safetensors"))
-    p = load_file(os.path.join(d, "problem.safetensors"))
-    hidden = m["weight_hh_l0"].shape[1]
-    inp = m["weight_ih_l0"].shape[1]
-    cell = torch.nn.GRUCell(inp, hidden).to(device)
-    with torch.no_grad():
-        cell.weight_ih.copy_(m["weight_ih_l0"])
-        cell.weight_hh.copy_(m["weight_hh_l0"])
-        cell.bias_ih.copy_(m["bias_ih_l0"])
-        cell.bias_hh.copy_(m["bias_hh_l0"])
-    cell.requires_grad_(False)
-    cands = p["candidates"].to(device)
-    xb = p["x_bar"].to(device).expand(cands.shape[0], inp)
+    cell, cands, xb = load_problem(d, device)
     h = torch.nn.Parameter(cands.clone())
     opt = torch.optim.Adam([h], lr=1e-2)
 

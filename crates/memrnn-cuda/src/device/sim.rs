@@ -336,7 +336,8 @@ impl SimDevice {
             dynamic_shared_bytes: d.smem as u64,
             cooperative: d.cooperative as i32,
         };
-        let mut err = vec![0 as c_char; 4096];
+        // On the stack: a launch is the per-step path's inner loop.
+        let mut err = [0 as c_char; 1024];
         let _g = self.guard()?;
         // SAFETY: `l`, `name` and `call` outlive the call, which runs the launch to
         // completion on this thread; `run_thread::<P>` reads `call` as a SimCall<P>. The
