@@ -11,6 +11,8 @@
 //! - [`train`]: Adam training, clipping, checkpoints, resume, metrics, divergence stops.
 //! - [`eval`]: report accuracy against delay far beyond training; table, JSON, SVG.
 //! - [`pipeline`]: train → speed-regularised fine-tuning and λ = 0 control → evaluation.
+//! - [`stats`]: means with t-intervals over seeds, paired differences, Spearman ρ and its
+//!   seeded bootstrap interval.
 
 pub mod error;
 pub mod eval;
@@ -21,6 +23,7 @@ pub mod options;
 pub mod philox;
 pub mod pipeline;
 pub mod slow;
+pub mod stats;
 pub mod study;
 pub mod task;
 pub mod train;

@@ -86,45 +86,7 @@ impl StudyReport {
     }
 }
 
-/// Ranks with ties averaged (1-based).
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &idx[i..=j] {
-            r[k] = avg;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-/// Spearman's rank correlation (Pearson's on ranks, ties averaged); NaN when either side
-/// is constant or there are fewer than two points.
-pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
-    assert_eq!(x.len(), y.len(), "spearman: lengths differ");
-    if x.len() < 2 {
-        return f64::NAN;
-    }
-    let (rx, ry) = (ranks(x), ranks(y));
-    let n = x.len() as f64;
-    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
-    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = rx.iter().map(|a| (a - mx) * (a - mx)).sum();
-    let vy: f64 = ry.iter().map(|b| (b - my) * (b - my)).sum();
-    if vx == 0.0 || vy == 0.0 {
-        f64::NAN
-    } else {
-        cov / (vx * vy).sqrt()
-    }
-}
+pub use crate::stats::spearman;
 
 /// Trains, analyses and evaluates every network of the ensemble.
 pub fn run_study<B: Backend>(
@@ -309,6 +271,7 @@ fn plot_scatter(path: &Path, rows: &[StudyRow], long_delay: usize) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::ranks;
 
     #[test]
     fn spearman_known_answers() {
