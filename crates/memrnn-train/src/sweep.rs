@@ -638,11 +638,13 @@ impl SweepReport {
             return "no delays\n".into();
         };
         let last = self.delays.len() - 1;
+        // A middle column: the first delay from 100 on short of the longest, else the
+        // middle one.
         let mid = self
             .delays
             .iter()
-            .position(|&d| d >= 100)
-            .unwrap_or(last);
+            .position(|&d| d >= 100 && d < longest)
+            .unwrap_or(last / 2);
         let mut s = format!(
             "{} seeds ({}); 95% t-intervals over seeds; Δ = paired difference to the same seed's λ = 0 control\n",
             self.seeds.len(),
