@@ -142,6 +142,12 @@ pub(crate) fn cmd_sweep<B: Backend>(backends: &[B], a: SweepCmd, progress: bool)
         return Ok(());
     }
     let a = a.run;
+    if a.net.seed != 1 {
+        bail!(
+            "--seed {} trains one network; the sweep trains one base network per seed of --seeds",
+            a.net.seed
+        );
+    }
     let mut net = a.net.clone();
     let default_ft = match a.config {
         Preset::Small => {
