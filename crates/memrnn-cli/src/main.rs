@@ -101,7 +101,12 @@ struct StudyArgs {
     #[arg(long, default_value = "1,2,3,4", value_delimiter = ',')]
     seeds: Vec<u64>,
     /// Accuracy is compared at these delays (far beyond training).
-    #[arg(long, alias = "long-delay", default_value = "200,1000", value_delimiter = ',')]
+    #[arg(
+        long,
+        alias = "long-delay",
+        default_value = "200,1000",
+        value_delimiter = ','
+    )]
     long_delays: Vec<usize>,
     /// Evaluation trials per network and delay.
     #[arg(long, default_value_t = 400)]
@@ -681,7 +686,11 @@ fn cmd_study<B: Backend>(backends: &[B], a: StudyArgs, progress: bool) -> Result
     if let Some(sweep_cmd::MergeCmd::Merge(m)) = &a.merge {
         let r = memrnn_train::study::merge(&m.dirs, &m.out)?;
         println!("{}", r.table());
-        println!("merged {} shard folders into {}", m.dirs.len(), m.out.display());
+        println!(
+            "merged {} shard folders into {}",
+            m.dirs.len(),
+            m.out.display()
+        );
         return Ok(());
     }
     let set = load_data(&a.data)?;
@@ -717,7 +726,11 @@ fn cmd_study<B: Backend>(backends: &[B], a: StudyArgs, progress: bool) -> Result
         cfg.seeds.len(),
         cfg.train.hidden,
         cfg.train.steps,
-        if cfg.shard.count > 1 { format!(", shard {}", cfg.shard) } else { String::new() }
+        if cfg.shard.count > 1 {
+            format!(", shard {}", cfg.shard)
+        } else {
+            String::new()
+        }
     );
     match memrnn_train::study::run_study(backends, &set, &cfg)? {
         memrnn_train::study::StudyOutcome::Finished(r) => {

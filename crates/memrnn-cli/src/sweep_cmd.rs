@@ -138,7 +138,11 @@ pub(crate) fn cmd_sweep<B: Backend>(backends: &[B], a: SweepCmd, progress: bool)
     if let Some(MergeCmd::Merge(m)) = a.merge {
         let r = memrnn_train::sweep::merge(&m.dirs, &m.out)?;
         println!("{}", r.table());
-        println!("merged {} shard folders into {}", m.dirs.len(), m.out.display());
+        println!(
+            "merged {} shard folders into {}",
+            m.dirs.len(),
+            m.out.display()
+        );
         return Ok(());
     }
     let a = a.run;

@@ -28,16 +28,38 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 const SWEEP: &[&str] = &[
-    "--quiet", "--backend", "cpu", "sweep", "--hidden", "4", "--batch", "4", "--steps", "6",
-    "--t-max", "6", "--finetune-steps", "4", "--seeds", "1,2", "--delays", "5,20", "--trials", "16",
-    "--eval-batch", "16",
+    "--quiet",
+    "--backend",
+    "cpu",
+    "sweep",
+    "--hidden",
+    "4",
+    "--batch",
+    "4",
+    "--steps",
+    "6",
+    "--t-max",
+    "6",
+    "--finetune-steps",
+    "4",
+    "--seeds",
+    "1,2",
+    "--delays",
+    "5,20",
+    "--trials",
+    "16",
+    "--eval-batch",
+    "16",
 ];
 
 fn sweep(out: &Path, extra: &[&str]) -> Output {
     let mut args = SWEEP.to_vec();
     args.extend(["--out", out.to_str().unwrap()]);
     // The lists append when given twice: defaults only where the test gives none.
-    for (flag, default) in [("--lambdas", "0,0.05"), ("--targets", "slow-points,class-means")] {
+    for (flag, default) in [
+        ("--lambdas", "0,0.05"),
+        ("--targets", "slow-points,class-means"),
+    ] {
         if !extra.contains(&flag) {
             args.extend([flag, default]);
         }
@@ -55,7 +77,11 @@ fn sweep_shards_merge_and_workers_give_one_report() {
     let one = tmp("one");
     let o = sweep(&one, &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("class-means-l0.05") && text(&o).contains("Δ acc@20"), "{}", text(&o));
+    assert!(
+        text(&o).contains("class-means-l0.05") && text(&o).contains("Δ acc@20"),
+        "{}",
+        text(&o)
+    );
     let want = read(one.join("sweep.json"));
 
     let two = tmp("workers");
@@ -66,10 +92,19 @@ fn sweep_shards_merge_and_workers_give_one_report() {
     let (s0, s1, m) = (tmp("s0"), tmp("s1"), tmp("merged"));
     for (d, sh) in [(&s0, "0/2"), (&s1, "1/2")] {
         let o = sweep(d, &["--shard", sh]);
-        assert!(o.status.success() && text(&o).contains("merge"), "{}", text(&o));
+        assert!(
+            o.status.success() && text(&o).contains("merge"),
+            "{}",
+            text(&o)
+        );
     }
     let o = memrnn(&[
-        "--quiet", "sweep", "merge", s0.to_str().unwrap(), s1.to_str().unwrap(), "--out",
+        "--quiet",
+        "sweep",
+        "merge",
+        s0.to_str().unwrap(),
+        s1.to_str().unwrap(),
+        "--out",
         m.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
@@ -83,7 +118,11 @@ fn sweep_shards_merge_and_workers_give_one_report() {
         (&["--workers", "0"][..], "--workers 0"),
     ] {
         let o = sweep(&tmp("bad"), extra);
-        assert!(!o.status.success() && text(&o).contains(want), "{extra:?}: {}", text(&o));
+        assert!(
+            !o.status.success() && text(&o).contains(want),
+            "{extra:?}: {}",
+            text(&o)
+        );
     }
     for d in [one, two, s0, s1, m] {
         let _ = std::fs::remove_dir_all(d);
@@ -93,9 +132,28 @@ fn sweep_shards_merge_and_workers_give_one_report() {
 #[test]
 fn study_shards_merge_into_one_report() {
     let base = [
-        "--quiet", "--backend", "cpu", "study", "--cells", "gru,lstm", "--curricula", "none",
-        "--seeds", "1,2", "--hidden", "4", "--batch", "4", "--steps", "4", "--t-max", "6",
-        "--long-delays", "10,30", "--eval-trials", "16",
+        "--quiet",
+        "--backend",
+        "cpu",
+        "study",
+        "--cells",
+        "gru,lstm",
+        "--curricula",
+        "none",
+        "--seeds",
+        "1,2",
+        "--hidden",
+        "4",
+        "--batch",
+        "4",
+        "--steps",
+        "4",
+        "--t-max",
+        "6",
+        "--long-delays",
+        "10,30",
+        "--eval-trials",
+        "16",
     ];
     let run = |out: &Path, extra: &[&str]| {
         let mut a = base.to_vec();
@@ -105,14 +163,23 @@ fn study_shards_merge_into_one_report() {
     };
     let one = tmp("study-one");
     let o = run(&one, &[]);
-    assert!(o.status.success() && text(&o).contains("pooled"), "{}", text(&o));
+    assert!(
+        o.status.success() && text(&o).contains("pooled"),
+        "{}",
+        text(&o)
+    );
     let (s0, s1, m) = (tmp("study-s0"), tmp("study-s1"), tmp("study-m"));
     for (d, sh) in [(&s0, "0/2"), (&s1, "1/2")] {
         let o = run(d, &["--shard", sh]);
         assert!(o.status.success(), "{}", text(&o));
     }
     let o = memrnn(&[
-        "--quiet", "study", "merge", s1.to_str().unwrap(), s0.to_str().unwrap(), "--out",
+        "--quiet",
+        "study",
+        "merge",
+        s1.to_str().unwrap(),
+        s0.to_str().unwrap(),
+        "--out",
         m.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));

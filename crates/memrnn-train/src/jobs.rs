@@ -295,7 +295,9 @@ mod tests {
         }
         // Every unit in exactly one shard.
         for u in 0..20 {
-            let owners = (0..3).filter(|&i| Shard { index: i, count: 3 }.takes(u)).count();
+            let owners = (0..3)
+                .filter(|&i| Shard { index: i, count: 3 }.takes(u))
+                .count();
             assert_eq!(owners, 1);
         }
     }
@@ -316,7 +318,9 @@ mod tests {
             .to_string();
         assert!(e.contains("shard 0/1"), "{e}");
         // Merging: missing and doubled shards are named.
-        let e = check_shards(&[dir.clone(), dir.clone()]).unwrap_err().to_string();
+        let e = check_shards(&[dir.clone(), dir.clone()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("twice"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -21,8 +21,8 @@ pub struct MeanCi {
 /// `t_{0.975, ν}` for ν = 1..=30 (standard tables, 4 decimals).
 const T975: [f64; 30] = [
     12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010,
-    2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739,
-    2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
+    2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687,
+    2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
 ];
 
 /// The 97.5% quantile of Student's t with `df` degrees of freedom (`df ≥ 1`): the table
@@ -283,7 +283,11 @@ mod tests {
             0.948_683_3,
             1e-7,
         );
-        close(spearman(&[1e-6, 1e-4, 1e-2, 1.0], &[0.9, 0.5, 0.3, 0.1]), -1.0, 1e-12);
+        close(
+            spearman(&[1e-6, 1e-4, 1e-2, 1.0], &[0.9, 0.5, 0.3, 0.1]),
+            -1.0,
+            1e-12,
+        );
         assert!(spearman(&[1.0, 1.0], &[2.0, 3.0]).is_nan());
         assert!(spearman(&[1.0], &[2.0]).is_nan());
     }
@@ -310,18 +314,32 @@ mod tests {
             .collect();
         let a = spearman_bootstrap(&x, &y, 2000, seed);
         let b = spearman_bootstrap(&x, &y, 2000, seed);
-        assert_eq!(a, b, "seed {seed}: the same seed must give the same interval");
+        assert_eq!(
+            a, b,
+            "seed {seed}: the same seed must give the same interval"
+        );
         let (lo, hi) = a.ci95.unwrap();
         let rho = a.rho.unwrap();
-        assert!(lo < rho && rho < hi && lo > 0.0 && hi <= 1.0, "seed {seed}: {a:?}");
+        assert!(
+            lo < rho && rho < hi && lo > 0.0 && hi <= 1.0,
+            "seed {seed}: {a:?}"
+        );
         // Another seed moves the interval a little, not ρ.
         let c = spearman_bootstrap(&x, &y, 2000, seed + 1);
         assert_eq!(c.rho, a.rho);
         assert_ne!(c.ci95, a.ci95);
         // A perfectly monotone relation: every defined resample has ρ = 1.
-        let m = spearman_bootstrap(&[1.0, 2.0, 3.0, 4.0, 5.0], &[2.0, 4.0, 8.0, 16.0, 32.0], 500, 7);
+        let m = spearman_bootstrap(
+            &[1.0, 2.0, 3.0, 4.0, 5.0],
+            &[2.0, 4.0, 8.0, 16.0, 32.0],
+            500,
+            7,
+        );
         assert_eq!(m.ci95, Some((1.0, 1.0)));
-        assert!(m.undefined_resamples > 0, "some resamples draw one point only");
+        assert!(
+            m.undefined_resamples > 0,
+            "some resamples draw one point only"
+        );
         // Undefined ρ: no interval.
         let u = spearman_bootstrap(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0], 100, 7);
         assert_eq!((u.rho, u.ci95), (None, None));

@@ -187,7 +187,9 @@ impl StudyConfig {
             }
         }
         if self.max_networks == Some(0) {
-            return config_err("--max-networks 0 would run nothing: give at least 1, or leave it out");
+            return config_err(
+                "--max-networks 0 would run nothing: give at least 1, or leave it out",
+            );
         }
         Ok(())
     }
@@ -237,7 +239,10 @@ impl StudyConfig {
 pub enum StudyOutcome {
     Finished(Box<StudyReport>),
     /// A shard's networks are done (merge for the report), or `--max-networks` stopped it.
-    Partial { done: usize, total: usize },
+    Partial {
+        done: usize,
+        total: usize,
+    },
 }
 
 /// Trains, analyses and evaluates every network of the ensemble (this shard's share),
@@ -248,7 +253,7 @@ pub fn run_study<B: Backend>(
     cfg: &StudyConfig,
 ) -> Result<StudyOutcome> {
     cfg.validate()?;
-    std::fs::create_dir_all(cfg.nets_dir()).map_err(|e| TrainError::io(&cfg.nets_dir(), e))?;
+    std::fs::create_dir_all(cfg.nets_dir()).map_err(|e| TrainError::io(cfg.nets_dir(), e))?;
     jobs::check_or_write_plan(&cfg.out_dir, &cfg.settings(), cfg.shard)?;
     let path = |(c, k, s): (CellKind, Curriculum, u64)| {
         cfg.nets_dir().join(format!("{}.json", net_name(c, k, s)))
@@ -269,11 +274,7 @@ pub fn run_study<B: Backend>(
     if let Some(m) = cfg.max_networks {
         todo.truncate(m);
     }
-    let pb = jobs::job_progress(
-        cfg.progress,
-        todo.len() as u64 * cfg.train.steps,
-        "study",
-    );
+    let pb = jobs::job_progress(cfg.progress, todo.len() as u64 * cfg.train.steps, "study");
     let eval = cfg.eval();
     jobs::run_jobs(backends, &todo, |b, &(cell, curriculum, seed)| {
         let name = net_name(cell, curriculum, seed);
@@ -418,9 +419,12 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<StudyReport> {
     let settings = jobs::check_shards(dirs)?;
     let bad = |what: &str| TrainError::Config(format!("plan.json: {what} missing or unreadable"));
     if settings.get("kind").and_then(|k| k.as_str()) != Some("study") {
-        return config_err("plan.json: not a study's folder (a sweep's? merge it with `memrnn sweep merge`)");
+        return config_err(
+            "plan.json: not a study's folder (a sweep's? merge it with `memrnn sweep merge`)",
+        );
     }
-    let get = |k: &str| -> Result<serde_json::Value> { settings.get(k).cloned().ok_or_else(|| bad(k)) };
+    let get =
+        |k: &str| -> Result<serde_json::Value> { settings.get(k).cloned().ok_or_else(|| bad(k)) };
     let cfg = StudyConfig {
         cells: serde_json::from_value(get("cells")?).map_err(|_| bad("cells"))?,
         curricula: serde_json::from_value(get("curricula")?).map_err(|_| bad("curricula"))?,
@@ -503,7 +507,11 @@ fn plot_scatter(path: &Path, rows: &[StudyRow], di: usize, delay: usize, rho: &s
             .draw(&Circle::new((15, legend_y), 5, color.filled()))
             .map_err(|e| err(e.to_string()))?;
         right
-            .draw(&Text::new(kind.name(), (28, legend_y - 7), ("sans-serif", 14)))
+            .draw(&Text::new(
+                kind.name(),
+                (28, legend_y - 7),
+                ("sans-serif", 14),
+            ))
             .map_err(|e| err(e.to_string()))?;
         legend_y += 24;
     }

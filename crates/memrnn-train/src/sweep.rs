@@ -92,7 +92,10 @@ impl std::str::FromStr for Target {
             "slow-points" | "slowpoints" => Ok(Target::SlowPoints),
             "class-means" | "centre-of-mass" | "center-of-mass" => Ok(Target::ClassMeans),
             "trajectory" | "trajectories" => Ok(Target::Trajectory),
-            _ => match s.strip_prefix("refound-").or_else(|| s.strip_prefix("refound:")) {
+            _ => match s
+                .strip_prefix("refound-")
+                .or_else(|| s.strip_prefix("refound:"))
+            {
                 Some(n) => every(n),
                 None => config_err(format!(
                     "unknown target {s:?}: expected slow-points, class-means, trajectory or \
@@ -163,7 +166,9 @@ impl SweepConfig {
         self.train.validate()?;
         self.eval.validate()?;
         if self.seeds.is_empty() || self.targets.is_empty() {
-            return config_err("a sweep needs at least one seed (--seeds) and one target (--targets)");
+            return config_err(
+                "a sweep needs at least one seed (--seeds) and one target (--targets)",
+            );
         }
         for l in &self.lambdas {
             crate::objective::check_lambda(*l)?;
@@ -199,7 +204,9 @@ impl SweepConfig {
             }
         }
         if self.max_networks == Some(0) {
-            return config_err("--max-networks 0 would run nothing: give at least 1, or leave it out");
+            return config_err(
+                "--max-networks 0 would run nothing: give at least 1, or leave it out",
+            );
         }
         TrainConfig {
             adam: memrnn_core::AdamConfig {
@@ -302,7 +309,7 @@ pub fn run_sweep<B: Backend>(
     let cell = memrnn_core::CellDims::new(cfg.train.cell, set.input_size(), cfg.train.hidden)?;
     cfg.train.validate_for(set.input_size(), 0)?;
     cfg.eval.validate_for(&cell)?;
-    std::fs::create_dir_all(cfg.nets_dir()).map_err(|e| TrainError::io(&cfg.nets_dir(), e))?;
+    std::fs::create_dir_all(cfg.nets_dir()).map_err(|e| TrainError::io(cfg.nets_dir(), e))?;
     jobs::check_or_write_plan(&cfg.out_dir, &cfg.settings(), cfg.shard)?;
 
     let mine: Vec<u64> = cfg
@@ -314,9 +321,8 @@ pub fn run_sweep<B: Backend>(
         .collect();
     let result_path = |n: &Net| cfg.nets_dir().join(format!("{}.json", n.file_stem()));
     let all: Vec<Net> = mine.iter().flat_map(|&s| cfg.nets(s)).collect();
-    let is_done = |n: &Net| -> Result<bool> {
-        Ok(jobs::read_json::<NetResult>(&result_path(n))?.is_some())
-    };
+    let is_done =
+        |n: &Net| -> Result<bool> { Ok(jobs::read_json::<NetResult>(&result_path(n))?.is_some()) };
     // Bases first: every fine-tune needs its seed's base checkpoint.
     let mut todo = vec![];
     for n in all.iter().filter(|n| n.lambda.is_none()) {
@@ -341,8 +347,16 @@ pub fn run_sweep<B: Backend>(
     };
     let pb = jobs::job_progress(cfg.progress, todo.iter().map(cost).sum(), "sweep");
     let timing = std::sync::Mutex::new(());
-    let bases: Vec<Net> = todo.iter().filter(|n| n.lambda.is_none()).cloned().collect();
-    let tunes: Vec<Net> = todo.iter().filter(|n| n.lambda.is_some()).cloned().collect();
+    let bases: Vec<Net> = todo
+        .iter()
+        .filter(|n| n.lambda.is_none())
+        .cloned()
+        .collect();
+    let tunes: Vec<Net> = todo
+        .iter()
+        .filter(|n| n.lambda.is_some())
+        .cloned()
+        .collect();
     let work = |b: &B, n: &Net| -> Result<()> {
         let start = std::time::Instant::now();
         pb.set_message(n.file_stem());
@@ -416,7 +430,8 @@ fn run_net<B: Backend>(b: &B, set: &DigitSet, cfg: &SweepConfig, n: &Net) -> Res
     };
     let delay = cfg.train.task.t_max;
     let r = evaluate(b, &model, set, &cfg.train.task, &cfg.eval, None)?;
-    let means = vset::class_mean_states(b, &model, set, &cfg.train.task, 500, delay, n.seed ^ 0x7E57)?;
+    let means =
+        vset::class_mean_states(b, &model, set, &cfg.train.task, 500, delay, n.seed ^ 0x7E57)?;
     let slow = class_slow_points_with(
         b,
         &model,
@@ -529,7 +544,11 @@ pub fn write_report(cfg: &SweepConfig) -> Result<SweepReport> {
     jobs::write_atomic(&cfg.out_dir.join("sweep.json"), &jobs::to_json(&report)?)?;
     jobs::write_atomic(&cfg.out_dir.join("sweep.txt"), &report.table())?;
     crate::sweep_plot::plot_delay_bands(&cfg.out_dir, cfg, &report)?;
-    crate::sweep_plot::plot_longest_vs_lambda(&cfg.out_dir.join("longest_vs_lambda.svg"), cfg, &report)?;
+    crate::sweep_plot::plot_longest_vs_lambda(
+        &cfg.out_dir.join("longest_vs_lambda.svg"),
+        cfg,
+        &report,
+    )?;
     Ok(report)
 }
 
@@ -550,9 +569,7 @@ fn build_report(cfg: &SweepConfig, results: &[(Net, NetResult)]) -> Result<Sweep
             .filter_map(|&s| {
                 results
                     .iter()
-                    .find(|(n, _)| {
-                        n.seed == s && n.target == target && n.lambda == lambda
-                    })
+                    .find(|(n, _)| n.seed == s && n.target == target && n.lambda == lambda)
                     .map(|(_, r)| r)
             })
             .collect()
@@ -568,8 +585,12 @@ fn build_report(cfg: &SweepConfig, results: &[(Net, NetResult)]) -> Result<Sweep
     let mut groups = vec![];
     for (target, lambda) in keys {
         let rs = group(target, lambda);
-        let acc_at = |rs: &[&NetResult], i: usize| -> Vec<f64> { rs.iter().map(|r| r.accuracy[i]).collect() };
-        let accuracy = (0..delays.len()).map(|i| mean_ci95(&acc_at(&rs, i))).collect();
+        let acc_at = |rs: &[&NetResult], i: usize| -> Vec<f64> {
+            rs.iter().map(|r| r.accuracy[i]).collect()
+        };
+        let accuracy = (0..delays.len())
+            .map(|i| mean_ci95(&acc_at(&rs, i)))
+            .collect();
         let penalised = target.is_some();
         let diff_to_control: Vec<MeanCi> = if penalised {
             (0..delays.len())
@@ -583,7 +604,10 @@ fn build_report(cfg: &SweepConfig, results: &[(Net, NetResult)]) -> Result<Sweep
         } else {
             vec![]
         };
-        let logs: Vec<f64> = rs.iter().map(|r| r.slow_point_median.max(1e-30).log10()).collect();
+        let logs: Vec<f64> = rs
+            .iter()
+            .map(|r| r.slow_point_median.max(1e-30).log10())
+            .collect();
         groups.push(GroupStats {
             label: Net {
                 seed: 0,
@@ -594,7 +618,11 @@ fn build_report(cfg: &SweepConfig, results: &[(Net, NetResult)]) -> Result<Sweep
             target: target.map(|t| t.name()),
             lambda,
             accuracy,
-            longest_per_seed: if delays.is_empty() { vec![] } else { acc_at(&rs, last) },
+            longest_per_seed: if delays.is_empty() {
+                vec![]
+            } else {
+                acc_at(&rs, last)
+            },
             diff_to_control,
             diff_longest_per_seed,
             log10_slow_point_median: mean_ci95(&logs),
@@ -730,10 +758,13 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<SweepReport> {
 pub fn config_from_settings(v: &serde_json::Value) -> Result<SweepConfig> {
     let bad = |what: &str| TrainError::Config(format!("plan.json: {what} missing or unreadable"));
     if v.get("kind").and_then(|k| k.as_str()) != Some("sweep") {
-        return config_err("plan.json: not a sweep's folder (a study's? merge it with `memrnn study merge`)");
+        return config_err(
+            "plan.json: not a sweep's folder (a study's? merge it with `memrnn study merge`)",
+        );
     }
     let get = |k: &str| v.get(k).cloned().ok_or_else(|| bad(k));
-    let targets: Vec<String> = serde_json::from_value(get("targets")?).map_err(|_| bad("targets"))?;
+    let targets: Vec<String> =
+        serde_json::from_value(get("targets")?).map_err(|_| bad("targets"))?;
     Ok(SweepConfig {
         train: serde_json::from_value(get("train")?).map_err(|_| bad("train"))?,
         seeds: serde_json::from_value(get("seeds")?).map_err(|_| bad("seeds"))?,
@@ -742,7 +773,8 @@ pub fn config_from_settings(v: &serde_json::Value) -> Result<SweepConfig> {
             .iter()
             .map(|t| t.parse())
             .collect::<Result<Vec<Target>>>()?,
-        finetune_steps: serde_json::from_value(get("finetune_steps")?).map_err(|_| bad("finetune_steps"))?,
+        finetune_steps: serde_json::from_value(get("finetune_steps")?)
+            .map_err(|_| bad("finetune_steps"))?,
         finetune_lr: serde_json::from_value(get("finetune_lr")?).map_err(|_| bad("finetune_lr"))?,
         eval: serde_json::from_value(get("eval")?).map_err(|_| bad("eval"))?,
         out_dir: PathBuf::new(),

@@ -24,7 +24,11 @@ fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
 }
 
 /// The legend strip: one line per entry, a colour swatch and its label.
-fn legend(area: &DrawingArea<SVGBackend, Shift>, entries: &[(String, RGBColor)], path: &Path) -> Result<()> {
+fn legend(
+    area: &DrawingArea<SVGBackend, Shift>,
+    entries: &[(String, RGBColor)],
+    path: &Path,
+) -> Result<()> {
     for (i, (label, c)) in entries.iter().enumerate() {
         let y = 60 + 24 * i as i32;
         area.draw(&PathElement::new(vec![(8, y), (32, y)], c.stroke_width(3)))
@@ -114,7 +118,10 @@ pub fn plot_delay_bands(dir: &Path, cfg: &SweepConfig, r: &SweepReport) -> Resul
             entries.push((label, c));
         }
         chart
-            .draw_series(LineSeries::new(vec![(min_d, 0.1), (max_d, 0.1)], BLACK.mix(0.3)))
+            .draw_series(LineSeries::new(
+                vec![(min_d, 0.1), (max_d, 0.1)],
+                BLACK.mix(0.3),
+            ))
             .map_err(|e| io(&path, e))?;
         entries.push(("chance (0.1)".into(), RGBColor(170, 170, 170)));
         legend(&right, &entries, &path)?;
@@ -172,7 +179,10 @@ pub fn plot_longest_vs_lambda(path: &Path, cfg: &SweepConfig, r: &SweepReport) -
     let bar = |chart: &mut ChartContext<_, _>, x: f64, m: &MeanCi, c: RGBColor| -> Result<()> {
         let (lo, hi) = bounds(m);
         chart
-            .draw_series(std::iter::once(PathElement::new(vec![(x, lo), (x, hi)], c.stroke_width(2))))
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(x, lo), (x, hi)],
+                c.stroke_width(2),
+            )))
             .map_err(|e| io(path, e))?;
         for y in [lo, hi] {
             chart
@@ -187,7 +197,11 @@ pub fn plot_longest_vs_lambda(path: &Path, cfg: &SweepConfig, r: &SweepReport) -
             .map_err(|e| io(path, e))?;
         Ok(())
     };
-    if let Some(c) = r.groups.iter().find(|g| g.target.is_none() && g.lambda == Some(0.0)) {
+    if let Some(c) = r
+        .groups
+        .iter()
+        .find(|g| g.target.is_none() && g.lambda == Some(0.0))
+    {
         if let (Some(m), Some(i)) = (c.accuracy.last(), lambdas.iter().position(|&l| l == 0.0)) {
             bar(&mut chart, i as f64, m, RGBColor(0, 0, 0))?;
             entries.push(("control (λ = 0)".to_string(), RGBColor(0, 0, 0)));
@@ -195,9 +209,17 @@ pub fn plot_longest_vs_lambda(path: &Path, cfg: &SweepConfig, r: &SweepReport) -
     }
     for (ti, t) in cfg.targets.iter().enumerate() {
         let c = COLORS[ti % COLORS.len()];
-        let off = if k > 1.0 { (ti as f64 - (k - 1.0) / 2.0) * 0.12 } else { 0.0 };
+        let off = if k > 1.0 {
+            (ti as f64 - (k - 1.0) / 2.0) * 0.12
+        } else {
+            0.0
+        };
         let mut line = vec![];
-        for g in r.groups.iter().filter(|g| g.target.as_deref() == Some(t.name().as_str())) {
+        for g in r
+            .groups
+            .iter()
+            .filter(|g| g.target.as_deref() == Some(t.name().as_str()))
+        {
             let (Some(l), Some(m)) = (g.lambda, g.accuracy.last()) else {
                 continue;
             };

@@ -75,7 +75,14 @@ fn study_parallel_sharded_and_resumed_runs_give_the_same_report() {
         .collect();
     assert_eq!(
         scopes,
-        vec![("pooled", 12), ("pooled", 30), ("gru", 12), ("gru", 30), ("lstm", 12), ("lstm", 30)]
+        vec![
+            ("pooled", 12),
+            ("pooled", 30),
+            ("gru", 12),
+            ("gru", 30),
+            ("lstm", 12),
+            ("lstm", 30)
+        ]
     );
     for c in &r.correlations {
         assert_eq!(c.spearman.n, if c.scope == "pooled" { 6 } else { 3 });
@@ -103,7 +110,9 @@ fn study_parallel_sharded_and_resumed_runs_give_the_same_report() {
         }
     }
     let m = tmp("merged");
-    let e = memrnn_train::sweep::merge(&dirs, &m).unwrap_err().to_string();
+    let e = memrnn_train::sweep::merge(&dirs, &m)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a sweep"), "{e}");
     merge(&[dirs[2].clone(), dirs[0].clone(), dirs[1].clone()], &m).unwrap();
     assert_eq!(report(&m), want, "shards + merge differ from one run");

@@ -81,12 +81,20 @@ fn sweep_parallel_sharded_and_resumed_runs_give_the_same_report() {
     for g in &r.groups {
         assert_eq!(g.accuracy.len(), 3);
         assert_eq!(g.longest_per_seed.len(), 3);
-        assert!(g.accuracy.iter().all(|m| m.ci95.is_some() && m.mean.is_finite()));
+        assert!(g
+            .accuracy
+            .iter()
+            .all(|m| m.ci95.is_some() && m.mean.is_finite()));
         if g.target.is_some() {
             assert_eq!(g.diff_to_control.len(), 3);
             // The paired differences are the per-seed differences of the accuracies.
             let control = &r.groups[1].longest_per_seed;
-            for ((d, a), c) in g.diff_longest_per_seed.iter().zip(&g.longest_per_seed).zip(control) {
+            for ((d, a), c) in g
+                .diff_longest_per_seed
+                .iter()
+                .zip(&g.longest_per_seed)
+                .zip(control)
+            {
                 assert!((d - (a - c)).abs() < 1e-12);
             }
         } else {
@@ -94,8 +102,15 @@ fn sweep_parallel_sharded_and_resumed_runs_give_the_same_report() {
         }
     }
     let text = std::fs::read_to_string(a.join("sweep.txt")).unwrap();
-    assert!(text.contains("control") && text.contains("refound-2-l0.05"), "{text}");
-    for f in ["delay_slow-points.svg", "delay_refound-2.svg", "longest_vs_lambda.svg"] {
+    assert!(
+        text.contains("control") && text.contains("refound-2-l0.05"),
+        "{text}"
+    );
+    for f in [
+        "delay_slow-points.svg",
+        "delay_refound-2.svg",
+        "longest_vs_lambda.svg",
+    ] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
     let want = report(&a);
@@ -119,9 +134,13 @@ fn sweep_parallel_sharded_and_resumed_runs_give_the_same_report() {
         assert!(!dir.join("sweep.json").exists());
     }
     // A shard missing, or given twice, is refused by name.
-    let e = merge(std::slice::from_ref(&s0), &m).unwrap_err().to_string();
+    let e = merge(std::slice::from_ref(&s0), &m)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("1/2") && e.contains("missing"), "{e}");
-    let e = merge(&[s0.clone(), s0.clone()], &m).unwrap_err().to_string();
+    let e = merge(&[s0.clone(), s0.clone()], &m)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("twice"), "{e}");
     merge(&[s1.clone(), s0.clone()], &m).unwrap();
     assert_eq!(report(&m), want, "shard + merge differs from one run");
@@ -141,17 +160,27 @@ fn sweep_parallel_sharded_and_resumed_runs_give_the_same_report() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     cfg.max_networks = None;
     finished(run_sweep(&[cpu(2)], set(), &cfg).unwrap());
-    assert_eq!((stamp(&base), stamp(&ck)), (t_json, t_ck), "the finished base was retrained");
+    assert_eq!(
+        (stamp(&base), stamp(&ck)),
+        (t_json, t_ck),
+        "the finished base was retrained"
+    );
     assert_eq!(report(&c), want, "a resumed sweep differs from one run");
     let lines = std::fs::read_to_string(c.join("timing.jsonl")).unwrap();
-    assert_eq!(lines.lines().count(), 12, "each network trained once:\n{lines}");
+    assert_eq!(
+        lines.lines().count(),
+        12,
+        "each network trained once:\n{lines}"
+    );
 
     // Resuming with other settings is refused.
     let mut other = tiny(&c);
     other.finetune_steps = 5;
     let e = run_sweep(&[cpu(2)], set(), &other).unwrap_err().to_string();
     assert!(e.contains("other settings"), "{e}");
-    if std::env::var_os("KEEP").is_some() { return; }
+    if std::env::var_os("KEEP").is_some() {
+        return;
+    }
     for d in [a, b, s0, s1, m, c] {
         let _ = std::fs::remove_dir_all(d);
     }
@@ -160,12 +189,16 @@ fn sweep_parallel_sharded_and_resumed_runs_give_the_same_report() {
 #[test]
 fn sweep_settings_that_cannot_work_are_refused() {
     let d = tmp("refuse");
-    let cases: Vec<(Box<dyn Fn(&mut SweepConfig)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut SweepConfig)>;
+    let cases: Vec<(Change, &str)> = vec![
         (Box::new(|c| c.lambdas = vec![0.01, 0.1]), "include 0"),
         (Box::new(|c| c.lambdas = vec![0.0]), "positive λ"),
         (Box::new(|c| c.lambdas = vec![0.0, 0.01, 0.01]), "twice"),
         (Box::new(|c| c.seeds = vec![]), "at least one seed"),
-        (Box::new(|c| c.targets = vec![Target::Refound { every: 4 }]), "never re-find"),
+        (
+            Box::new(|c| c.targets = vec![Target::Refound { every: 4 }]),
+            "never re-find",
+        ),
         (Box::new(|c| c.max_networks = Some(0)), "--max-networks 0"),
         (Box::new(|c| c.lambdas = vec![0.0, f32::NAN]), "λ"),
     ];
