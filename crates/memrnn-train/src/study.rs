@@ -63,11 +63,32 @@ pub struct StudyRow {
     pub acc_train_delay: f64,
     /// Report accuracy at each of the long delays (their order).
     pub acc_long: Vec<f64>,
+    /// The memory diagnostics on delay-period trajectories (64 trials × 30 steps, the
+    /// digit at step 0): the largest local Lipschitz constant L̂ of the state map along
+    /// them, and the largest Lyapunov exponent (after a 5-step transient).
+    pub lipschitz: Option<f64>,
+    pub lyapunov_max: Option<f64>,
 }
 
-/// ρ(slow-point speed, accuracy at `delay`) over the networks of `scope`.
+/// The indicators whose rank correlation with accuracy the study reports.
+pub const INDICATORS: [&str; 3] = ["slow-point speed", "lipschitz", "lyapunov"];
+
+impl StudyRow {
+    /// The value of indicator `i` of [`INDICATORS`] (NaN where it was not measured).
+    pub fn indicator(&self, i: usize) -> f64 {
+        match i {
+            0 => self.slow_point_speed_sq,
+            1 => self.lipschitz.unwrap_or(f64::NAN),
+            _ => self.lyapunov_max.unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// ρ(indicator, accuracy at `delay`) over the networks of `scope`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Correlation {
+    /// One of [`INDICATORS`].
+    pub indicator: String,
     /// "pooled" or a cell's name.
     pub scope: String,
     pub delay: usize,
@@ -96,8 +117,8 @@ fn rho_text(r: &RhoCi) -> String {
 impl StudyReport {
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<6} {:<10} {:>5} {:>16} {:>10}",
-            "cell", "curriculum", "seed", "S slow pts (med)", "acc@train"
+            "{:<6} {:<10} {:>5} {:>16} {:>8} {:>8} {:>10}",
+            "cell", "curriculum", "seed", "S slow pts (med)", "L̂", "λ_max", "acc@train"
         );
         for d in &self.long_delays {
             s += &format!(" {:>10}", format!("acc@{d}"));
@@ -105,11 +126,13 @@ impl StudyReport {
         s.push('\n');
         for r in &self.rows {
             s += &format!(
-                "{:<6} {:<10} {:>5} {:>16.3e} {:>10.3}",
+                "{:<6} {:<10} {:>5} {:>16.3e} {:>8} {:>8} {:>10.3}",
                 r.cell.name(),
                 format!("{:?}", r.curriculum).to_lowercase(),
                 r.seed,
                 r.slow_point_speed_sq,
+                r.lipschitz.map_or("-".into(), |v| format!("{v:.3}")),
+                r.lyapunov_max.map_or("-".into(), |v| format!("{v:+.3}")),
                 r.acc_train_delay,
             );
             for a in &r.acc_long {
@@ -118,12 +141,13 @@ impl StudyReport {
             s.push('\n');
         }
         s += &format!(
-            "\nSpearman ρ(slow-point speed, accuracy at the delay) with a bootstrap 95% interval ({BOOTSTRAP_RESAMPLES} resamples):\n{:<8} {:>6} {:>5} {:>26}\n",
-            "scope", "delay", "n", "ρ [95% CI]"
+            "\nSpearman ρ(indicator, accuracy at the delay) with a bootstrap 95% interval ({BOOTSTRAP_RESAMPLES} resamples):\n{:<17} {:<8} {:>6} {:>5} {:>26}\n",
+            "indicator", "scope", "delay", "n", "ρ [95% CI]"
         );
         for c in &self.correlations {
             s += &format!(
-                "{:<8} {:>6} {:>5} {:>26}\n",
+                "{:<17} {:<8} {:>6} {:>5} {:>26}\n",
+                c.indicator,
                 c.scope,
                 c.delay,
                 c.spearman.n,
@@ -341,7 +365,13 @@ fn run_net<B: Backend>(
         &memrnn_slowpoints::FinderConfig::default(),
     )?;
     let r = evaluate(backend, &model, set, &cfg.train.task, eval, None)?;
+    let diag = diagnostics(backend, &model, set, cfg, seed)?;
     Ok(StudyRow {
+        lipschitz: diag.lipschitz.as_ref().map(|l| l.lipschitz),
+        lyapunov_max: diag
+            .lyapunov
+            .as_ref()
+            .and_then(|l| l.exponents.first().copied()),
         cell,
         curriculum,
         seed,
@@ -349,6 +379,39 @@ fn run_net<B: Backend>(
         acc_train_delay: r.at(cfg.train.task.t_max - 1),
         acc_long: cfg.long_delays.iter().map(|&d| r.at(d)).collect(),
     })
+}
+
+/// L̂ and the Lyapunov exponents on delay-period trajectories (as `memrnn train
+/// --track-every` records them): 64 trials × 30 steps, the digit at step 0.
+fn diagnostics<B: Backend>(
+    backend: &B,
+    model: &memrnn_core::Model,
+    set: &DigitSet,
+    cfg: &StudyConfig,
+    seed: u64,
+) -> Result<memrnn_diagnostics::DiagnosticsReport> {
+    let (trials, steps) = (64, 30);
+    let (x, _) = vset::delay_sequences(set, &cfg.train.task, trials, steps, seed ^ 0x7AC)?;
+    let inputs = memrnn_diagnostics::DiagnoseInputs {
+        x,
+        shape: memrnn_core::SeqShape::new(steps, trials)?,
+        s0: None,
+        labels: None,
+        classes: 10,
+        constant_input: None,
+    };
+    let dcfg = memrnn_diagnostics::DiagnoseConfig {
+        attractors: None,
+        memory: None,
+        lyapunov: Some(memrnn_diagnostics::LyapunovConfig {
+            transient: 5,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(memrnn_diagnostics::diagnose(
+        backend, model, &inputs, &dcfg,
+    )?)
 }
 
 /// Reads every network's row and writes the report (JSON, table, scatter plots).
@@ -374,16 +437,27 @@ pub fn write_report(cfg: &StudyConfig) -> Result<StudyReport> {
             .iter()
             .filter(|r| scope.is_none_or(|c| r.cell == c))
             .collect();
-        let speeds: Vec<f64> = sel.iter().map(|r| r.slow_point_speed_sq).collect();
-        for (di, &delay) in cfg.long_delays.iter().enumerate() {
-            let accs: Vec<f64> = sel.iter().map(|r| r.acc_long[di]).collect();
-            // A fixed seed per (scope, delay): the same rows give the same interval.
-            let seed = 0xB007_5EED ^ ((si as u64) << 32) ^ delay as u64;
-            correlations.push(Correlation {
-                scope: scope.map_or("pooled".to_string(), |c| c.name().to_string()),
-                delay,
-                spearman: spearman_bootstrap(&speeds, &accs, BOOTSTRAP_RESAMPLES, seed),
-            });
+        for (ii, name) in INDICATORS.iter().enumerate() {
+            // Networks where the indicator was measured (a non-finite value is left out,
+            // and the count `n` says so).
+            let pairs: Vec<(f64, &StudyRow)> = sel
+                .iter()
+                .map(|r| (r.indicator(ii), *r))
+                .filter(|(v, _)| v.is_finite())
+                .collect();
+            let xs: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+            for (di, &delay) in cfg.long_delays.iter().enumerate() {
+                let accs: Vec<f64> = pairs.iter().map(|p| p.1.acc_long[di]).collect();
+                // A fixed seed per (indicator, scope, delay): the same rows give the same
+                // interval.
+                let seed = 0xB007_5EED ^ ((ii as u64) << 40) ^ ((si as u64) << 32) ^ delay as u64;
+                correlations.push(Correlation {
+                    indicator: name.to_string(),
+                    scope: scope.map_or("pooled".to_string(), |c| c.name().to_string()),
+                    delay,
+                    spearman: spearman_bootstrap(&xs, &accs, BOOTSTRAP_RESAMPLES, seed),
+                });
+            }
         }
     }
     let mut svg = PathBuf::new();
@@ -391,7 +465,7 @@ pub fn write_report(cfg: &StudyConfig) -> Result<StudyReport> {
     for (di, &delay) in cfg.long_delays.iter().enumerate() {
         let rho = correlations
             .iter()
-            .find(|c| c.scope == "pooled" && c.delay == delay)
+            .find(|c| c.indicator == INDICATORS[0] && c.scope == "pooled" && c.delay == delay)
             .map(|c| rho_text(&c.spearman))
             .unwrap_or_default();
         let p = cfg.out_dir.join(format!("study_d{delay}.svg"));

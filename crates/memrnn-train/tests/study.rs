@@ -71,6 +71,7 @@ fn study_parallel_sharded_and_resumed_runs_give_the_same_report() {
     let scopes: Vec<(&str, usize)> = r
         .correlations
         .iter()
+        .filter(|c| c.indicator == "slow-point speed")
         .map(|c| (c.scope.as_str(), c.delay))
         .collect();
     assert_eq!(
@@ -84,8 +85,21 @@ fn study_parallel_sharded_and_resumed_runs_give_the_same_report() {
             ("lstm", 30)
         ]
     );
+    // The same for L̂ and the largest Lyapunov exponent, measured on every network.
+    assert_eq!(r.correlations.len(), 18);
+    for row in &r.rows {
+        assert!(
+            row.lipschitz.is_some_and(|l| l.is_finite() && l > 0.0),
+            "{row:?}"
+        );
+        assert!(row.lyapunov_max.is_some_and(f64::is_finite), "{row:?}");
+    }
     for c in &r.correlations {
-        assert_eq!(c.spearman.n, if c.scope == "pooled" { 6 } else { 3 });
+        assert_eq!(
+            c.spearman.n,
+            if c.scope == "pooled" { 6 } else { 3 },
+            "{c:?}"
+        );
         if let (Some(rho), Some((lo, hi))) = (c.spearman.rho, c.spearman.ci95) {
             assert!((-1.0..=1.0).contains(&rho) && lo <= hi, "{c:?}");
         }
