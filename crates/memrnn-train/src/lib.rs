@@ -13,6 +13,7 @@
 //! - [`pipeline`]: train → speed-regularised fine-tuning and λ = 0 control → evaluation.
 //! - [`sweep`]: the λ sweep over seeds and regularisation targets, with intervals.
 //! - [`jobs`]: per-network result files, resume, shards and merge, workers side by side.
+//! - [`memprobe`]: a linear probe's memory at log-spaced lags up to the longest delay.
 //! - [`stats`]: means with t-intervals over seeds, paired differences, Spearman ρ and its
 //!   seeded bootstrap interval.
 
@@ -21,6 +22,7 @@ pub mod eval;
 pub mod idx;
 pub mod jobs;
 pub mod limits;
+pub mod memprobe;
 pub mod objective;
 pub mod options;
 pub mod philox;

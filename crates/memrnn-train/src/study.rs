@@ -68,10 +68,13 @@ pub struct StudyRow {
     /// them, and the largest Lyapunov exponent (after a 5-step transient).
     pub lipschitz: Option<f64>,
     pub lyapunov_max: Option<f64>,
+    /// A linear probe's accuracy reading the digit from the hidden state at log-spaced
+    /// lags up to the longest long delay, and the memory span it gives.
+    pub memory: crate::memprobe::LongMemory,
 }
 
 /// The indicators whose rank correlation with accuracy the study reports.
-pub const INDICATORS: [&str; 3] = ["slow-point speed", "lipschitz", "lyapunov"];
+pub const INDICATORS: [&str; 4] = ["slow-point speed", "lipschitz", "lyapunov", "memory span"];
 
 impl StudyRow {
     /// The value of indicator `i` of [`INDICATORS`] (NaN where it was not measured).
@@ -79,7 +82,8 @@ impl StudyRow {
         match i {
             0 => self.slow_point_speed_sq,
             1 => self.lipschitz.unwrap_or(f64::NAN),
-            _ => self.lyapunov_max.unwrap_or(f64::NAN),
+            2 => self.lyapunov_max.unwrap_or(f64::NAN),
+            _ => self.memory.span as f64,
         }
     }
 }
@@ -117,8 +121,8 @@ fn rho_text(r: &RhoCi) -> String {
 impl StudyReport {
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<6} {:<10} {:>5} {:>16} {:>8} {:>8} {:>10}",
-            "cell", "curriculum", "seed", "S slow pts (med)", "L̂", "λ_max", "acc@train"
+            "{:<6} {:<10} {:>5} {:>16} {:>8} {:>8} {:>8} {:>10}",
+            "cell", "curriculum", "seed", "S slow pts (med)", "L̂", "λ_max", "mem span", "acc@train"
         );
         for d in &self.long_delays {
             s += &format!(" {:>10}", format!("acc@{d}"));
@@ -126,13 +130,18 @@ impl StudyReport {
         s.push('\n');
         for r in &self.rows {
             s += &format!(
-                "{:<6} {:<10} {:>5} {:>16.3e} {:>8} {:>8} {:>10.3}",
+                "{:<6} {:<10} {:>5} {:>16.3e} {:>8} {:>8} {:>8} {:>10.3}",
                 r.cell.name(),
                 format!("{:?}", r.curriculum).to_lowercase(),
                 r.seed,
                 r.slow_point_speed_sq,
                 r.lipschitz.map_or("-".into(), |v| format!("{v:.3}")),
                 r.lyapunov_max.map_or("-".into(), |v| format!("{v:+.3}")),
+                format!(
+                    "{}{}",
+                    if r.memory.past_window { "≥" } else { "" },
+                    r.memory.span
+                ),
                 r.acc_train_delay,
             );
             for a in &r.acc_long {
@@ -366,7 +375,18 @@ fn run_net<B: Backend>(
     )?;
     let r = evaluate(backend, &model, set, &cfg.train.task, eval, None)?;
     let diag = diagnostics(backend, &model, set, cfg, seed)?;
+    let longest = cfg.long_delays.iter().copied().max().unwrap_or(1);
+    let memory = crate::memprobe::long_memory(
+        backend,
+        &model,
+        set,
+        &cfg.train.task,
+        200,
+        longest,
+        seed ^ 0x3E3,
+    )?;
     Ok(StudyRow {
+        memory,
         lipschitz: diag.lipschitz.as_ref().map(|l| l.lipschitz),
         lyapunov_max: diag
             .lyapunov

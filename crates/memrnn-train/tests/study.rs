@@ -85,14 +85,21 @@ fn study_parallel_sharded_and_resumed_runs_give_the_same_report() {
             ("lstm", 30)
         ]
     );
-    // The same for L̂ and the largest Lyapunov exponent, measured on every network.
-    assert_eq!(r.correlations.len(), 18);
+    // The same for L̂, the largest Lyapunov exponent and the memory span, measured on
+    // every network.
+    assert_eq!(r.correlations.len(), 24);
     for row in &r.rows {
         assert!(
             row.lipschitz.is_some_and(|l| l.is_finite() && l > 0.0),
             "{row:?}"
         );
         assert!(row.lyapunov_max.is_some_and(f64::is_finite), "{row:?}");
+        // The memory probe at lags 1, 2, 4, …, 30 (the longest delay).
+        assert_eq!(row.memory.lags, vec![1, 2, 4, 8, 16, 30]);
+        assert!(
+            row.memory.accuracy.iter().all(|a| (0.0..=1.0).contains(a)),
+            "{row:?}"
+        );
     }
     for c in &r.correlations {
         assert_eq!(
