@@ -22,17 +22,17 @@ pub struct LongMemory {
     pub lags: Vec<usize>,
     /// Held-out probe accuracy at each lag (chance 0.1).
     pub accuracy: Vec<f64>,
-    /// The longest probed lag at which the probe still reads the digit at accuracy ≥
-    /// [`SPAN_THRESHOLD`] (0 when not even at the first lag).
+    /// The longest probed lag at which the probe keeps at least half of its lag-1 margin
+    /// over chance (accuracy ≥ 0.1 + (acc₁ − 0.1)/2): a memory half-life in steps; 0 when
+    /// the lag-1 probe is at chance.
     pub span: usize,
     /// The probe is still above the threshold at the last lag probed: the memory reaches
     /// past the window, and `span` is a lower bound, not a measurement.
     pub past_window: bool,
 }
 
-/// The accuracy a lag must keep to count in the span (halfway between chance and 1,
-/// rounded up: 0.55).
-pub const SPAN_THRESHOLD: f64 = 0.55;
+/// Chance for ten classes.
+const CHANCE: f64 = 0.1;
 
 /// Lags 1, 2, 4, … (×2) up to `max`, and `max` itself.
 pub fn log_lags(max: usize) -> Vec<usize> {
@@ -49,20 +49,28 @@ pub fn log_lags(max: usize) -> Vec<usize> {
 }
 
 /// The span and whether it reaches past the window, from the accuracies at `lags`
-/// (ascending): the last lag of the leading run at or above the threshold.
+/// (ascending): the last lag at or above half the lag-1 margin over chance (a single
+/// noisy dip does not cut it short), past the window when the last lag still is.
 pub fn span_of(lags: &[usize], accuracy: &[f64]) -> (usize, bool) {
-    let mut span = 0;
-    for (&l, &a) in lags.iter().zip(accuracy) {
-        if a >= SPAN_THRESHOLD {
-            span = l;
-        } else {
-            return (span, false);
-        }
+    let Some(&first) = accuracy.first() else {
+        return (0, false);
+    };
+    if first <= CHANCE {
+        return (0, false);
     }
-    (span, !lags.is_empty())
+    let threshold = CHANCE + (first - CHANCE) / 2.0;
+    let kept: Vec<usize> = lags
+        .iter()
+        .zip(accuracy)
+        .filter(|(_, &a)| a >= threshold)
+        .map(|(&l, _)| l)
+        .collect();
+    let span = kept.last().copied().unwrap_or(0);
+    (span, span == *lags.last().unwrap_or(&0))
 }
 
-/// Probes `model` at [`log_lags`]`(max_lag)` over `trials` trials (at least 20).
+/// Probes `model` at [`log_lags`]`(max_lag)` over `trials` trials (at least 20; half
+/// train the probe, half score it).
 pub fn long_memory<B: Backend>(
     backend: &B,
     model: &Model,
@@ -152,11 +160,15 @@ mod tests {
         assert_eq!(log_lags(10), vec![1, 2, 4, 8, 10]);
         assert_eq!(log_lags(16), vec![1, 2, 4, 8, 16]);
         let lags = [1, 2, 4, 8];
-        // Falls below at 4: span 2, within the window.
-        assert_eq!(span_of(&lags, &[0.9, 0.6, 0.5, 0.9]), (2, false));
-        // Above everywhere: span at least 8, past the window.
-        assert_eq!(span_of(&lags, &[0.9, 0.9, 0.8, 0.56]), (8, true));
-        // Not even at the first lag.
-        assert_eq!(span_of(&lags, &[0.2, 0.9, 0.9, 0.9]), (0, false));
+        // Lag-1 margin 0.8 over chance: the threshold is 0.1 + 0.4 = 0.5.
+        // Falls below at 4 and 8: span 2, within the window.
+        assert_eq!(span_of(&lags, &[0.9, 0.6, 0.45, 0.2]), (2, false));
+        // A dip at 2 does not cut it short: span 4.
+        assert_eq!(span_of(&lags, &[0.9, 0.45, 0.6, 0.3]), (4, false));
+        // At or above 0.5 at the last lag: at least 8, past the window.
+        assert_eq!(span_of(&lags, &[0.9, 0.9, 0.8, 0.5]), (8, true));
+        // The lag-1 probe at chance: no memory to measure.
+        assert_eq!(span_of(&lags, &[0.1, 0.9, 0.9, 0.9]), (0, false));
+        assert_eq!(span_of(&[], &[]), (0, false));
     }
 }

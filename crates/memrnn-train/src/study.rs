@@ -381,7 +381,7 @@ fn run_net<B: Backend>(
         &model,
         set,
         &cfg.train.task,
-        200,
+        1000,
         longest,
         seed ^ 0x3E3,
     )?;
