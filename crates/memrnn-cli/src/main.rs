@@ -14,6 +14,7 @@ use memrnn_train::train::{RunOutput, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
 mod analyse;
+mod sweep_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -72,10 +73,18 @@ enum Cmd {
     /// Train an ensemble (cells × curricula × seeds) and report how slow-point speed
     /// predicts accuracy at a long delay (Spearman ρ, scatter plot): the paper's central figure.
     Study(StudyArgs),
+    /// λ sweep over seeds and regularisation targets: per λ the mean accuracy against delay
+    /// with 95% intervals and the paired difference to the λ = 0 control.
+    Sweep(sweep_cmd::SweepCmd),
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct StudyArgs {
+    #[command(subcommand)]
+    merge: Option<sweep_cmd::MergeCmd>,
+    #[command(flatten)]
+    jobs: sweep_cmd::JobArgs,
     #[command(flatten)]
     data: DataArgs,
     /// Network settings for every member (its --cell, --curriculum and --seed are replaced
@@ -86,14 +95,19 @@ struct StudyArgs {
     #[arg(long, default_value = "gru,lstm", value_delimiter = ',')]
     cells: Vec<String>,
     /// Curricula of the ensemble: none, delay, vocab.
-    #[arg(long, default_value = "none,delay", value_delimiter = ',')]
+    #[arg(long, default_value = "none,delay,vocab", value_delimiter = ',')]
     curricula: Vec<String>,
     /// Seeds of the ensemble.
-    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    #[arg(long, default_value = "1,2,3,4", value_delimiter = ',')]
     seeds: Vec<u64>,
-    /// Accuracy is compared at this delay (far beyond training).
-    #[arg(long, default_value_t = 200)]
-    long_delay: usize,
+    /// Accuracy is compared at these delays (far beyond training).
+    #[arg(
+        long,
+        alias = "long-delay",
+        default_value = "200,1000",
+        value_delimiter = ','
+    )]
+    long_delays: Vec<usize>,
     /// Evaluation trials per network and delay.
     #[arg(long, default_value_t = 400)]
     eval_trials: usize,
@@ -210,6 +224,16 @@ struct EvalCommon {
     eval_seed: u64,
 }
 
+impl StudyArgs {
+    fn workers(&self) -> usize {
+        if self.merge.is_some() {
+            1
+        } else {
+            self.jobs.workers
+        }
+    }
+}
+
 impl EvalCommon {
     fn config(&self, t_max: usize, delta_min: usize) -> EvalConfig {
         EvalConfig {
@@ -295,6 +319,28 @@ fn dispatch(cli: Cli) -> Result<()> {
                 16 * cores.max(64)
             );
         }
+    }
+    // Several networks side by side: one CPU backend per worker.
+    let workers = sweep_cmd::workers(&cli.cmd);
+    if workers == 0 {
+        bail!("--workers 0 would run nothing: give 1 or more networks side by side");
+    }
+    if workers > 1 {
+        match cli.backend {
+            BackendChoice::Cpu => {}
+            BackendChoice::Auto if memrnn_cuda::CudaBackend::new(0).is_err() => {}
+            _ => bail!(
+                "--workers {workers} runs several networks side by side on the CPU; on a GPU \
+                 give --workers 1 (or --backend cpu)"
+            ),
+        }
+        let backends = sweep_cmd::cpu_workers(workers, cli.threads)?;
+        eprintln!("memrnn: backend {}", backends[0].name());
+        return match cli.cmd {
+            Cmd::Sweep(a) => sweep_cmd::cmd_sweep(&backends, a, progress),
+            Cmd::Study(a) => cmd_study(&backends, a, progress),
+            _ => unreachable!("only sweep and study take --workers"),
+        };
     }
     let cpu = || -> Result<CpuBackend> {
         let mut b = CpuBackend::new();
@@ -435,7 +481,8 @@ fn run_cmd<B: Backend>(b: &B, cmd: Cmd, progress: bool) -> Result<()> {
         Cmd::Run(a) => cmd_run(b, a, progress),
         Cmd::SlowPoints(a) => analyse::cmd_slow_points(b, a, progress),
         Cmd::Diagnose(a) => analyse::cmd_diagnose(b, a, progress),
-        Cmd::Study(a) => cmd_study(b, a, progress),
+        Cmd::Study(a) => cmd_study(std::slice::from_ref(b), a, progress),
+        Cmd::Sweep(a) => sweep_cmd::cmd_sweep(std::slice::from_ref(b), a, progress),
     }
 }
 
@@ -635,7 +682,17 @@ fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
     Ok(())
 }
 
-fn cmd_study<B: Backend>(b: &B, a: StudyArgs, progress: bool) -> Result<()> {
+fn cmd_study<B: Backend>(backends: &[B], a: StudyArgs, progress: bool) -> Result<()> {
+    if let Some(sweep_cmd::MergeCmd::Merge(m)) = &a.merge {
+        let r = memrnn_train::study::merge(&m.dirs, &m.out)?;
+        println!("{}", r.table());
+        println!(
+            "merged {} shard folders into {}",
+            m.dirs.len(),
+            m.out.display()
+        );
+        return Ok(());
+    }
     let set = load_data(&a.data)?;
     let train = train_config(&a.net, 600)?;
     let cells = a
@@ -653,26 +710,48 @@ fn cmd_study<B: Backend>(b: &B, a: StudyArgs, progress: bool) -> Result<()> {
         curricula,
         seeds: a.seeds.clone(),
         train,
-        long_delay: a.long_delay,
+        long_delays: a.long_delays.clone(),
         eval_trials: a.eval_trials,
         out_dir: a.out.clone(),
+        shard: a.jobs.shard()?,
+        max_networks: a.jobs.max_networks,
         progress,
     };
+    cfg.validate()?;
     eprintln!(
-        "memrnn study: {} networks ({} cells × {} curricula × {} seeds), H{}, {} steps each",
+        "memrnn study: {} networks ({} cells × {} curricula × {} seeds), H{}, {} steps each{}",
         cfg.cells.len() * cfg.curricula.len() * cfg.seeds.len(),
         cfg.cells.len(),
         cfg.curricula.len(),
         cfg.seeds.len(),
         cfg.train.hidden,
-        cfg.train.steps
+        cfg.train.steps,
+        if cfg.shard.count > 1 {
+            format!(", shard {}", cfg.shard)
+        } else {
+            String::new()
+        }
     );
-    let r = memrnn_train::study::run_study(b, &set, &cfg)?;
-    println!("{}", r.table());
-    println!(
-        "wrote {}/study.json and {}",
-        a.out.display(),
-        r.svg.display()
-    );
+    match memrnn_train::study::run_study(backends, &set, &cfg)? {
+        memrnn_train::study::StudyOutcome::Finished(r) => {
+            println!("{}", r.table());
+            println!(
+                "wrote {0}/study.json, {0}/study.txt and {1}",
+                a.out.display(),
+                r.svg.display()
+            );
+        }
+        memrnn_train::study::StudyOutcome::Partial { done, total } => {
+            println!(
+                "{done} of this run's {total} networks are done (results in {}/nets).",
+                a.out.display()
+            );
+            if cfg.shard.count > 1 && done == total {
+                println!("shard {} finished: combine every shard's folder with `memrnn study merge DIR... --out DIR`", cfg.shard);
+            } else {
+                println!("run the same command again to continue");
+            }
+        }
+    }
     Ok(())
 }

@@ -61,9 +61,37 @@ pub fn default_delays(max: usize) -> Vec<usize> {
         d *= 1.3;
     }
     if v.last() != Some(&max) && max >= 4 {
+        // A log-spaced point within 10% of `max` would be a second, nearly equal point
+        // beside it on every curve (988 next to 1000): `max` replaces it.
+        if v.len() > 1 && v.last().is_some_and(|&l| (l as f64) * 1.1 > max as f64) {
+            v.pop();
+        }
         v.push(max);
     }
     v
+}
+
+#[cfg(test)]
+mod delay_tests {
+    use super::default_delays;
+
+    #[test]
+    fn default_delays_are_log_spaced_without_a_near_twin_of_the_longest() {
+        let d = default_delays(1000);
+        assert_eq!(&d[..4], &[4, 5, 7, 9]);
+        assert_eq!(d.last(), Some(&1000));
+        // 988 would sit next to 1000: gone; 760 stays.
+        assert!(!d.contains(&988) && d.contains(&760), "{d:?}");
+        for m in [4, 10, 200, 1000, 10_000, 123_456] {
+            let d = default_delays(m);
+            assert_eq!(d.last(), Some(&m));
+            assert!(d.windows(2).all(|w| w[0] < w[1]), "{d:?}");
+            let n = d.len();
+            if n > 2 {
+                assert!(d[n - 1] as f64 >= 1.1 * d[n - 2] as f64, "{m}: {d:?}");
+            }
+        }
+    }
 }
 
 impl EvalConfig {

@@ -11,17 +11,27 @@
 //! - [`train`]: Adam training, clipping, checkpoints, resume, metrics, divergence stops.
 //! - [`eval`]: report accuracy against delay far beyond training; table, JSON, SVG.
 //! - [`pipeline`]: train → speed-regularised fine-tuning and λ = 0 control → evaluation.
+//! - [`sweep`]: the λ sweep over seeds and regularisation targets, with intervals.
+//! - [`jobs`]: per-network result files, resume, shards and merge, workers side by side.
+//! - [`memprobe`]: a linear probe's memory at log-spaced lags up to the longest delay.
+//! - [`stats`]: means with t-intervals over seeds, paired differences, Spearman ρ and its
+//!   seeded bootstrap interval.
 
 pub mod error;
 pub mod eval;
 pub mod idx;
+pub mod jobs;
 pub mod limits;
+pub mod memprobe;
 pub mod objective;
 pub mod options;
 pub mod philox;
 pub mod pipeline;
 pub mod slow;
+pub mod stats;
 pub mod study;
+pub mod sweep;
+mod sweep_plot;
 pub mod task;
 pub mod train;
 pub mod vset;
