@@ -1,6 +1,6 @@
 //! The CPU fast path against the f64 reference: every cell, awkward shapes, every SIMD
-//! level this machine has, scratch NaN-poisoned; bit-identical results for 1 and 2
-//! threads; speed, Jacobian and Adam through the `Backend` trait; bad input.
+//! level this machine has, scratch NaN-poisoned; bit-identical results for 1, 2 and 3
+//! threads and for concurrent callers on one pool; speed, Jacobian and Adam through the `Backend` trait; bad input.
 
 use memrnn_core::{
     real::convert, AdamConfig, Backend, CellDims, CellKind, Error, SeqShape, SeqUpstream,
@@ -188,7 +188,7 @@ fn upstream_gradients_may_be_absent() {
 #[test]
 fn results_are_identical_for_one_and_two_threads() {
     // B 37: the batch is split across threads (and the SGEMMs use every thread); B 5:
-    // small enough that the hidden units are split instead, with barriers per step.
+    // small enough that the hidden units are split instead, two team phases per step.
     for (kind, batch) in CellKind::ALL.into_iter().flat_map(|k| [(k, 37), (k, 5)]) {
         let case = Case {
             cell: CellDims::new(kind, 97, 45).unwrap(),
@@ -226,6 +226,45 @@ fn results_are_identical_for_one_and_two_threads() {
                 "{kind}: ds0/dx differ with {threads} threads (seed {seed})"
             );
         }
+    }
+}
+
+#[test]
+fn concurrent_small_batch_backwards_on_one_pool_finish_and_agree() {
+    // The small-batch backward runs a team of tasks on the backend's own pool. Several
+    // callers sharing one backend compete for the same pool threads: a team that waited
+    // for all its members at a barrier could deadlock here; this one must finish, and
+    // give every caller the single-caller result.
+    let kind = CellKind::Lstm;
+    let case = Case {
+        cell: CellDims::new(kind, 9, 45).unwrap(),
+        shape: SeqShape::new(12, 3).unwrap(),
+    };
+    let (cell, shape) = (case.cell, case.shape);
+    let seed = test_seed("concurrent-backward", 15);
+    let inp = inputs(&case, seed);
+    let (p, x, dh): (Vec<f32>, Vec<f32>, Vec<f32>) =
+        (convert(&inp.params), convert(&inp.x), convert(&inp.dh_seq));
+    let be = CpuBackend::new().with_threads(3).unwrap();
+    let run = || {
+        let f = be.seq_forward(&cell, &p, shape, &x, None).unwrap();
+        let up = SeqUpstream {
+            dh_seq: Some(&dh),
+            ds_final: None,
+        };
+        let g = be.seq_backward(&cell, &p, shape, &x, &f, up, true).unwrap();
+        (g.dparams, g.ds0, g.dx.unwrap())
+    };
+    let alone = run();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..4).map(|_| s.spawn(run)).collect();
+        callers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (i, r) in results.iter().enumerate() {
+        assert!(
+            *r == alone,
+            "caller {i}: concurrent backward differs from a lone one (seed {seed})"
+        );
     }
 }
 
