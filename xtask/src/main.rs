@@ -284,7 +284,6 @@ fn ptxas_beside(nvcc: &Path) -> PathBuf {
     nvcc.with_file_name("ptxas")
 }
 
-/// Compiles every kernel into `out_dir` and writes its MANIFEST there.
 /// Compiles `kernels/<name>` to `out` with the pinned flags.
 fn compile_one(nvcc: &Path, name: &str, out: &Path) -> Res<()> {
     // Relative paths from inside kernels/, so nothing machine-specific reaches the PTX.
@@ -340,6 +339,7 @@ fn split_manifest(text: &str) -> (Vec<&str>, BTreeMap<&str, &str>) {
     (rest, hashes)
 }
 
+/// Compiles every kernel into `out_dir` and writes its MANIFEST there.
 fn build_into(nvcc: &Path, out_dir: &Path) -> Res<()> {
     std::fs::create_dir_all(out_dir).map_err(|e| format!("creating {}: {e}", out_dir.display()))?;
     let version = nvcc_version_line(nvcc)?;
