@@ -6,7 +6,9 @@ use memrnn_core::{
     real::convert, AdamConfig, Backend, CellDims, CellKind, Error, SeqShape, SeqUpstream,
 };
 use memrnn_cpu::{reference, CpuBackend, SimdLevel};
-use memrnn_testkit::{assert_close, awkward_cases, random_params, rng, test_seed, uniform, Case};
+use memrnn_testkit::{
+    assert_all_close, assert_close, awkward_cases, random_params, rng, test_seed, uniform, Case,
+};
 
 const TOL: f64 = 1e-4;
 
@@ -330,9 +332,7 @@ fn adam_first_step_moves_each_parameter_by_lr() {
         0.5 - 0.01 * 1e-3 / (1e-3 + 1e-8),
         3.0,
     ];
-    for (a, b) in p.iter().zip(want) {
-        assert!((a - b).abs() < 1e-6, "{p:?} vs {want:?}");
-    }
+    assert_all_close("parameters after one Adam step", &p, &want, 1e-6, 0.0);
     assert_eq!(st.step, 1);
     let bad = AdamConfig { lr: -1.0, ..cfg };
     assert!(be.adam_update(&mut p, &g, &mut st, &bad).is_err());
