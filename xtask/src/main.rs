@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask ptx`: compile every `kernels/*.cu` with nvcc into
 //!   `crates/memrnn-cuda/ptx/<name>.ptx` (sm_90) and write `crates/memrnn-cuda/ptx/MANIFEST`
-//!   (sha256 of every source, of every header, of every PTX; nvcc's version; the flags).
+//!   (sha256 of every source, of every header, of every PTX; nvcc's version; the flags),
+//!   and `crates/memrnn-cuda/ptx/modules.rs`, the table of modules memrnn-cuda embeds.
 //! - `cargo xtask ptx --check` (CI; no nvcc needed): the MANIFEST matches the kernel
 //!   sources and headers as they are now (sha256), the pinned nvcc and flags, and the
 //!   committed PTX files (sha256, one per source). Deterministic: it reads files only.
@@ -357,6 +358,70 @@ fn split_manifest(text: &str) -> (Vec<&str>, BTreeMap<&str, &str>) {
 }
 
 /// Compiles every kernel into `out_dir` and writes its MANIFEST there.
+/// `crates/memrnn-cuda/ptx/modules.rs`, included by memrnn-cuda's `ptx.rs`: one embedded
+/// PTX constant per `kernels/<stem>.cu`, the table of them, and the crate's `Module` enum
+/// (variant: the stem in CamelCase), so that a new kernel file needs only `cargo xtask
+/// ptx` and its entries in `kernels!` (memrnn-cuda/src/kernels.rs).
+fn modules_rs(sources: &[PathBuf]) -> String {
+    let stems: Vec<String> = sources
+        .iter()
+        .map(|s| file_name(s).trim_end_matches(".cu").to_string())
+        .collect();
+    let camel = |stem: &str| -> String {
+        stem.split(['_', '-'])
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let konst = |stem: &str| stem.to_ascii_uppercase().replace('-', "_");
+    let mut o = String::new();
+    o.push_str("// Written by `cargo xtask ptx` from kernels/*.cu (checked by `cargo xtask ptx --check`):\n");
+    o.push_str("// do not edit. Included by crates/memrnn-cuda/src/ptx.rs.\n\n");
+    for stem in &stems {
+        let _ = writeln!(o, "/// `kernels/{stem}.cu` (sm_90).");
+        let _ = writeln!(
+            o,
+            "pub const {}: &str = include_str!(\"{stem}.ptx\");",
+            konst(stem)
+        );
+    }
+    let _ = writeln!(o, "\n/// Every embedded module: (file name, PTX).");
+    let _ = writeln!(o, "pub const ALL: [(&str, &str); {}] = [", stems.len());
+    for stem in &stems {
+        let _ = writeln!(o, "    (\"{stem}.ptx\", {}),", konst(stem));
+    }
+    o.push_str("];\n\n");
+    o.push_str("/// The PTX module a kernel lives in (one per `kernels/*.cu`).\n");
+    o.push_str("#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]\npub(crate) enum Module {\n");
+    for stem in &stems {
+        let _ = writeln!(o, "    {},", camel(stem));
+    }
+    o.push_str("}\n\nimpl Module {\n");
+    let _ = writeln!(o, "    pub(crate) const ALL: [Module; {}] = [", stems.len());
+    for stem in &stems {
+        let _ = writeln!(o, "        Module::{},", camel(stem));
+    }
+    o.push_str("    ];\n\n    /// `(file name, PTX)`.\n");
+    o.push_str(
+        "    pub(crate) fn ptx(self) -> (&'static str, &'static str) {\n        match self {\n",
+    );
+    for stem in &stems {
+        let _ = writeln!(
+            o,
+            "            Module::{} => (\"{stem}.ptx\", {}),",
+            camel(stem),
+            konst(stem)
+        );
+    }
+    o.push_str("        }\n    }\n}\n");
+    o
+}
+
 /// The MANIFEST's `source` and `header` lines for `sources` as they are now.
 fn source_lines(sources: &[PathBuf]) -> Res<String> {
     let mut lines = String::new();
@@ -427,6 +492,9 @@ fn ptx_build() -> Res<()> {
         }
     }
     build_into(&nvcc, &out)?;
+    let modules = out.join("modules.rs");
+    std::fs::write(&modules, modules_rs(&kernel_files("cu")?))
+        .map_err(|e| format!("writing {}: {e}", modules.display()))?;
     eprintln!("xtask: wrote {}", out.display());
     report_ptxas(&nvcc, &out)
 }
@@ -514,9 +582,13 @@ fn ptx_check_manifest() -> Res<()> {
             problems.push(format!("{n} has no source in kernels/"));
         }
     }
+    let modules = std::fs::read_to_string(dir.join("modules.rs")).unwrap_or_default();
+    if modules != modules_rs(&sources) {
+        problems.push("modules.rs does not list kernels/*.cu".to_string());
+    }
     problems.dedup();
     if problems.is_empty() {
-        eprintln!("xtask: the MANIFEST matches kernels/ and the committed PTX");
+        eprintln!("xtask: the MANIFEST and modules.rs match kernels/ and the committed PTX");
         Ok(())
     } else {
         Err(format!(
