@@ -65,8 +65,10 @@ fn fast_path_matches_reference_at_every_simd_level() {
                 shape,
                 &inp.x,
                 &fwd,
-                Some(&inp.dh_seq),
-                Some(&inp.ds_final),
+                SeqUpstream {
+                    dh_seq: Some(&inp.dh_seq),
+                    ds_final: Some(&inp.ds_final),
+                },
                 true,
             )
             .unwrap();
@@ -91,7 +93,7 @@ fn fast_path_matches_reference_at_every_simd_level() {
                 assert_close(
                     &format!("{what} s_final"),
                     &f.s_final,
-                    fwd.s_final(&cell, shape),
+                    &fwd.s_final,
                     TOL,
                     seed,
                 );
@@ -158,8 +160,10 @@ fn upstream_gradients_may_be_absent() {
                 shape,
                 &inp.x,
                 &fwd,
-                dh.then_some(inp.dh_seq.as_slice()),
-                ds.then_some(inp.ds_final.as_slice()),
+                SeqUpstream {
+                    dh_seq: dh.then_some(inp.dh_seq.as_slice()),
+                    ds_final: ds.then_some(inp.ds_final.as_slice()),
+                },
                 true,
             )
             .unwrap();
@@ -284,8 +288,8 @@ fn speed_gradient_and_jacobian_match_reference() {
                 speed: sp,
                 dstate: ds,
                 dparams: dp,
-            } = reference::speed_grad(&cell, &params, &states, &x, n, true).unwrap();
-            let jac = reference::jacobian(&cell, &params, &states, &x, n).unwrap();
+            } = reference::step_speed_grad(&cell, &params, &states, &x, n, true).unwrap();
+            let jac = reference::step_jacobian(&cell, &params, &states, &x, n).unwrap();
             let (p, s, xx): (Vec<f32>, Vec<f32>, Vec<f32>) =
                 (convert(&params), convert(&states), convert(&x));
             let be = CpuBackend::new().with_poisoned_scratch(true);

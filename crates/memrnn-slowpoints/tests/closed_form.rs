@@ -16,7 +16,7 @@ fn reference_speed(model: &Model, x_bar: &[f32], state: &[f32]) -> f64 {
     let p: Vec<f64> = convert(&model.params);
     let x: Vec<f64> = convert(x_bar);
     let s: Vec<f64> = convert(state);
-    reference::speed(&model.cell, &p, &s, &x, 1).unwrap()[0]
+    reference::step_speed(&model.cell, &p, &s, &x, 1).unwrap()[0]
 }
 
 fn recheck(report: &SlowPointReport, model: &Model, x_bar: &[f32]) {

@@ -105,7 +105,7 @@ fn jacobian_and_lm_gradient_match_finite_differences() {
         let r: Vec<f64> = f.iter().zip(&s).map(|(f, s)| f - s).collect();
         let mut g = vec![0.0; sd];
         half_gradient(&a, &r, &mut g, sd);
-        let speed = |v: &[f64]| reference::speed(&cell, &params, v, &x, 1).unwrap()[0];
+        let speed = |v: &[f64]| reference::step_speed(&cell, &params, v, &x, 1).unwrap()[0];
         for c in 0..sd {
             w[c] = s[c] + eps;
             let hi = speed(&w);
