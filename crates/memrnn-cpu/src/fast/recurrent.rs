@@ -128,7 +128,7 @@ unsafe impl Sync for FwdCtx {}
 
 /// Raw views of the backward pass's buffers, shared by the tasks of one call. Tasks write
 /// disjoint blocks: their own batch rows (batch split), or, in the small-batch unit split,
-/// the unit/column tiles of the part the [`PhaseTeam`](super::team::PhaseTeam) gave them
+/// the unit/column tiles of the part the `PhaseTeam` (`fast::team`) gave them
 /// for the current phase, every row.
 #[derive(Clone, Copy)]
 pub struct BwdCtx {
