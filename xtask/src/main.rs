@@ -587,8 +587,16 @@ fn ptx_check_manifest() -> Res<()> {
         problems.push("modules.rs does not list kernels/*.cu".to_string());
     }
     problems.dedup();
+    verdict(
+        &problems,
+        "the MANIFEST and modules.rs match kernels/ and the committed PTX",
+    )
+}
+
+/// `Ok` (saying `ok`) when nothing is wrong, else the list and the fix.
+fn verdict(problems: &[String], ok: &str) -> Res<()> {
     if problems.is_empty() {
-        eprintln!("xtask: the MANIFEST and modules.rs match kernels/ and the committed PTX");
+        eprintln!("xtask: {ok}");
         Ok(())
     } else {
         Err(format!(
@@ -645,15 +653,7 @@ fn ptx_check_rebuild() -> Res<()> {
                 problems.push(format!("MANIFEST's hash of {file} is not the committed file's"));
             }
         }
-        if problems.is_empty() {
-            eprintln!("xtask: committed PTX and MANIFEST are up to date");
-            Ok(())
-        } else {
-            Err(format!(
-                "committed PTX is stale ({}): run `cargo xtask ptx` and commit crates/memrnn-cuda/ptx/",
-                problems.join("; ")
-            ))
-        }
+        verdict(&problems, "committed PTX and MANIFEST are up to date")
     });
     let _ = std::fs::remove_dir_all(&tmp);
     result?;
