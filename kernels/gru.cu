@@ -9,6 +9,7 @@
 //   gru_seq_fwd_f32, gru_step_fwd_f32, gru_seq_bwd_f32, gru_step_bwd_f32.
 
 #include "common.cuh"
+#include "gru.cuh"
 
 struct GruCell {
     static constexpr int G = 3;
@@ -27,17 +28,15 @@ struct GruCell {
         const float ur = u[0] + __ldg(a.b_hh + unit);
         const float uz = u[1] + __ldg(a.b_hh + H + unit);
         const float un = u[2] + __ldg(a.b_hh + 2 * H + unit);
-        const float r = mr::sigmoid(ar + ur);
-        const float z = mr::sigmoid(az + uz);
-        const float n = tanhf(an + r * un);
+        const mr::GruGates q = mr::gru_gates(ar, az, an, ur, uz, un);
         // h_{t-1}: written by this very thread at step t-1 (or s0): a coherent load.
         const float hp = t == 0 ? __ldcg(a.s0 + (size_t)b * H + unit)
                                 : __ldcg(a.h_seq + (tb - a.B) * H + unit);
-        const float h = (1.0f - z) * n + z * hp;
+        const float h = mr::gru_h(q, hp);
         float* gc = a.gates + tb * 4 * H;
-        gc[unit] = r;
-        gc[H + unit] = z;
-        gc[2 * H + unit] = n;
+        gc[unit] = q.r;
+        gc[H + unit] = q.z;
+        gc[2 * H + unit] = q.n;
         gc[3 * H + unit] = un;
         a.h_seq[tb * H + unit] = h;
         if (t == a.T - 1) a.s_final[(size_t)b * H + unit] = h;
@@ -49,27 +48,23 @@ struct GruCell {
         const size_t GH = 3 * (size_t)H;
         const size_t tb = (size_t)t * a.B + b;
         const float* gc = a.gates + tb * 4 * H;
-        const float r = __ldg(gc + unit);
-        const float z = __ldg(gc + H + unit);
-        const float n = __ldg(gc + 2 * H + unit);
+        mr::GruGates q;
+        q.r = __ldg(gc + unit);
+        q.z = __ldg(gc + H + unit);
+        q.n = __ldg(gc + 2 * H + unit);
         const float un = __ldg(gc + 3 * H + unit);
         const float hp = t == 0 ? __ldg(a.s0 + (size_t)b * H + unit)
                                 : __ldg(a.h_seq + (tb - a.B) * H + unit);
-        const float dn = dh * (1.0f - z);
-        const float dz = dh * (hp - n);
-        const float dpre_n = dn * (1.0f - n * n);
-        const float dr = dpre_n * un;
-        const float dpre_r = dr * r * (1.0f - r);
-        const float dpre_z = dz * z * (1.0f - z);
+        const mr::GruGrads d = mr::gru_backward(q, un, hp, dh);
         float* dA = a.dA + tb * GH;
         float* dU = a.dU + tb * GH;
-        dA[unit] = dpre_r;
-        dA[H + unit] = dpre_z;
-        dA[2 * H + unit] = dpre_n;
-        dU[unit] = dpre_r;
-        dU[H + unit] = dpre_z;
-        dU[2 * H + unit] = dpre_n * r;
-        a.D[(size_t)b * H + unit] = dh * z;
+        dA[unit] = d.da_r;
+        dA[H + unit] = d.da_z;
+        dA[2 * H + unit] = d.da_n;
+        dU[unit] = d.da_r;
+        dU[H + unit] = d.da_z;
+        dU[2 * H + unit] = d.du_n;
+        a.D[(size_t)b * H + unit] = d.d_h;
     }
 };
 

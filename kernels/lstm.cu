@@ -11,6 +11,7 @@
 //   lstm_seq_fwd_f32, lstm_step_fwd_f32, lstm_seq_bwd_f32, lstm_step_bwd_f32.
 
 #include "common.cuh"
+#include "lstm.cuh"
 
 struct LstmCell {
     static constexpr int G = 4;
@@ -28,20 +29,17 @@ struct LstmCell {
         for (int g = 0; g < 4; ++g)
             pre[g] = (__ldg(Ar + g * H + unit) + __ldg(a.b_ih + g * H + unit)) +
                      (u[g] + __ldg(a.b_hh + g * H + unit));
-        const float i = mr::sigmoid(pre[0]);
-        const float f = mr::sigmoid(pre[1]);
-        const float g = tanhf(pre[2]);
-        const float o = mr::sigmoid(pre[3]);
+        const mr::LstmGates q = mr::lstm_gates(pre);
         // c_{t-1}: written by this very thread at step t-1 (or s0): a coherent load.
         const float cp = t == 0 ? __ldcg(a.s0 + (size_t)b * 2 * H + H + unit)
                                 : __ldcg(a.c_seq + (tb - a.B) * H + unit);
-        const float c = f * cp + i * g;
-        const float h = o * tanhf(c);
+        const float c = mr::lstm_c(q, cp);
+        const float h = mr::lstm_h(q, tanhf(c));
         float* gc = a.gates + tb * 4 * H;
-        gc[unit] = i;
-        gc[H + unit] = f;
-        gc[2 * H + unit] = g;
-        gc[3 * H + unit] = o;
+        gc[unit] = q.i;
+        gc[H + unit] = q.f;
+        gc[2 * H + unit] = q.g;
+        gc[3 * H + unit] = q.o;
         a.c_seq[tb * H + unit] = c;
         a.h_seq[tb * H + unit] = h;
         if (t == a.T - 1) {
@@ -56,23 +54,22 @@ struct LstmCell {
         const size_t GH = 4 * (size_t)H;
         const size_t tb = (size_t)t * a.B + b;
         const float* gc = a.gates + tb * 4 * H;
-        const float i = __ldg(gc + unit);
-        const float f = __ldg(gc + H + unit);
-        const float g = __ldg(gc + 2 * H + unit);
-        const float o = __ldg(gc + 3 * H + unit);
+        mr::LstmGates q;
+        q.i = __ldg(gc + unit);
+        q.f = __ldg(gc + H + unit);
+        q.g = __ldg(gc + 2 * H + unit);
+        q.o = __ldg(gc + 3 * H + unit);
         const float c = __ldg(a.c_seq + tb * H + unit);
         const float cp = t == 0 ? __ldg(a.s0 + (size_t)b * 2 * H + H + unit)
                                 : __ldg(a.c_seq + (tb - a.B) * H + unit);
         const float tc = tanhf(c);
         float* Db = a.D + (size_t)b * 2 * H;
-        const float dc = Db[H + unit] + dh * o * (1.0f - tc * tc);
+        const mr::LstmGrads d = mr::lstm_backward(q, tc, cp, dh, Db[H + unit]);
         float* dA = a.dA + tb * GH;
-        dA[unit] = dc * g * i * (1.0f - i);
-        dA[H + unit] = dc * cp * f * (1.0f - f);
-        dA[2 * H + unit] = dc * i * (1.0f - g * g);
-        dA[3 * H + unit] = dh * tc * o * (1.0f - o);
+#pragma unroll
+        for (int g = 0; g < 4; ++g) dA[g * H + unit] = d.da[g];
         Db[unit] = 0.0f;
-        Db[H + unit] = dc * f;
+        Db[H + unit] = d.d_c;
     }
 };
 

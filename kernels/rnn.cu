@@ -9,6 +9,7 @@
 // dU must alias dA (the host passes the same buffer).
 
 #include "common.cuh"
+#include "rnn.cuh"
 
 struct RnnCell {
     static constexpr int G = 1;
@@ -20,7 +21,7 @@ struct RnnCell {
         const size_t tb = (size_t)t * a.B + b;
         const float pre_a = __ldg(a.A + tb * a.H + unit) + __ldg(a.b_ih + unit);
         const float pre_u = u[0] + __ldg(a.b_hh + unit);
-        const float h = tanhf(pre_a + pre_u);
+        const float h = mr::rnn_forward(pre_a, pre_u);
         a.h_seq[tb * a.H + unit] = h;
         if (t == a.T - 1) a.s_final[(size_t)b * a.H + unit] = h;
     }
@@ -29,7 +30,7 @@ struct RnnCell {
                                                float dh) {
         const size_t tb = (size_t)t * a.B + b;
         const float h = __ldg(a.h_seq + tb * a.H + unit);
-        a.dA[tb * a.H + unit] = dh * (1.0f - h * h);
+        a.dA[tb * a.H + unit] = mr::rnn_backward(h, dh);
         a.D[(size_t)b * a.H + unit] = 0.0f;
     }
 };

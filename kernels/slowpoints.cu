@@ -5,8 +5,9 @@
 //   u = W_hh h (+ b_hh), s' = F(s) from ā = W_ih x̄ + b_ih (computed once per call by
 //   cuBLAS) and u, e = s' − s, S = ‖e‖²; then memrnn_core's CandidateStatus::check (ported
 //   below as sp_check: the same decision, the same order of tests); and when it steps:
-//   ∇S = 2 (J − I)ᵀ e by one vector–Jacobian product (the gate backward of gru.cu /
-//   lstm.cu / rnn.cu with upstream 2e, then W_hhᵀ du), then Adam on the state with the
+//   ∇S = 2 (J − I)ᵀ e by one vector–Jacobian product (the cell's gate backward from
+//   rnn.cuh / gru.cuh / lstm.cuh, shared with the recurrence kernels, with upstream 2e,
+//   then W_hhᵀ du), then Adam on the state with the
 //   candidate's own moments and step count (memrnn_core::adam_update_host; the bias
 //   corrections use compiler-rt's __powisf2 algorithm, as Rust's f32::powi does).
 //
@@ -54,6 +55,9 @@
 //     Launch: exactly one block of 1024 threads.
 
 #include "common.cuh"
+#include "gru.cuh"
+#include "lstm.cuh"
+#include "rnn.cuh"
 
 #define SP_THREADS 256
 #define SP_WARPS (SP_THREADS / 32)
@@ -199,10 +203,10 @@ struct RnnSp {
         (void)H;
         const size_t jc = (size_t)j * CT + c;
         const float hp = s.hT[jc];
-        const float hn = tanhf(__ldg(a_bar + j) + (s.U[jc] + __ldg(b_hh + j)));
+        const float hn = mr::rnn_forward(__ldg(a_bar + j), s.U[jc] + __ldg(b_hh + j));
         const float e = hn - hp;
         const float dh = 2.0f * e;
-        s.U[jc] = dh * (1.0f - hn * hn);
+        s.U[jc] = mr::rnn_backward(hn, dh);
         s.Gd[jc] = -dh;
         return e * e;
     }
@@ -219,23 +223,19 @@ struct GruSp {
         const float ur = s.U[jc] + __ldg(b_hh + j);
         const float uz = s.U[jc + hc] + __ldg(b_hh + H + j);
         const float un = s.U[jc + 2 * hc] + __ldg(b_hh + 2 * H + j);
-        const float r = mr::sigmoid(__ldg(a_bar + j) + ur);
-        const float z = mr::sigmoid(__ldg(a_bar + H + j) + uz);
-        const float n = tanhf(__ldg(a_bar + 2 * H + j) + r * un);
+        const mr::GruGates q =
+            mr::gru_gates(__ldg(a_bar + j), __ldg(a_bar + H + j), __ldg(a_bar + 2 * H + j), ur,
+                          uz, un);
         const float hp = s.hT[jc];
-        const float hn = (1.0f - z) * n + z * hp;
+        const float hn = mr::gru_h(q, hp);
         const float e = hn - hp;
         const float dh = 2.0f * e;
         // gru.cu's backward with upstream dh (and no D carried in).
-        const float dn = dh * (1.0f - z);
-        const float dz = dh * (hp - n);
-        const float dpre_n = dn * (1.0f - n * n);
-        const float dpre_r = dpre_n * un * r * (1.0f - r);
-        const float dpre_z = dz * z * (1.0f - z);
-        s.U[jc] = dpre_r;
-        s.U[jc + hc] = dpre_z;
-        s.U[jc + 2 * hc] = dpre_n * r;
-        s.Gd[jc] = dh * z - dh;
+        const mr::GruGrads d = mr::gru_backward(q, un, hp, dh);
+        s.U[jc] = d.da_r;
+        s.U[jc + hc] = d.da_z;
+        s.U[jc + 2 * hc] = d.du_n;
+        s.Gd[jc] = d.d_h - dh;
         return e * e;
     }
 };
@@ -252,26 +252,21 @@ struct LstmSp {
 #pragma unroll
         for (int g = 0; g < 4; ++g)
             pre[g] = __ldg(a_bar + g * H + j) + (s.U[jc + g * hc] + __ldg(b_hh + g * H + j));
-        const float i = mr::sigmoid(pre[0]);
-        const float f = mr::sigmoid(pre[1]);
-        const float g = tanhf(pre[2]);
-        const float o = mr::sigmoid(pre[3]);
+        const mr::LstmGates q = mr::lstm_gates(pre);
         const float hp = s.hT[jc];
         const float cp = s.cT[jc];
-        const float cn = f * cp + i * g;
+        const float cn = mr::lstm_c(q, cp);
         const float tc = tanhf(cn);
-        const float hn = o * tc;
+        const float hn = mr::lstm_h(q, tc);
         const float eh = hn - hp;
         const float ec = cn - cp;
         const float dh = 2.0f * eh;
         // lstm.cu's backward with upstream dh and D_c = 2 e_c.
-        const float dc = 2.0f * ec + dh * o * (1.0f - tc * tc);
-        s.U[jc] = dc * g * i * (1.0f - i);
-        s.U[jc + hc] = dc * cp * f * (1.0f - f);
-        s.U[jc + 2 * hc] = dc * i * (1.0f - g * g);
-        s.U[jc + 3 * hc] = dh * tc * o * (1.0f - o);
+        const mr::LstmGrads d = mr::lstm_backward(q, tc, cp, dh, 2.0f * ec);
+#pragma unroll
+        for (int g = 0; g < 4; ++g) s.U[jc + g * hc] = d.da[g];
         s.Gd[jc] = -dh;
-        s.Gc[jc] = dc * f - 2.0f * ec;
+        s.Gc[jc] = d.d_c - 2.0f * ec;
         return eh * eh + ec * ec;
     }
 };

@@ -9,7 +9,7 @@ Usage (from the repository root; needs `torch` and `safetensors`):
 
 The problem: a GRU (PyTorch's default initialisation, seed 0) at the delay-period input x̄
 (pixels at the noise mean 0.1307, trigger 0), K candidates uniform in [-0.5, 0.5]. memrnn's
-example `bench_finder` makes it and saves it (model + candidates) so both sides start
+binary `bench_finder` (memrnn-benches) makes it and saves it (model + candidates) so both sides start
 from identical weights and states; it then times its own search.
 
 The PyTorch side is the FixedPointFinder recipe (Golub & Sussillo 2018) in autograd: the
@@ -127,7 +127,7 @@ def torch_time_to_target(d, target, max_iters, check_every, device):
 def time_to_solution(args):
     with tempfile.TemporaryDirectory() as d:
         cmd = [
-            "cargo", "run", "--release", "-q", "-p", "memrnn-slowpoints", "--example", "bench_finder", "--",
+            "cargo", "run", "--release", "-q", "-p", "memrnn-benches", "--bin", "bench_finder", "--",
             "--hidden", str(args.hidden), "--input", str(args.input),
             "--candidates", str(args.candidates), "--threads", str(args.threads),
             "--check-every", str(args.check_every), "--adam-max-iters", str(args.max_iters),
@@ -176,7 +176,7 @@ def main():
         return time_to_solution(args)
     with tempfile.TemporaryDirectory() as d:
         cmd = [
-            "cargo", "run", "--release", "-q", "-p", "memrnn-slowpoints", "--example", "bench_finder", "--",
+            "cargo", "run", "--release", "-q", "-p", "memrnn-benches", "--bin", "bench_finder", "--",
             "--hidden", str(args.hidden), "--input", str(args.input),
             "--candidates", str(args.candidates), "--iters", str(args.iters),
             "--threads", str(args.threads), "--reps", str(args.reps), "--save", d, "--json",

@@ -6,7 +6,7 @@ beside memrnn's fused search.
 
 On the GPU machine:
 
-    bench_slowpoints --dump /tmp/sp > memrnn.txt       # memrnn's example (same problem)
+    bench_slowpoints --dump /tmp/sp > memrnn.txt       # memrnn-benches' binary (same problem)
     python3 benches/compare/slowpoints_torch_gpu.py --data /tmp/sp --memrnn-output memrnn.txt
 
 Without --data it draws its own problem of the same shape. The timing is the whole search

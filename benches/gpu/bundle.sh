@@ -21,8 +21,8 @@ for l in sys.stdin:
         print(m["executable"])' "$t")
   cp "$bin" "gpu-bundle/$t"
 done
-cargo build --release -p memrnn-cuda --example bench_slowpoints
-cp target/release/examples/bench_slowpoints gpu-bundle/
+cargo build --release -p memrnn-benches --bin bench_slowpoints
+cp target/release/bench_slowpoints gpu-bundle/
 cp benches/compare/slowpoints_torch_gpu.py gpu-bundle/
 cargo build --release -p memrnn-benches --bin gpu_table
 cp target/release/gpu_table gpu-bundle/

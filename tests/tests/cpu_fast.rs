@@ -1,12 +1,14 @@
 //! The CPU fast path against the f64 reference: every cell, awkward shapes, every SIMD
-//! level this machine has, scratch NaN-poisoned; bit-identical results for 1 and 2
-//! threads; speed, Jacobian and Adam through the `Backend` trait; bad input.
+//! level this machine has, scratch NaN-poisoned; bit-identical results for 1, 2 and 3
+//! threads and for concurrent callers on one pool; speed, Jacobian and Adam through the `Backend` trait; bad input.
 
 use memrnn_core::{
     real::convert, AdamConfig, Backend, CellDims, CellKind, Error, SeqShape, SeqUpstream,
 };
 use memrnn_cpu::{reference, CpuBackend, SimdLevel};
-use memrnn_testkit::{assert_close, awkward_cases, random_params, rng, test_seed, uniform, Case};
+use memrnn_testkit::{
+    assert_all_close, assert_close, awkward_cases, random_params, rng, test_seed, uniform, Case,
+};
 
 const TOL: f64 = 1e-4;
 
@@ -63,8 +65,10 @@ fn fast_path_matches_reference_at_every_simd_level() {
                 shape,
                 &inp.x,
                 &fwd,
-                Some(&inp.dh_seq),
-                Some(&inp.ds_final),
+                SeqUpstream {
+                    dh_seq: Some(&inp.dh_seq),
+                    ds_final: Some(&inp.ds_final),
+                },
                 true,
             )
             .unwrap();
@@ -89,7 +93,7 @@ fn fast_path_matches_reference_at_every_simd_level() {
                 assert_close(
                     &format!("{what} s_final"),
                     &f.s_final,
-                    fwd.s_final(&cell, shape),
+                    &fwd.s_final,
                     TOL,
                     seed,
                 );
@@ -156,8 +160,10 @@ fn upstream_gradients_may_be_absent() {
                 shape,
                 &inp.x,
                 &fwd,
-                dh.then_some(inp.dh_seq.as_slice()),
-                ds.then_some(inp.ds_final.as_slice()),
+                SeqUpstream {
+                    dh_seq: dh.then_some(inp.dh_seq.as_slice()),
+                    ds_final: ds.then_some(inp.ds_final.as_slice()),
+                },
                 true,
             )
             .unwrap();
@@ -188,7 +194,7 @@ fn upstream_gradients_may_be_absent() {
 #[test]
 fn results_are_identical_for_one_and_two_threads() {
     // B 37: the batch is split across threads (and the SGEMMs use every thread); B 5:
-    // small enough that the hidden units are split instead, with barriers per step.
+    // small enough that the hidden units are split instead, two team phases per step.
     for (kind, batch) in CellKind::ALL.into_iter().flat_map(|k| [(k, 37), (k, 5)]) {
         let case = Case {
             cell: CellDims::new(kind, 97, 45).unwrap(),
@@ -230,6 +236,45 @@ fn results_are_identical_for_one_and_two_threads() {
 }
 
 #[test]
+fn concurrent_small_batch_backwards_on_one_pool_finish_and_agree() {
+    // The small-batch backward runs a team of tasks on the backend's own pool. Several
+    // callers sharing one backend compete for the same pool threads: a team that waited
+    // for all its members at a barrier could deadlock here; this one must finish, and
+    // give every caller the single-caller result.
+    let kind = CellKind::Lstm;
+    let case = Case {
+        cell: CellDims::new(kind, 9, 45).unwrap(),
+        shape: SeqShape::new(12, 3).unwrap(),
+    };
+    let (cell, shape) = (case.cell, case.shape);
+    let seed = test_seed("concurrent-backward", 15);
+    let inp = inputs(&case, seed);
+    let (p, x, dh): (Vec<f32>, Vec<f32>, Vec<f32>) =
+        (convert(&inp.params), convert(&inp.x), convert(&inp.dh_seq));
+    let be = CpuBackend::new().with_threads(3).unwrap();
+    let run = || {
+        let f = be.seq_forward(&cell, &p, shape, &x, None).unwrap();
+        let up = SeqUpstream {
+            dh_seq: Some(&dh),
+            ds_final: None,
+        };
+        let g = be.seq_backward(&cell, &p, shape, &x, &f, up, true).unwrap();
+        (g.dparams, g.ds0, g.dx.unwrap())
+    };
+    let alone = run();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..4).map(|_| s.spawn(run)).collect();
+        callers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (i, r) in results.iter().enumerate() {
+        assert!(
+            *r == alone,
+            "caller {i}: concurrent backward differs from a lone one (seed {seed})"
+        );
+    }
+}
+
+#[test]
 fn speed_gradient_and_jacobian_match_reference() {
     for kind in CellKind::ALL {
         for (i, h, n) in [(1, 1, 1), (5, 7, 3), (3, 19, 5)] {
@@ -243,8 +288,8 @@ fn speed_gradient_and_jacobian_match_reference() {
                 speed: sp,
                 dstate: ds,
                 dparams: dp,
-            } = reference::speed_grad(&cell, &params, &states, &x, n, true).unwrap();
-            let jac = reference::jacobian(&cell, &params, &states, &x, n).unwrap();
+            } = reference::step_speed_grad(&cell, &params, &states, &x, n, true).unwrap();
+            let jac = reference::step_jacobian(&cell, &params, &states, &x, n).unwrap();
             let (p, s, xx): (Vec<f32>, Vec<f32>, Vec<f32>) =
                 (convert(&params), convert(&states), convert(&x));
             let be = CpuBackend::new().with_poisoned_scratch(true);
@@ -291,9 +336,7 @@ fn adam_first_step_moves_each_parameter_by_lr() {
         0.5 - 0.01 * 1e-3 / (1e-3 + 1e-8),
         3.0,
     ];
-    for (a, b) in p.iter().zip(want) {
-        assert!((a - b).abs() < 1e-6, "{p:?} vs {want:?}");
-    }
+    assert_all_close("parameters after one Adam step", &p, &want, 1e-6, 0.0);
     assert_eq!(st.step, 1);
     let bad = AdamConfig { lr: -1.0, ..cfg };
     assert!(be.adam_update(&mut p, &g, &mut st, &bad).is_err());

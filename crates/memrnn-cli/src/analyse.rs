@@ -19,8 +19,9 @@ pub struct SlowPointArgs {
     #[command(flatten)]
     data: DataArgs,
     /// A checkpoint written by `memrnn train` / `memrnn run` (or a PyTorch state dict).
-    #[arg(long)]
-    model: PathBuf,
+    /// `--model` is accepted as an older name.
+    #[arg(long, visible_alias = "model")]
+    checkpoint: PathBuf,
     /// Output folder for slow_points.safetensors and slow_points.json.
     #[arg(long, default_value = "slow-points")]
     out: PathBuf,
@@ -54,8 +55,10 @@ pub struct SlowPointArgs {
 pub struct DiagnoseArgs {
     #[command(flatten)]
     data: DataArgs,
-    #[arg(long)]
-    model: PathBuf,
+    /// A checkpoint written by `memrnn train` / `memrnn run` (or a PyTorch state dict).
+    /// `--model` is accepted as an older name.
+    #[arg(long, visible_alias = "model")]
+    checkpoint: PathBuf,
     /// Output folder for report.json and the SVG plots.
     #[arg(long, default_value = "diagnostics")]
     out: PathBuf,
@@ -118,7 +121,7 @@ fn spinner(progress: bool, what: &str) -> indicatif::ProgressBar {
 
 pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> Result<()> {
     let set = load_data(&a.data)?;
-    let (model, task) = load_model(&a.model, &set)?;
+    let (model, task) = load_model(&a.checkpoint, &set)?;
     let cfg = FinderConfig {
         method: a.method,
         search: SlowPointConfig {
@@ -176,7 +179,7 @@ pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> R
 
 pub fn cmd_diagnose<B: Backend>(b: &B, a: DiagnoseArgs, progress: bool) -> Result<()> {
     let set = load_data(&a.data)?;
-    let (model, task) = load_model(&a.model, &set)?;
+    let (model, task) = load_model(&a.checkpoint, &set)?;
     let cfg: DiagnoseConfig = match &a.config {
         None => DiagnoseConfig::default(),
         Some(p) => {

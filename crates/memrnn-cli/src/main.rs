@@ -56,6 +56,47 @@ enum SimDevice {
     Small,
 }
 
+/// `--cell`: the recurrent cell.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub(crate) enum CellArg {
+    Rnn,
+    Gru,
+    Lstm,
+}
+
+impl From<CellArg> for CellKind {
+    fn from(c: CellArg) -> Self {
+        match c {
+            CellArg::Rnn => CellKind::Rnn,
+            CellArg::Gru => CellKind::Gru,
+            CellArg::Lstm => CellKind::Lstm,
+        }
+    }
+}
+
+/// `--curriculum`: how the task is ramped up to its final form.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum CurriculumArg {
+    /// The final task from the start.
+    None,
+    /// DeCu: the delay grows stage by stage.
+    #[value(alias = "decu")]
+    Delay,
+    /// VoCu: the digits grow stage by stage.
+    #[value(alias = "vocu")]
+    Vocab,
+}
+
+impl From<CurriculumArg> for Curriculum {
+    fn from(c: CurriculumArg) -> Self {
+        match c {
+            CurriculumArg::None => Curriculum::None,
+            CurriculumArg::Delay => Curriculum::Delay,
+            CurriculumArg::Vocab => Curriculum::Vocab,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Train a network (or fine-tune one with --init, optionally with the speed penalty).
@@ -92,11 +133,11 @@ struct StudyArgs {
     #[command(flatten)]
     net: NetArgs,
     /// Cells of the ensemble.
-    #[arg(long, default_value = "gru,lstm", value_delimiter = ',')]
-    cells: Vec<String>,
-    /// Curricula of the ensemble: none, delay, vocab.
-    #[arg(long, default_value = "none,delay,vocab", value_delimiter = ',')]
-    curricula: Vec<String>,
+    #[arg(long, value_enum, default_value = "gru,lstm", value_delimiter = ',')]
+    cells: Vec<CellArg>,
+    /// Curricula of the ensemble.
+    #[arg(long, value_enum, default_value = "none,delay,vocab", value_delimiter = ',')]
+    curricula: Vec<CurriculumArg>,
     /// Seeds of the ensemble.
     #[arg(long, default_value = "1,2,3,4", value_delimiter = ',')]
     seeds: Vec<u64>,
@@ -126,9 +167,9 @@ pub(crate) struct DataArgs {
 
 #[derive(Args, Clone)]
 struct NetArgs {
-    /// Cell: rnn, gru or lstm.
-    #[arg(long, default_value = "gru")]
-    cell: String,
+    /// The recurrent cell.
+    #[arg(long, value_enum, default_value_t = CellArg::Gru)]
+    cell: CellArg,
     /// Hidden size (default 64; 200 with --paper).
     #[arg(long)]
     hidden: Option<usize>,
@@ -150,9 +191,9 @@ struct NetArgs {
     /// T_max, the training sequence length.
     #[arg(long, default_value_t = 20)]
     t_max: usize,
-    /// Curriculum: none, delay (DeCu) or vocab (VoCu).
-    #[arg(long, default_value = "none")]
-    curriculum: String,
+    /// Curriculum (decu and vocu are accepted as aliases of delay and vocab).
+    #[arg(long, value_enum, default_value_t = CurriculumArg::None)]
+    curriculum: CurriculumArg,
     /// Advance the curriculum every N steps (instead of on accuracy).
     #[arg(long)]
     stage_every: Option<u64>,
@@ -424,8 +465,8 @@ pub(crate) fn load_data(d: &DataArgs) -> Result<DigitSet> {
 }
 
 fn train_config(n: &NetArgs, default_steps: u64) -> Result<TrainConfig> {
-    let cell: CellKind = n.cell.parse()?;
-    let curriculum: Curriculum = n.curriculum.parse()?;
+    let cell = CellKind::from(n.cell);
+    let curriculum = Curriculum::from(n.curriculum);
     let mut c = TrainConfig {
         cell,
         hidden: n.hidden.unwrap_or(if n.paper { 200 } else { 64 }),
@@ -695,16 +736,8 @@ fn cmd_study<B: Backend>(backends: &[B], a: StudyArgs, progress: bool) -> Result
     }
     let set = load_data(&a.data)?;
     let train = train_config(&a.net, 600)?;
-    let cells = a
-        .cells
-        .iter()
-        .map(|c| c.parse::<CellKind>())
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let curricula = a
-        .curricula
-        .iter()
-        .map(|c| c.parse::<Curriculum>())
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let cells = a.cells.iter().map(|&c| CellKind::from(c)).collect();
+    let curricula = a.curricula.iter().map(|&c| Curriculum::from(c)).collect();
     let cfg = memrnn_train::study::StudyConfig {
         cells,
         curricula,

@@ -155,7 +155,7 @@ fn slow_points_and_diagnose_write_their_reports() {
     let o = memrnn(&[
         "--quiet",
         "slow-points",
-        "--model",
+        "--checkpoint",
         ck,
         "--out",
         sp.to_str().unwrap(),
@@ -177,7 +177,7 @@ fn slow_points_and_diagnose_write_their_reports() {
     let o = memrnn(&[
         "--quiet",
         "diagnose",
-        "--model",
+        "--checkpoint",
         ck,
         "--out",
         dg.to_str().unwrap(),
@@ -201,7 +201,7 @@ fn slow_points_and_diagnose_write_their_reports() {
     let o = memrnn(&[
         "--quiet",
         "slow-points",
-        "--model",
+        "--checkpoint",
         "/nonexistent.safetensors",
     ]);
     assert!(

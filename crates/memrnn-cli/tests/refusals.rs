@@ -143,6 +143,25 @@ fn commands_that_would_mean_nothing_are_refused() {
 }
 
 #[test]
+fn an_unknown_cell_or_curriculum_is_refused_with_the_choices() {
+    // clap refuses with exit 2 and lists the values it knows.
+    for (flag, bad, choices) in [
+        ("--cell", "gruu", "rnn, gru, lstm"),
+        ("--curriculum", "delays", "none, delay, vocab"),
+        ("--cells", "rnn,gruu", "rnn, gru, lstm"),
+    ] {
+        let cmd = if flag == "--cells" { "study" } else { "train" };
+        let o = memrnn(&[cmd, flag, bad, "--steps", "1"]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{flag} {bad}: {t}");
+        assert!(
+            t.contains("invalid value") && t.contains(choices),
+            "{flag} {bad}: {t}"
+        );
+    }
+}
+
+#[test]
 fn a_checkpoint_that_does_not_fit_the_command_is_refused() {
     let ck = checkpoint();
     let dir = tmp("fit");

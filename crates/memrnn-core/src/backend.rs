@@ -31,15 +31,25 @@ pub struct SeqForward<T, C> {
 }
 
 /// Upstream gradients for a sequence backward pass. Either may be absent (no loss there).
-#[derive(Clone, Copy)]
-pub struct SeqUpstream<'a, T> {
+/// `T` is a backend's tensor, or `[f64]`/`[f32]` for the reference
+/// (`memrnn_cpu::reference::seq_backward`).
+pub struct SeqUpstream<'a, T: ?Sized> {
     /// `∂L/∂h_t` for every step, `[T, B, H]`: zeros where a step carries no loss.
     pub dh_seq: Option<&'a T>,
     /// `∂L/∂s_T`, `[B, S]` (the LSTM's `c_T` gradient enters here).
     pub ds_final: Option<&'a T>,
 }
 
+// Copy whatever `T` is (the fields are references); derive would demand `T: Copy`.
+impl<T: ?Sized> Clone for SeqUpstream<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: ?Sized> Copy for SeqUpstream<'_, T> {}
+
 /// Gradients of a sequence backward pass.
+#[derive(Clone, Debug)]
 pub struct SeqGrads<T> {
     /// `∂L/∂θ`, flat in `ParamLayout` order.
     pub dparams: T,
@@ -50,6 +60,7 @@ pub struct SeqGrads<T> {
 }
 
 /// The speed `S(s, x) = ‖F(s, x) − s‖²` of `N` states and its gradients (MATH.md §4).
+#[derive(Clone, Debug)]
 pub struct SpeedGrad<T> {
     /// `S_n`, `[N]`.
     pub speed: T,

@@ -110,21 +110,24 @@ pub fn tensors_to_bytes(
                 data.len()
             ));
         }
-        let view =
-            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck_f32(data))
-                .map_err(|e| format!("tensor {name}: {e}"))?;
+        let view = safetensors::tensor::TensorView::new(
+            Dtype::F32,
+            shape.clone(),
+            bytemuck::cast_slice(data),
+        )
+        .map_err(|e| format!("tensor {name}: {e}"))?;
         views.push((name.to_string(), view));
     }
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
     safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
 }
 
-/// Little-endian bytes of an f32 slice (every target memrnn supports is little-endian).
-fn bytemuck_f32(data: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no padding and every bit pattern is a valid u8 sequence; the
-    // returned slice covers exactly the same memory and borrows `data`.
-    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }
-}
+// safetensors stores little-endian values; `tensors_to_bytes` hands it the f32s' memory
+// as it is (bytemuck::cast_slice), which is little-endian on every target memrnn builds for.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "checkpoint writing assumes a little-endian target"
+);
 
 /// Reads every tensor of a safetensors file (f32, f64, f16 or bf16) and its metadata.
 pub fn read_tensors(

@@ -1,6 +1,6 @@
 //! memrnn-cpu: the CPU backend.
 //!
-//! - [`reference`]: plain loops, generic over f32 and f64, the definition every other
+//! - [`reference`](mod@reference): plain loops, generic over f32 and f64, the definition every other
 //!   backend is tested against (and that is tested against finite differences and
 //!   PyTorch).
 //! - [`fast`]: the f32 fast path: SGEMM for the large products, a register-tiled

@@ -4,8 +4,8 @@
 //! rayon runs the candidates, each one's whole search in one task with its own buffers:
 //! the one-step forward (the recurrent product as dot products, the input side
 //! `ā = W_ih x̄ + b_ih` computed once per call), the analytic Jacobian from the forward's
-//! gates ([`step_and_jacobian`]: rows of `W_hh` scaled per gate, `O(G·S²)`, instead of `S`
-//! vector–Jacobian products), `M = (J − I)ᵀ(J − I)` in f64 (the `gemm` crate's f64 kernels
+//! gates ([`step_cached`], then [`jacobian_from_cache`]: rows of `W_hh` scaled per gate,
+//! `O(G·S²)`, instead of `S` vector–Jacobian products), `M = (J − I)ᵀ(J − I)` in f64 (the `gemm` crate's f64 kernels
 //! from `S ≥ GEMM_MIN`, rank-one updates below) and the damped Cholesky solve and
 //! decisions of [`LmCandidate`]. A candidate's arithmetic never depends on the others, so
 //! results are identical for any thread count.

@@ -2,7 +2,7 @@
 //! below 1e-6), every cell, awkward shapes, every gradient: parameters, `s_0`, inputs,
 //! the speed's state and parameter gradients, and the Jacobian.
 
-use memrnn_core::{CellDims, CellKind, Real, SeqShape};
+use memrnn_core::{CellDims, CellKind, Real, SeqShape, SeqUpstream};
 use memrnn_cpu::reference;
 use memrnn_testkit::{assert_close, awkward_cases, random_params, rng, test_seed, uniform};
 
@@ -25,7 +25,7 @@ impl Loss {
         let f = reference::seq_forward(cell, params, shape, x, Some(s0)).unwrap();
         let a: f64 = f.h_seq.iter().zip(&self.dh_seq).map(|(h, g)| h * g).sum();
         let b: f64 = f
-            .s_final(cell, shape)
+            .s_final
             .iter()
             .zip(&self.ds_final)
             .map(|(s, g)| s * g)
@@ -80,8 +80,10 @@ fn sequence_gradients_match_finite_differences() {
                 shape,
                 &x,
                 &fwd,
-                Some(&loss.dh_seq),
-                Some(&loss.ds_final),
+                SeqUpstream {
+                    dh_seq: Some(&loss.dh_seq),
+                    ds_final: Some(&loss.ds_final),
+                },
                 true,
             )
             .unwrap();
@@ -120,12 +122,21 @@ fn speed_gradients_and_jacobian_match_finite_differences() {
                 speed: speeds,
                 dstate,
                 dparams,
-            } = reference::speed_grad(&cell, &params, &states, &x, n, true).unwrap();
+            } = reference::step_speed_grad(&cell, &params, &states, &x, n, true).unwrap();
             let total = |p: &[f64], s: &[f64]| -> f64 {
-                reference::speed(&cell, p, s, &x, n).unwrap().iter().sum()
+                reference::step_speed(&cell, p, s, &x, n)
+                    .unwrap()
+                    .iter()
+                    .sum()
             };
-            let plain = reference::speed(&cell, &params, &states, &x, n).unwrap();
-            assert_close("speed vs speed_grad's speed", &speeds, &plain, 1e-14, seed);
+            let plain = reference::step_speed(&cell, &params, &states, &x, n).unwrap();
+            assert_close(
+                "step_speed vs step_speed_grad's speed",
+                &speeds,
+                &plain,
+                1e-14,
+                seed,
+            );
             let num_s = numeric_grad(&states, |s| total(&params, s));
             assert_close(&format!("{kind} dS/ds"), &dstate, &num_s, 1e-6, seed);
             let num_p = numeric_grad(&params, |p| total(p, &states));
@@ -139,7 +150,7 @@ fn speed_gradients_and_jacobian_match_finite_differences() {
 
             // Jacobian: column j is ∂F/∂s_j, by central differences of one step.
             let sd = cell.state_size();
-            let jac = reference::jacobian(&cell, &params, &states, &x, n).unwrap();
+            let jac = reference::step_jacobian(&cell, &params, &states, &x, n).unwrap();
             let p = cell.layout().split(&params);
             let mut num_j = vec![0.0; n * sd * sd];
             let mut plus = vec![0.0; sd];

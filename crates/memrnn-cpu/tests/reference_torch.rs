@@ -8,7 +8,7 @@
 //! torch computed.
 
 use memrnn_core::checkpoint::{load_checkpoint, read_tensors, save_checkpoint, HostTensor};
-use memrnn_core::{CellDims, CellKind, ParamBlock, Readout, Real, SeqShape};
+use memrnn_core::{CellDims, CellKind, ParamBlock, Readout, Real, SeqShape, SeqUpstream};
 use memrnn_cpu::reference;
 use memrnn_testkit::{assert_close, rel_err_norm};
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,7 +169,7 @@ fn check_seq<T: Real>(fx: &Fixture, tol: f64, errs: &mut Errors) {
     errs.check(
         fx,
         "s_final",
-        fwd.s_final(&cell, shape),
+        &fwd.s_final,
         &fx.get("s_final", &[b, s]),
         tol,
     );
@@ -180,8 +180,10 @@ fn check_seq<T: Real>(fx: &Fixture, tol: f64, errs: &mut Errors) {
         shape,
         &x,
         &fwd,
-        Some(&dh_seq),
-        Some(&ds_final),
+        SeqUpstream {
+            dh_seq: Some(&dh_seq),
+            ds_final: Some(&ds_final),
+        },
         true,
     )
     .unwrap();
@@ -203,8 +205,10 @@ fn check_seq<T: Real>(fx: &Fixture, tol: f64, errs: &mut Errors) {
         shape,
         &x,
         &fwd,
-        Some(&dh_seq),
-        Some(&ds_final),
+        SeqUpstream {
+            dh_seq: Some(&dh_seq),
+            ds_final: Some(&ds_final),
+        },
         false,
     )
     .unwrap();
@@ -221,15 +225,15 @@ fn check_speed<T: Real>(fx: &Fixture, tol: f64, errs: &mut Errors) {
     let x: Vec<T> = fx.get("x", &[n, cell.input]);
     let want_speed: Vec<T> = fx.get("speed", &[n]);
 
-    let speed = reference::speed(&cell, &params, &states, &x, n).unwrap();
+    let speed = reference::step_speed(&cell, &params, &states, &x, n).unwrap();
     errs.check(fx, "speed", &speed, &want_speed, tol);
 
     let reference::RefSpeedGrad {
         speed: speed2,
         dstate: dstates,
         dparams,
-    } = reference::speed_grad(&cell, &params, &states, &x, n, true).unwrap();
-    errs.check(fx, "speed (speed_grad)", &speed2, &want_speed, tol);
+    } = reference::step_speed_grad(&cell, &params, &states, &x, n, true).unwrap();
+    errs.check(fx, "speed (step_speed_grad)", &speed2, &want_speed, tol);
     errs.check(
         fx,
         "grad.states",
@@ -249,7 +253,7 @@ fn check_speed<T: Real>(fx: &Fixture, tol: f64, errs: &mut Errors) {
         dstate: dstates_only,
         dparams: none,
         ..
-    } = reference::speed_grad(&cell, &params, &states, &x, n, false).unwrap();
+    } = reference::step_speed_grad(&cell, &params, &states, &x, n, false).unwrap();
     assert!(none.is_none(), "{}: parameter gradient unasked", fx.name);
     errs.check(
         fx,
@@ -259,7 +263,7 @@ fn check_speed<T: Real>(fx: &Fixture, tol: f64, errs: &mut Errors) {
         tol,
     );
 
-    let jac = reference::jacobian(&cell, &params, &states, &x, n).unwrap();
+    let jac = reference::step_jacobian(&cell, &params, &states, &x, n).unwrap();
     errs.check(fx, "jacobian", &jac, &fx.get("jacobian", &[n, s, s]), tol);
 }
 
@@ -400,7 +404,7 @@ fn torch_state_dict_loads_and_matches() {
     errs.check(
         &fx32,
         "h_final",
-        fwd.s_final(&cell, shape),
+        &fwd.s_final,
         &fx32.get("h_final_f32", &[b, h]),
         TOL_F32,
     );
@@ -425,7 +429,7 @@ fn torch_state_dict_loads_and_matches() {
     errs.check(
         &fx64,
         "h_final",
-        fwd.s_final(&cell, shape),
+        &fwd.s_final,
         &fx64.get("h_final_f64", &[b, h]),
         TOL_F64,
     );

@@ -25,14 +25,14 @@ build() {  # $1 = output dir, rest = extra flags
     "$CXX" -std=c++17 -O2 "$@" -DSITE_A="\"$SITE_A\"" -DSITE_B="\"$SITE_B\"" \
         -c "$SIM/selftest/driver.cpp" -o "$d/driver.o"
     "$CXX" "$@" "$d/driver.o" "$d/kernels.o" "$d/runtime.o" -pthread -o "$d/selftest"
-    # Real kernels (kernels/rnn.cu, slowpoints.cu, adam.cu) against plain references.
+    # Real kernels (kernels/rnn.cu, slowpoints.cu, small.cu) against plain references.
     "$CXX" "${KFLAGS[@]}" "$@" -c "$ROOT/kernels/rnn.cu" -o "$d/rnn.o" &
     "$CXX" "${KFLAGS[@]}" "$@" -c "$ROOT/kernels/slowpoints.cu" -o "$d/slowpoints.o"
     wait $!
-    "$CXX" "${KFLAGS[@]}" "$@" -c "$ROOT/kernels/adam.cu" -o "$d/adam.o" &
+    "$CXX" "${KFLAGS[@]}" "$@" -c "$ROOT/kernels/small.cu" -o "$d/small.o" &
     "$CXX" -std=c++17 -O2 "$@" -I "$ROOT/kernels" -c "$SIM/selftest/real_kernels.cpp" -o "$d/real_kernels.o"
     wait $!
-    "$CXX" "$@" "$d/real_kernels.o" "$d/rnn.o" "$d/slowpoints.o" "$d/adam.o" "$d/runtime.o" \
+    "$CXX" "$@" "$d/real_kernels.o" "$d/rnn.o" "$d/slowpoints.o" "$d/small.o" "$d/runtime.o" \
         -o "$d/real_kernels"
 }
 

@@ -1,13 +1,13 @@
 //! memrnn-diagnostics: measures of memory in recurrent networks (MATH.md §7), generic over
 //! any [`memrnn_core::Backend`].
 //!
-//! - [`lipschitz`]: the local Lipschitz constant `‖J_t‖₂` of the state map along
+//! - [`lipschitz`](mod@lipschitz): the local Lipschitz constant `‖J_t‖₂` of the state map along
 //!   trajectories (Ribeiro, Tiels, Aguirre & Schön), by power iteration with
 //!   Jacobian–vector ([`Backend::step_jvp`](memrnn_core::Backend::step_jvp)) and
 //!   vector–Jacobian (one-step backpropagation) products.
-//! - [`lyapunov`]: Lyapunov exponents under an input sequence, with QR
+//! - [`lyapunov`](mod@lyapunov): Lyapunov exponents under an input sequence, with QR
 //!   re-orthonormalisation, and the convergence of the estimate.
-//! - [`attractors`]: fixed points and cycles under a constant input, with basins and
+//! - [`attractors`](mod@attractors): fixed points and cycles under a constant input, with basins and
 //!   orbit-diagram data.
 //! - [`memory`]: memory curves (Zhang, Li, Hua & Song): a ridge linear probe's accuracy
 //!   at reading the input of `d` steps ago from the state, against `d`.

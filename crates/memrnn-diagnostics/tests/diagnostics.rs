@@ -28,7 +28,7 @@ fn jvp_matches_finite_differences_and_the_dense_jacobian() {
             let s: Vec<f64> = uniform(&mut r, n * sd, -0.9, 0.9);
             let x: Vec<f64> = uniform(&mut r, n * i, -1.0, 1.0);
             let v: Vec<f64> = uniform(&mut r, n * sd, -1.0, 1.0);
-            let got = reference::jvp::jvp(&cell, &p, &s, &x, &v, n).unwrap();
+            let got = reference::step_jvp(&cell, &p, &s, &x, &v, n).unwrap();
             // Central differences of the reference step, in f64.
             let eps = 1e-6;
             let pv = cell.layout().split(&p);

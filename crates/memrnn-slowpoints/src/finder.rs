@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum SearchMethod {
     /// Levenberg–Marquardt on the residual `F(s) − s`
-    /// ([`Backend::slow_point_lm`](memrnn_core::Backend::slow_point_lm)): tens of
+    /// ([`Backend::slow_point_lm`]): tens of
     /// iterations, ends at fixed points and at minima of `S` above 0.
     #[default]
     Lm,
-    /// Adam on `S` ([`Backend::slow_point_iterations`](memrnn_core::Backend::slow_point_iterations)).
+    /// Adam on `S` ([`Backend::slow_point_iterations`]).
     Adam,
 }
 

@@ -47,7 +47,7 @@ fn run<B: Backend<Tensor = Vec<f32>>>(
 
 /// Central differences of S (f64 reference) at one state.
 fn fd_speed_grad(cell: &CellDims, params: &[f64], x: &[f64], s: &[f64]) -> Vec<f64> {
-    let f = |v: &[f64]| reference::speed(cell, params, v, x, 1).unwrap()[0];
+    let f = |v: &[f64]| reference::step_speed(cell, params, v, x, 1).unwrap()[0];
     let mut w = s.to_vec();
     (0..s.len())
         .map(|i| {
@@ -107,7 +107,7 @@ fn fused_gradient_matches_finite_differences() {
                 want.extend(fd_speed_grad(&p.cell, &pf, &xf, &s0f));
                 // The speed reported is that of the state returned.
                 let s1f: Vec<f64> = convert(s1);
-                let sp = reference::speed(&p.cell, &pf, &s1f, &xf, 1).unwrap()[0];
+                let sp = reference::step_speed(&p.cell, &pf, &s1f, &xf, 1).unwrap()[0];
                 assert!(
                     (s.status[c].speed_sq as f64 - sp).abs() <= 1e-4 * sp + 1e-9,
                     "{kind} H{h}: speed {} vs reference {sp}",

@@ -9,14 +9,14 @@ use common::*;
 use memrnn_core::{real::convert, CellDims, CellKind, Model};
 use memrnn_cpu::{reference, CpuBackend};
 use memrnn_slowpoints::{find_slow_points, FinderConfig, SlowPointReport};
-use memrnn_testkit::{random_params, rng, test_seed, uniform};
+use memrnn_testkit::{assert_all_close, random_params, rng, test_seed, uniform};
 
 /// S recomputed in f64 from a plain forward step of the reference.
 fn reference_speed(model: &Model, x_bar: &[f32], state: &[f32]) -> f64 {
     let p: Vec<f64> = convert(&model.params);
     let x: Vec<f64> = convert(x_bar);
     let s: Vec<f64> = convert(state);
-    reference::speed(&model.cell, &p, &s, &x, 1).unwrap()[0]
+    reference::step_speed(&model.cell, &p, &s, &x, 1).unwrap()[0]
 }
 
 fn recheck(report: &SlowPointReport, model: &Model, x_bar: &[f32]) {
@@ -332,12 +332,13 @@ fn small_weights_give_one_attractor_from_every_candidate() {
             reference::step(&cell, &pv, &s, &xf, &mut next);
             std::mem::swap(&mut s, &mut next);
         }
-        for (a, b) in p.state.iter().zip(&s) {
-            assert!(
-                (*a as f64 - b).abs() < 1e-3,
-                "{kind}: {a} vs {b} (seed {seed})"
-            );
-        }
+        assert_all_close(
+            &format!("{kind}: the attractor (seed {seed})"),
+            &p.state,
+            &s,
+            1e-3,
+            0.0,
+        );
         recheck(&report, &model, &x_bar);
     }
 }

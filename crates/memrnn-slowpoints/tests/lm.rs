@@ -14,7 +14,7 @@ use memrnn_core::lm::{
 use memrnn_core::{real::convert, Backend, CellDims, CellKind, Model};
 use memrnn_cpu::{lm as cpu_lm, reference, CpuBackend};
 use memrnn_slowpoints::{find_slow_points, FinderConfig, SearchMethod};
-use memrnn_testkit::{random_params, rng, test_seed, uniform};
+use memrnn_testkit::{assert_all_close, random_params, rng, test_seed, uniform};
 
 struct Problem {
     cell: CellDims,
@@ -75,9 +75,7 @@ fn jacobian_and_lm_gradient_match_finite_differences() {
         // F itself against the reference step.
         let mut f_ref = vec![0.0; sd];
         reference::step(&cell, &view, &s, &x, &mut f_ref);
-        for i in 0..sd {
-            assert!((f[i] - f_ref[i]).abs() < 1e-13, "{kind}: F[{i}]");
-        }
+        assert_all_close(&format!("{kind}: F"), &f, &f_ref, 1e-13, 0.0);
         let mut jac = vec![0.0; sd * sd];
         cpu_lm::jacobian_from_cache(&cell, view.w_hh, &s, &cache, &mut jac);
         // J column by column from central differences of F.
@@ -107,7 +105,7 @@ fn jacobian_and_lm_gradient_match_finite_differences() {
         let r: Vec<f64> = f.iter().zip(&s).map(|(f, s)| f - s).collect();
         let mut g = vec![0.0; sd];
         half_gradient(&a, &r, &mut g, sd);
-        let speed = |v: &[f64]| reference::speed(&cell, &params, v, &x, 1).unwrap()[0];
+        let speed = |v: &[f64]| reference::step_speed(&cell, &params, v, &x, 1).unwrap()[0];
         for c in 0..sd {
             w[c] = s[c] + eps;
             let hi = speed(&w);
@@ -172,13 +170,8 @@ fn cpu_analytic_jacobian_matches_step_jacobian() {
             );
             let mut jac = vec![0.0f32; sd * sd];
             cpu_lm::jacobian_from_cache(&cell, view.w_hh, s, &cache, &mut jac);
-            for (i, (a, b)) in jac
-                .iter()
-                .zip(&want[k * sd * sd..(k + 1) * sd * sd])
-                .enumerate()
-            {
-                assert!((a - b).abs() < 1e-5, "{kind}: J[{i}] {a} vs {b}");
-            }
+            let want_k = &want[k * sd * sd..(k + 1) * sd * sd];
+            assert_all_close(&format!("{kind}: J of point {k}"), &jac, want_k, 1e-5, 0.0);
         }
     }
 }
@@ -464,10 +457,14 @@ fn cpu_search_matches_the_default() {
             assert!(a.stop != SearchStop::Running && b.stop != SearchStop::Running);
             if a.stop == SearchStop::Converged && b.stop == SearchStop::Converged {
                 compared += 1;
-                for i in 0..sd {
-                    let (x, y) = (fused.states[c * sd + i], dflt.states[c * sd + i]);
-                    assert!((x - y).abs() < 1e-3, "{kind} candidate {c}: {x} vs {y}");
-                }
+                let rows = c * sd..(c + 1) * sd;
+                assert_all_close(
+                    &format!("{kind} candidate {c}: fused vs default"),
+                    &fused.states[rows.clone()],
+                    &dflt.states[rows],
+                    1e-3,
+                    0.0,
+                );
             }
         }
         assert!(compared >= fused.k / 2, "{kind}: {compared} compared");

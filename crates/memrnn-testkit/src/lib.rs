@@ -65,6 +65,37 @@ pub fn assert_close<A: Real, B: Real>(what: &str, got: &[A], want: &[B], tol: f6
     );
 }
 
+/// Panics unless every element of `got` equals `want`'s within `abs` or within `rel`
+/// times the larger magnitude (`approx::relative_eq!`; NaN is never close): for values
+/// compared one by one (a fixed point's coordinates, a Jacobian's entries), where one
+/// element far off must fail even if the norm-wise error of [`assert_close`] is small.
+/// The message names the first element that is off, both values, and how many are off;
+/// put the seed into `what` when the inputs are random.
+#[track_caller]
+pub fn assert_all_close<A: Real, B: Real>(what: &str, got: &[A], want: &[B], abs: f64, rel: f64) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, expected {}",
+        got.len(),
+        want.len()
+    );
+    let off = |(g, w): (&A, &B)| {
+        let (g, w) = (g.as_f64(), w.as_f64());
+        !approx::relative_eq!(g, w, epsilon = abs, max_relative = rel)
+    };
+    let bad = got.iter().zip(want).filter(|&p| off(p)).count();
+    if let Some(i) = got.iter().zip(want).position(off) {
+        panic!(
+            "{what}: element {i} is {} but should be {} (within {abs:e} or {rel:e} relative); \
+             {bad} of {} elements are off",
+            got[i].as_f64(),
+            want[i].as_f64(),
+            got.len()
+        );
+    }
+}
+
 /// Fills a buffer with NaN, so an element a kernel forgets to write fails the comparison.
 pub fn poison(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x = f32::NAN);
@@ -105,4 +136,27 @@ pub fn awkward_cases(kind: CellKind) -> Vec<Case> {
 pub fn random_params<T: Real>(rng: &mut ChaCha8Rng, cell: &CellDims, gain: f64) -> Vec<T> {
     let k = gain / (cell.hidden as f64).sqrt();
     uniform(rng, cell.layout().len(), -k, k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assert_all_close;
+
+    #[test]
+    fn all_close_accepts_values_within_either_tolerance() {
+        assert_all_close("abs", &[1.0f32, 2.0], &[1.0f64 + 1e-7, 2.0], 1e-6, 0.0);
+        assert_all_close("rel", &[1000.0f64], &[1000.5f64], 0.0, 1e-3);
+    }
+
+    #[test]
+    #[should_panic(expected = "x: element 1 is 2.5 but should be 2")]
+    fn all_close_names_the_first_element_that_is_off() {
+        assert_all_close("x", &[1.0f64, 2.5, 9.0], &[1.0f64, 2.0, 3.0], 1e-3, 1e-3);
+    }
+
+    #[test]
+    #[should_panic(expected = "element 0 is NaN")]
+    fn all_close_never_accepts_nan() {
+        assert_all_close("nan", &[f32::NAN], &[0.0f64], 1e9, 1.0);
+    }
 }

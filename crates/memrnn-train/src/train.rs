@@ -553,12 +553,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
         &self.params
     }
 
-    /// The network as a host model.
     /// Training steps taken so far.
     pub fn steps_done(&self) -> u64 {
         self.step
     }
 
+    /// The network as a host model.
     pub fn model(&self) -> Result<Model> {
         Ok(Model {
             cell: self.cell,

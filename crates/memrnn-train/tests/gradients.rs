@@ -3,7 +3,7 @@
 //! differences in f64, with the f64 CPU reference for the recurrence; and the f32
 //! trainer (CpuBackend) against that f64 gradient.
 
-use memrnn_core::{CellKind, Model};
+use memrnn_core::{CellKind, Model, SeqUpstream};
 use memrnn_cpu::{reference, CpuBackend};
 use memrnn_testkit::{assert_close, rng, test_seed, uniform};
 use memrnn_train::objective::{readout_ce, SpeedPenalty, SpeedSet};
@@ -56,7 +56,7 @@ fn loss_and_grad(
         &p.batch.targets,
         &p.batch.weights,
     );
-    let sp = reference::speed_grad(&cell, params, &p.v, &p.xs, p.n_v, want_grad).unwrap();
+    let sp = reference::step_speed_grad(&cell, params, &p.v, &p.xs, p.n_v, want_grad).unwrap();
     let loss = ce.loss + p.lambda * sp.speed.iter().sum::<f64>();
     if !want_grad {
         return (loss, vec![]);
@@ -67,8 +67,10 @@ fn loss_and_grad(
         p.batch.shape,
         &x,
         &fwd,
-        Some(&ce.dh),
-        None,
+        SeqUpstream {
+            dh_seq: Some(&ce.dh),
+            ds_final: None,
+        },
         false,
     )
     .unwrap();

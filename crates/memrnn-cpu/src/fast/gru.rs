@@ -100,7 +100,8 @@ unsafe fn bwd_rows<S: Simd, const R: usize>(
         for q in units.clone() {
             let o = q * LANES;
             // SAFETY: rows (t, b) of hs, gates, dh_seq, da, du and row b of the carries
-            // exist and belong to this task; o + 8 ≤ Hp.
+            // exist; columns o..o + 8 of them are this task's
+            // alone (FastCell::bwd_gates); o + 8 ≤ Hp.
             unsafe {
                 let mut dh = s.load(carry.cur_h.add(b * hp + o));
                 if !ctx.dh_seq.is_null() {

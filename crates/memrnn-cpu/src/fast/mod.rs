@@ -33,6 +33,7 @@ pub mod lstm;
 pub mod recurrent;
 pub mod rnn;
 pub mod simd;
+mod team;
 
 use gemm::{column_sums_acc, matmul, MatRef};
 use memrnn_core::{check_finite, check_len, CellDims, CellKind, Error, Result, SeqShape};
@@ -41,7 +42,7 @@ use recurrent::{padded, recurrent_grad, BwdCtx, Carry, FwdCtx};
 use simd::{Simd, SimdJob, SimdLevel, LANES};
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use team::PhaseTeam;
 
 /// Options of a fast-path call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +81,10 @@ pub trait FastCell {
     /// [`recurrent_grad`] then adds the recurrent part.
     ///
     /// # Safety
-    /// As for `fwd_block`; steps after `t` are complete for these rows.
+    /// The buffers behind `ctx` and `carry` have the documented sizes; no other task
+    /// touches the block (rows `b0..b0+n`, unit tiles `units`) of `da`, `du`,
+    /// `carry.next_h` and `carry.next_c` meanwhile; steps after `t` are complete for
+    /// these rows (all of `carry.cur_h`/`cur_c`'s columns for them).
     unsafe fn bwd_gates<S: Simd>(
         s: S,
         ctx: &BwdCtx,
@@ -266,45 +270,6 @@ impl<C: FastCell> SimdJob for BwdJob<C> {
     }
 }
 
-/// A barrier for a fixed team of OS threads that spin (a step takes microseconds, so a
-/// sleeping barrier would cost more than the step), yielding after a while so an
-/// oversubscribed machine still makes progress.
-struct SpinBarrier {
-    arrived: AtomicUsize,
-    generation: AtomicUsize,
-    team: usize,
-}
-
-impl SpinBarrier {
-    fn new(team: usize) -> Self {
-        SpinBarrier {
-            arrived: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
-            team,
-        }
-    }
-
-    /// Returns once every member has called `wait` for this round; everything a member
-    /// wrote before its call is visible to every member after it (AcqRel on `arrived`,
-    /// Release/Acquire on `generation`).
-    fn wait(&self) {
-        let gen = self.generation.load(Ordering::Acquire);
-        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.team {
-            self.arrived.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
-        } else {
-            let mut spins = 0u32;
-            while self.generation.load(Ordering::Acquire) == gen {
-                std::hint::spin_loop();
-                spins = spins.saturating_add(1);
-                if spins > 20_000 {
-                    std::thread::yield_now();
-                }
-            }
-        }
-    }
-}
-
 /// Contiguous, near-equal parts of `0..n`, one per member of a team of `team`.
 fn split_range(n: usize, team: usize, member: usize) -> Range<usize> {
     (member * n / team)..((member + 1) * n / team)
@@ -314,24 +279,24 @@ fn split_range(n: usize, team: usize, member: usize) -> Range<usize> {
 /// threads: for small batches, where splitting the batch makes every thread stream all of
 /// `W_hh` each step (the LSTM's at H 256 is 1 MiB, an L2's worth, from L3), while
 /// splitting the units keeps each thread's half of the backward panels resident in its L2
-/// (measured: LSTM small-batch training step 93 → 75 ms). The forward pass always splits
-/// the batch: there the unit split re-reads each 32 KiB panel more often and measured
-/// slower. Results are identical either way: an element's arithmetic does not depend on
+/// (faster for the small-batch LSTM training step: benches/RESULTS.md). The forward pass
+/// always splits the batch: there the unit split re-reads each 32 KiB panel more often
+/// and measured slower. Results are identical either way: an element's arithmetic does not depend on
 /// the split.
 fn split_units(batch: usize, hp: usize, threads: usize) -> bool {
     threads > 1 && batch < 8 * threads && hp / (2 * LANES) >= threads
 }
 
-/// Backward, units split: the gate part for this member's unit tiles, a barrier (the
-/// recurrent part reads every unit's ∂L/∂u), the recurrent part for its column tiles,
-/// a barrier (the next step's gate part reads every column of ∂L/∂h).
+/// Backward, units split: one member of a [`PhaseTeam`] whose parts are contiguous
+/// ranges of column tiles (16 wide) and the unit tiles (8 wide) they cover. Each step is
+/// two phases: the gate part for a part's unit tiles (the recurrent part reads every
+/// unit's ∂L/∂u, so it waits for the whole phase), then the recurrent part for its column
+/// tiles (the next step's gate part reads every column of ∂L/∂h).
 struct BwdUnitJob<'a, C> {
     ctx: BwdCtx,
     carry: Carry,
     steps: usize,
-    units: Range<usize>,
-    cols: Range<usize>,
-    barrier: &'a SpinBarrier,
+    team: &'a PhaseTeam,
     cell: PhantomData<fn() -> C>,
 }
 
@@ -339,39 +304,43 @@ impl<C: FastCell> SimdJob for BwdUnitJob<'_, C> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(mut self, s: S) {
-        let batch = self.ctx.batch;
-        for t in (0..self.steps).rev() {
-            let mut b = 0;
-            while b < batch {
-                let n = balanced_tile(batch - b, BWD_TILE);
-                // SAFETY: this member alone writes ∂L/∂a, ∂L/∂u and the direct terms of
-                // its unit tiles; the previous step's closing barrier completed ∂L/∂h.
-                unsafe { C::bwd_gates(s, &self.ctx, &self.carry, t, b, n, self.units.clone()) };
-                b += n;
-            }
-            self.barrier.wait();
-            let mut b = 0;
-            while b < batch {
-                let n = balanced_tile(batch - b, BWD_TILE);
-                // SAFETY: this member alone writes the column tiles `self.cols` of next_h
-                // (its own units' direct terms); ∂L/∂u of every unit is complete (barrier).
-                unsafe {
-                    with_rows!(
-                        n,
-                        recurrent_grad::<S>(
-                            s,
-                            &self.ctx,
-                            t,
-                            b,
-                            self.carry.next_h,
-                            self.cols.clone()
-                        ),
-                        [1, 2, 3, 4]
-                    )
-                };
-                b += n;
-            }
-            self.barrier.wait();
+        let (batch, team) = (self.ctx.batch, self.team);
+        let col_tiles = self.ctx.hp / (2 * LANES);
+        let cols_of = |part: usize| split_range(col_tiles, team.parts(), part);
+        let home = team.join();
+        for (i, t) in (0..self.steps).rev().enumerate() {
+            let (ctx, carry) = (&self.ctx, &self.carry);
+            team.run_phase(2 * i, home, |part| {
+                let cols = cols_of(part);
+                let mut b = 0;
+                while b < batch {
+                    let n = balanced_tile(batch - b, BWD_TILE);
+                    // SAFETY: the team hands this part to one task alone, and the part
+                    // writes only ∂L/∂a, ∂L/∂u and the direct terms of next_h/next_c of
+                    // its own unit tiles; the previous phase (the recurrent part of step
+                    // t + 1), which completed ∂L/∂h in cur_h, is done.
+                    unsafe { C::bwd_gates(s, ctx, carry, t, b, n, 2 * cols.start..2 * cols.end) };
+                    b += n;
+                }
+            });
+            team.run_phase(2 * i + 1, home, |part| {
+                let cols = cols_of(part);
+                let mut b = 0;
+                while b < batch {
+                    let n = balanced_tile(batch - b, BWD_TILE);
+                    // SAFETY: this part alone writes the column tiles `cols` of next_h
+                    // (which hold its own units' direct terms); the gate phase of step t,
+                    // which wrote ∂L/∂u of every unit, is done.
+                    unsafe {
+                        with_rows!(
+                            n,
+                            recurrent_grad::<S>(s, ctx, t, b, carry.next_h, cols.clone()),
+                            [1, 2, 3, 4]
+                        )
+                    };
+                    b += n;
+                }
+            });
             self.carry.swap();
         }
     }
@@ -644,22 +613,24 @@ fn backward_impl<C: FastCell>(
     };
     let threads = rayon::current_num_threads();
     if split_units(batch, hp, threads) {
-        let barrier = SpinBarrier::new(threads);
-        std::thread::scope(|scope| {
-            for m in 0..threads {
-                // Column tiles (16 wide) and the unit tiles (8 wide) they cover.
-                let cols = split_range(hp / (2 * LANES), threads, m);
-                let job = BwdUnitJob::<C> {
-                    ctx,
-                    carry,
-                    steps,
-                    units: 2 * cols.start..2 * cols.end,
-                    cols,
-                    barrier: &barrier,
-                    cell: PhantomData,
-                };
-                scope.spawn(move || opts.simd.run(job));
+        // Parts run on the backend's own pool (the caller installed it); no part waits
+        // for a member that has not started (see `team`), so this cannot deadlock
+        // however rayon schedules the tasks.
+        let team = PhaseTeam::new(2 * steps, threads);
+        let member = || {
+            opts.simd.run(BwdUnitJob::<C> {
+                ctx,
+                carry,
+                steps,
+                team: &team,
+                cell: PhantomData,
+            })
+        };
+        rayon::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(|_| member());
             }
+            member();
         });
     } else {
         batch_tasks(batch, BWD_TILE)

@@ -126,7 +126,10 @@ unsafe impl Send for FwdCtx {}
 // SAFETY: as above.
 unsafe impl Sync for FwdCtx {}
 
-/// Raw views of the backward pass's buffers; the same disjoint-rows rule as [`FwdCtx`].
+/// Raw views of the backward pass's buffers, shared by the tasks of one call. Tasks write
+/// disjoint blocks: their own batch rows (batch split), or, in the small-batch unit split,
+/// the unit/column tiles of the part the `PhaseTeam` (`fast::team`) gave them
+/// for the current phase, every row.
 #[derive(Clone, Copy)]
 pub struct BwdCtx {
     pub batch: usize,
@@ -148,13 +151,20 @@ pub struct BwdCtx {
     pub panels: *const f32,
 }
 
-// SAFETY: as for FwdCtx: buffers outlive the region, tasks write disjoint rows.
+// SAFETY: the pointers refer to buffers that outlive the parallel region (seq_backward
+// joins every task before reading or dropping them) and the inputs are only read. Writes
+// to `da`/`du` go to disjoint blocks (see above); in the unit split a block written in
+// one phase is read by other tasks only in a later phase, after the PhaseTeam's
+// Release/Acquire hand-over, so no element is written by two threads or read while
+// written.
 unsafe impl Send for BwdCtx {}
 // SAFETY: as above.
 unsafe impl Sync for BwdCtx {}
 
-/// The gradient carried between steps for one task: `∂L/∂h` (and `∂L/∂c`) for the step
-/// being processed (`cur`) and the one before it (`next`), `[B, Hp]` each.
+/// The gradient carried between steps: `∂L/∂h` (and `∂L/∂c`) for the step being
+/// processed (`cur`) and the one before it (`next`), `[B, Hp]` each. Every task holds
+/// its own copy of the pointers (and swaps them itself after each step); the buffers are
+/// shared.
 #[derive(Clone, Copy)]
 pub struct Carry {
     pub cur_h: *mut f32,
@@ -170,7 +180,10 @@ impl Carry {
     }
 }
 
-// SAFETY: as for FwdCtx: each task reads and writes only its own rows of these buffers.
+// SAFETY: as for BwdCtx: the buffers outlive the region; a task writes only its own block
+// of `next_h`/`next_c` (its batch rows, or its part's columns in the unit split) and
+// reads `cur_h`/`cur_c` only after the step that wrote them is complete (the same task's
+// earlier step in the batch split, a finished PhaseTeam phase in the unit split).
 unsafe impl Send for Carry {}
 // SAFETY: as above.
 unsafe impl Sync for Carry {}
@@ -179,8 +192,9 @@ unsafe impl Sync for Carry {}
 /// tiles `cols`: the recurrent part of `∂L/∂h_{t−1}`.
 ///
 /// # Safety
-/// The buffers behind `ctx` and `next_h` must have the sizes the docs state, rows
-/// `b0..b0+R` must belong to the calling task, and `du` must be written for step `t`.
+/// The buffers behind `ctx` and `next_h` must have the sizes the docs state, no other
+/// task may touch the block (rows `b0..b0+R`, column tiles `cols`) of `next_h`
+/// meanwhile, and `du` must be complete for step `t` (rows `b0..b0+R`, every column).
 #[inline(always)]
 pub unsafe fn recurrent_grad<S: Simd, const R: usize>(
     s: S,

@@ -69,8 +69,9 @@ pub fn step_jvp_row<T: Real>(
     }
 }
 
-/// `J_n v_n` at `N` points: `states`, `v` `[N, S]`, `x [N, I]`; returns `[N, S]`.
-pub fn jvp<T: Real>(
+/// `J_n v_n` at `N` points: `states`, `v` `[N, S]`, `x [N, I]`; returns `[N, S]` (the
+/// `Backend` trait's `step_jvp`, same argument order).
+pub fn step_jvp<T: Real>(
     cell: &CellDims,
     params: &[T],
     states: &[T],

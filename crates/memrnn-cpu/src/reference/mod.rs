@@ -13,9 +13,12 @@ pub mod lstm;
 pub mod rnn;
 pub mod seq;
 
+pub use jvp::step_jvp;
 pub use seq::{seq_backward, seq_forward, RefForward, RefGrads};
 
-use memrnn_core::{check_len, CellDims, CellKind, ParamView, ParamViewMut, Real, Result};
+use memrnn_core::{
+    check_len, CellDims, CellKind, ParamView, ParamViewMut, Real, Result, SpeedGrad,
+};
 
 /// `out = W v + b` for `W [rows, cols]` row-major.
 pub(crate) fn affine<T: Real>(w: &[T], b: &[T], v: &[T], out: &mut [T]) {
@@ -119,7 +122,7 @@ fn check_points<T>(cell: &CellDims, params: &[T], states: &[T], x: &[T], n: usiz
 }
 
 /// `S_n = ‖F(s_n, x_n) − s_n‖²` for `N` points.
-pub fn speed<T: Real>(
+pub fn step_speed<T: Real>(
     cell: &CellDims,
     params: &[T],
     states: &[T],
@@ -139,20 +142,12 @@ pub fn speed<T: Real>(
         .collect())
 }
 
-/// The speed of `N` points and its gradients, as the reference computes them.
-#[derive(Clone, Debug)]
-pub struct RefSpeedGrad<T> {
-    /// `S_n`, `[N]`.
-    pub speed: Vec<T>,
-    /// `∂S_n/∂s_n = 2 (J − I)ᵀ (F(s_n) − s_n)`, `[N, S]`.
-    pub dstate: Vec<T>,
-    /// `Σ_n ∂S_n/∂θ`, when asked for.
-    pub dparams: Option<Vec<T>>,
-}
+/// The speed of `N` points and its gradients: the trait's [`SpeedGrad`] on host vectors.
+pub type RefSpeedGrad<T> = SpeedGrad<Vec<T>>;
 
 /// The speed of `N` points, `∂S_n/∂s_n = 2 (J − I)ᵀ (F(s_n) − s_n)`, and, when asked,
 /// `Σ_n ∂S_n/∂θ`.
-pub fn speed_grad<T: Real>(
+pub fn step_speed_grad<T: Real>(
     cell: &CellDims,
     params: &[T],
     states: &[T],
@@ -192,7 +187,7 @@ pub fn speed_grad<T: Real>(
 
 /// The one-step Jacobians `J_n = ∂F/∂s` at `N` points, `[N, S, S]`, row `i` = `∂F_i/∂s`,
 /// one vector–Jacobian product per row.
-pub fn jacobian<T: Real>(
+pub fn step_jacobian<T: Real>(
     cell: &CellDims,
     params: &[T],
     states: &[T],

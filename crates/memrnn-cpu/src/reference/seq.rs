@@ -2,32 +2,23 @@
 //! gradients on any subset of steps.
 
 use super::{step, step_backward};
-use memrnn_core::{check_len, CellDims, Real, Result, SeqShape};
+use memrnn_core::{check_len, CellDims, Real, Result, SeqGrads, SeqShape, SeqUpstream};
 
-/// Every state of a forward pass, `s_0` included: what the reference backward needs.
+/// A forward pass: the fields of the `Backend` trait's `SeqForward` (`h_seq`, `s_final`),
+/// plus every state, `s_0` included, which the reference backward needs.
 #[derive(Clone, Debug)]
 pub struct RefForward<T> {
-    /// `s_t` for `t = 0..=T`, `[T + 1, B, S]`.
-    pub states: Vec<T>,
     /// `h_t` for `t = 1..=T`, `[T, B, H]`.
     pub h_seq: Vec<T>,
-}
-
-impl<T: Real> RefForward<T> {
     /// The final state `s_T`, `[B, S]`.
-    pub fn s_final(&self, cell: &CellDims, shape: SeqShape) -> &[T] {
-        let n = shape.batch * cell.state_size();
-        &self.states[shape.steps * n..]
-    }
+    pub s_final: Vec<T>,
+    /// `s_t` for `t = 0..=T`, `[T + 1, B, S]`.
+    pub states: Vec<T>,
 }
 
-/// Gradients of a sequence: `∂L/∂θ` (ParamLayout order), `∂L/∂s_0`, and `∂L/∂x` if asked.
-#[derive(Clone, Debug)]
-pub struct RefGrads<T> {
-    pub dparams: Vec<T>,
-    pub ds0: Vec<T>,
-    pub dx: Option<Vec<T>>,
-}
+/// Gradients of a sequence: the trait's [`SeqGrads`] (`∂L/∂θ` in ParamLayout order,
+/// `∂L/∂s_0`, and `∂L/∂x` if asked) on host vectors.
+pub type RefGrads<T> = SeqGrads<Vec<T>>;
 
 /// Runs the sequence `x [T, B, I]` from `s0 [B, S]` (zeros when `None`).
 pub fn seq_forward<T: Real>(
@@ -57,22 +48,27 @@ pub fn seq_forward<T: Real>(
             h_seq[(t * b + r) * hd..(t * b + r + 1) * hd].copy_from_slice(&out[..hd]);
         }
     }
-    Ok(RefForward { states, h_seq })
+    let s_final = states[shape.steps * b * sd..].to_vec();
+    Ok(RefForward {
+        h_seq,
+        s_final,
+        states,
+    })
 }
 
-/// Backpropagation through time. `dh_seq [T, B, H]` holds `∂L/∂h_t` (zeros where a step
-/// carries no loss) and `ds_final [B, S]` holds `∂L/∂s_T`; either may be absent.
-#[allow(clippy::too_many_arguments)]
+/// Backpropagation through time, with the `Backend` trait's upstream: `dh_seq [T, B, H]`
+/// holds `∂L/∂h_t` (zeros where a step carries no loss) and `ds_final [B, S]` holds
+/// `∂L/∂s_T`; either may be absent.
 pub fn seq_backward<T: Real>(
     cell: &CellDims,
     params: &[T],
     shape: SeqShape,
     x: &[T],
     fwd: &RefForward<T>,
-    dh_seq: Option<&[T]>,
-    ds_final: Option<&[T]>,
+    upstream: SeqUpstream<'_, [T]>,
     want_dx: bool,
 ) -> Result<RefGrads<T>> {
+    let SeqUpstream { dh_seq, ds_final } = upstream;
     let layout = cell.layout();
     layout.check("params", params.len())?;
     shape.check_inputs(cell, x.len(), None)?;

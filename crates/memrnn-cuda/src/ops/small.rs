@@ -1,4 +1,4 @@
-//! Launchers for `kernels/adam.cu`: Adam, bias-gradient column sums, the transpose of
+//! Launchers for `kernels/small.cu`: Adam, bias-gradient column sums, the transpose of
 //! W_hh, and the small elementwise kernels behind speed, Jacobians and NaN poisoning.
 //! Every launcher checks the lengths it relies on before it launches.
 

@@ -21,8 +21,9 @@ pub fn jacobian<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
         let p = points(kind, i, h, n, s);
         let cell = p.cell;
         let what = format!("{kind} I{i} H{h} N{n}");
-        let want = reference::jacobian(&cell, &f64s(&p.params), &f64s(&p.states), &f64s(&p.x), n)
-            .expect("reference Jacobian");
+        let want =
+            reference::step_jacobian(&cell, &f64s(&p.params), &f64s(&p.states), &f64s(&p.x), n)
+                .expect("reference Jacobian");
         let (gp, gs, gx) = (cx.up(&p.params), cx.up(&p.states), cx.up(&p.x));
         let got = cx.ok(
             format!("{what}: step_jacobian"),
@@ -40,7 +41,7 @@ pub fn jvp<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
         let cell = p.cell;
         let v: Vec<f32> = uniform(&mut rng(s ^ 0x77), n * cell.state_size(), -1.0, 1.0);
         let what = format!("{kind} I{i} H{h} N{n}");
-        let want = reference::jvp::jvp(
+        let want = reference::step_jvp(
             &cell,
             &f64s(&p.params),
             &f64s(&p.states),

@@ -129,7 +129,7 @@ pub fn check_case<B: Backend>(cx: &Cx<'_, B>, case: Case, seed: u64, s0: bool, b
     cx.close(
         format!("{base}: s_final"),
         &cx.down(&fwd.s_final),
-        rf.s_final(&cell, shape),
+        &rf.s_final,
         TOL,
         seed,
     );
@@ -144,8 +144,10 @@ pub fn check_case<B: Backend>(cx: &Cx<'_, B>, case: Case, seed: u64, s0: bool, b
             shape,
             &x64,
             &rf,
-            v.dh.then_some(&dh64[..]),
-            v.ds_final.then_some(&dsf64[..]),
+            SeqUpstream {
+                dh_seq: v.dh.then_some(&dh64[..]),
+                ds_final: v.ds_final.then_some(&dsf64[..]),
+            },
             v.dx,
         )
         .expect("reference backward");

@@ -46,14 +46,14 @@ pub fn speed_and_grad<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
         let (p64, s64, x64) = (f64s(&p.params), f64s(&p.states), f64s(&p.x));
         let (gp, gs, gx) = (cx.up(&p.params), cx.up(&p.states), cx.up(&p.x));
 
-        let want = reference::speed(&cell, &p64, &s64, &x64, n).expect("reference speed");
+        let want = reference::step_speed(&cell, &p64, &s64, &x64, n).expect("reference speed");
         let got = cx.ok(
             format!("{what}: step_speed"),
             cx.b.step_speed(&cell, &gp, &gs, &gx, n),
         );
         cx.close(format!("{what}: speed"), &cx.down(&got), &want, TOL, s);
 
-        let rsg = reference::speed_grad(&cell, &p64, &s64, &x64, n, true).expect("reference");
+        let rsg = reference::step_speed_grad(&cell, &p64, &s64, &x64, n, true).expect("reference");
         let sg = cx.ok(
             format!("{what}: step_speed_grad"),
             cx.b.step_speed_grad(&cell, &gp, &gs, &gx, n, true),

@@ -1,4 +1,5 @@
-// adam.cu: the small kernels around the recurrences, all memory-bound, all f32.
+// small.cu: the small kernels around the recurrences (Adam among them), all
+// memory-bound, all f32.
 //   adam_update_f32   one Adam step in place (torch.optim.Adam, no weight decay; the host
 //                     passes step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t),
 //                     computed exactly as memrnn_core::adam_update_host does).

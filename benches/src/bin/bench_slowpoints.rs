@@ -2,7 +2,7 @@
 //! 10,000 Adam iterations), for `benches/compare/slowpoints_torch_gpu.py`.
 //!
 //! ```text
-//! cargo build --release -p memrnn-cuda --example bench_slowpoints
+//! cargo build --release -p memrnn-benches --bin bench_slowpoints
 //! bench_slowpoints [--candidates 4096] [--hidden 200] [--input 785] [--iters 10000]
 //!                  [--dump DIR]
 //! ```

@@ -1,7 +1,7 @@
 //! Task-data generation against a training step at the paper shape (GRU, B 128, T 20,
 //! I 785, H 200) on the CPU backend: the generation must take under 10% of a step.
 //!
-//! `cargo bench -p memrnn-train --bench taskgen` (median of 15 after 3 warm-up runs).
+//! `cargo bench -p memrnn-benches --bench taskgen` (median of 15 after 3 warm-up runs).
 
 use memrnn_core::CellKind;
 use memrnn_cpu::CpuBackend;

@@ -4,7 +4,7 @@
 //! does), and prints ms per iteration and the final median speed `√S`.
 //!
 //! ```text
-//! cargo run --release -p memrnn-slowpoints --example bench_finder -- \
+//! cargo run --release -p memrnn-benches --bin bench_finder -- \
 //!     [--hidden 200] [--input 785] [--candidates 4096] [--iters 500] [--threads 2] \
 //!     [--reps 3] [--seed 0] [--save DIR] [--json]
 //! ```
