@@ -18,6 +18,7 @@
 use crate::backend::{Backend, StopReason};
 use crate::cell::{CellDims, SeqShape};
 use crate::error::{Error, Result};
+pub use crate::lm_krylov::LmSolver;
 
 /// How a candidate of a slow-point search ended, over both methods: Adam's
 /// [`StopReason`]s plus [`SearchStop::Minimum`], which only the LM search reports.
@@ -98,11 +99,31 @@ pub struct LmConfig {
     /// No progress when `μ` must rise above this to find a step that lowers `S` (the
     /// step is then a gradient step shorter than f32 can resolve).
     pub damping_max: f32,
+    /// How the damped system is solved: dense factorisations, matrix-free CG
+    /// ([`crate::lm_krylov`]), or chosen by size ([`LmSolver::Auto`], the default).
+    #[serde(default)]
+    pub solver: LmSolver,
+    /// The matrix-free solver's most CG steps per trial (default 50).
+    #[serde(default = "default_cg_max_iters")]
+    pub cg_max_iters: u32,
+    /// The matrix-free solver's largest forcing term `η` (CG stops at a relative residual
+    /// `η`; default 0.5, the first step's).
+    #[serde(default = "default_forcing_max")]
+    pub forcing_max: f32,
+}
+
+fn default_cg_max_iters() -> u32 {
+    50
+}
+
+fn default_forcing_max() -> f32 {
+    0.5
 }
 
 impl Default for LmConfig {
     /// At most 200 iterations, `tol` 1e-10, `min_grad` 1e-2, progress checks every 20
-    /// iterations with a 0.1% threshold, `μ` from 1e-3 up to 1e10.
+    /// iterations with a 0.1% threshold, `μ` from 1e-3 up to 1e10, the solver chosen by
+    /// size, at most 50 CG steps per trial with forcing terms up to 0.5.
     fn default() -> Self {
         LmConfig {
             max_iters: 200,
@@ -113,6 +134,9 @@ impl Default for LmConfig {
             probe: 1e-2,
             damping_init: 1e-3,
             damping_max: 1e10,
+            solver: LmSolver::Auto,
+            cg_max_iters: default_cg_max_iters(),
+            forcing_max: default_forcing_max(),
         }
     }
 }
@@ -127,12 +151,16 @@ impl LmConfig {
             && self.damping_init.is_finite()
             && self.damping_init > 0.0
             && self.damping_max.is_finite()
-            && self.damping_max >= self.damping_init;
+            && self.damping_max >= self.damping_init
+            && self.cg_max_iters >= 1
+            && self.forcing_max.is_finite()
+            && self.forcing_max > 0.0
+            && self.forcing_max < 1.0;
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidArgument(format!(
-                "a Levenberg–Marquardt search needs tol, min_grad, stall_rel ≥ 0 and 0 < damping_init ≤ damping_max, all finite; got {self:?}"
+                "a Levenberg–Marquardt search needs tol, min_grad, stall_rel ≥ 0, 0 < damping_init ≤ damping_max, cg_max_iters ≥ 1 and 0 < forcing_max < 1, all finite; got {self:?}"
             )))
         }
     }

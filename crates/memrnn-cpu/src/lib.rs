@@ -38,6 +38,7 @@ pub mod backend;
 #[macro_use]
 pub mod fast;
 pub mod lm;
+pub mod lm_krylov;
 pub mod reference;
 pub mod slowpoints;
 
