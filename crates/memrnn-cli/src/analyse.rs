@@ -30,7 +30,7 @@ pub struct SlowPointArgs {
     /// Trajectory candidates are taken up to this many steps after the image.
     #[arg(long, default_value_t = 20)]
     delay: usize,
-    /// Search method: lm (Levenberg–Marquardt, at most 200 steps; ends at fixed points
+    /// Search method: lm (Levenberg–Marquardt, at most --lm-max-iters steps; ends at fixed points
     /// and at minima of S) or adam.
     #[arg(long, default_value = "lm")]
     method: memrnn_slowpoints::SearchMethod,
@@ -39,6 +39,9 @@ pub struct SlowPointArgs {
     /// auto (by size: krylov for GRU from H = 85, tanh RNN from H = 29, LSTM from H = 15).
     #[arg(long, default_value = "auto")]
     lm_solver: memrnn_core::LmSolver,
+    /// Most LM trial steps per candidate (with --method lm).
+    #[arg(long, default_value_t = memrnn_core::LmConfig::default().max_iters)]
+    lm_max_iters: u32,
     /// Most Adam iterations per candidate (with --method adam).
     #[arg(long, default_value_t = 10_000)]
     max_iters: u32,
@@ -128,6 +131,7 @@ pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> R
         method: a.method,
         lm: memrnn_core::LmConfig {
             solver: a.lm_solver,
+            max_iters: a.lm_max_iters,
             ..Default::default()
         },
         search: SlowPointConfig {

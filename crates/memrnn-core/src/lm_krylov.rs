@@ -161,6 +161,8 @@ pub struct KrylovCandidate {
     speed: f64,
     g_norm: f64,
     prev_g_norm: f64,
+    /// `S` at the previous point whose gradient was taken.
+    prev_speed: f64,
     eta: f64,
     pred: f64,
     mu: f64,
@@ -197,6 +199,7 @@ impl KrylovCandidate {
             speed: f64::NAN,
             g_norm: 0.0,
             prev_g_norm: f64::NAN,
+            prev_speed: f64::NAN,
             eta: 0.5,
             pred: 0.0,
             mu: 1e-3,
@@ -370,8 +373,16 @@ impl KrylovCandidate {
         KrylovNext::Jvp
     }
 
-    /// Eisenstat–Walker choice 2 with its safeguard, in `[1e-6, forcing_max]`.
+    /// The forcing term at a new point, in `[ETA_MIN, forcing_max]`: Eisenstat–Walker
+    /// choice 2 with its safeguard, except after a step that cut `S` by less than 4×,
+    /// where it is a tenth of the last one. Choice 2 assumes a zero residual, where the
+    /// gradient shrinks as the search converges; in the curved valleys of `S` that trained
+    /// networks have (slow manifolds, minima of `S` above 0) the gradient barely shrinks,
+    /// the loose solve only resolves the steep directions of `AᵀA`, and the search crawls
+    /// (measured on a trained GRU: the median speed after 200 iterations 4× that of exact
+    /// solves at `η ≤ 0.5`, equal at `η = 1e-4`), so slow progress tightens the solve.
     fn update_forcing(&mut self, cfg: &LmConfig) {
+        const ETA_MIN: f64 = 1e-6;
         let max = cfg.forcing_max as f64;
         if self.prev_g_norm.is_finite() && self.prev_g_norm > 0.0 {
             let mut eta = 0.9 * (self.g_norm / self.prev_g_norm).powi(2);
@@ -379,11 +390,15 @@ impl KrylovCandidate {
             if guard > 0.1 {
                 eta = eta.max(guard);
             }
-            self.eta = eta.clamp(1e-6, max);
+            if self.speed > 0.25 * self.prev_speed {
+                eta = eta.min(0.1 * self.eta);
+            }
+            self.eta = eta.clamp(ETA_MIN, max);
         } else {
             self.eta = max;
         }
         self.prev_g_norm = self.g_norm;
+        self.prev_speed = self.speed;
     }
 
     /// Starts CG on `(AᵀA + λI) x = rhs` (`rhs` in `z`) from `x = 0`.
