@@ -717,8 +717,8 @@ fn lm_block(sd: usize) -> usize {
     ((1usize << 23) / (4 * sd * sd)).max(1)
 }
 
-/// The default [`Backend::slow_point_lm`], on top of `seq_forward` (one step, for `F`)
-/// and `step_jacobian`: per round, one batched Jacobian call for the candidates whose
+/// The dense default of [`Backend::slow_point_lm`] (what it runs for
+/// [`LmSolver::Dense`]), on top of `seq_forward` (one step, for `F`) and `step_jacobian`: per round, one batched Jacobian call for the candidates whose
 /// step was accepted and one batched forward for the trials; the factorisations run on
 /// the host. Correct on every backend, and the definition fused versions are tested
 /// against; it moves the states and Jacobians to the host every round.

@@ -36,7 +36,9 @@ use crate::error::Result;
 use crate::lm::{check_lm_args, LmConfig, LmSearch, LmStatus, SearchStop};
 
 /// How the LM search solves its damped Gauss–Newton system.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LmSolver {
     /// [`LmSolver::Dense`] or [`LmSolver::Krylov`] by [`LmSolver::resolve`]'s operation count.
@@ -236,13 +238,7 @@ impl KrylovCandidate {
     }
 
     /// Starts (or resumes) a candidate at state `s` with `f = F(s)`.
-    pub fn start(
-        &mut self,
-        s: &[f32],
-        f: &[f32],
-        st: &mut LmStatus,
-        cfg: &LmConfig,
-    ) -> KrylovNext {
+    pub fn start(&mut self, s: &[f32], f: &[f32], st: &mut LmStatus, cfg: &LmConfig) -> KrylovNext {
         self.s.copy_from_slice(s);
         self.mu = st.damping as f64;
         self.nu = 2.0;
@@ -350,10 +346,11 @@ impl KrylovCandidate {
         // w = Aᵀ q; z −= α (w + λ p).
         let alpha = self.pending_alpha;
         let mut gamma = 0.0;
-        for i in 0..self.sd {
-            let w = jtu[i] as f64 - self.req[i] as f64;
-            self.z[i] -= alpha * (w + self.lambda * self.p[i]);
-            gamma += self.z[i] * self.z[i];
+        let lambda = self.lambda;
+        for (((z, &y), &u), &p) in self.z.iter_mut().zip(jtu).zip(&self.req).zip(&self.p) {
+            let w = y as f64 - u as f64;
+            *z -= alpha * (w + lambda * p);
+            gamma += *z * *z;
         }
         if !gamma.is_finite() || gamma.sqrt() <= self.cg_tol * self.c_norm {
             return self.solved(st, cfg);
@@ -606,8 +603,13 @@ impl KrylovCandidate {
 pub trait KrylovOps {
     /// `out [n, S] = F(states)` for the listed candidates; `current` says whether the
     /// states are the candidates' current states (the start) or trials.
-    fn forward(&mut self, which: &[usize], states: &[f32], current: bool, out: &mut [f32])
-        -> Result<()>;
+    fn forward(
+        &mut self,
+        which: &[usize],
+        states: &[f32],
+        current: bool,
+        out: &mut [f32],
+    ) -> Result<()>;
     /// `out [n, S] = J v` at each listed candidate's current state (`states [n, S]`).
     fn jvp(&mut self, which: &[usize], states: &[f32], v: &[f32], out: &mut [f32]) -> Result<()>;
     /// `out [n, S] = Jᵀ u` at each listed candidate's current state.

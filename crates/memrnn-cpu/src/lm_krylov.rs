@@ -94,8 +94,7 @@ pub fn jvp_combine<T: Real>(cell: &CellDims, coef: &[T], u: &[T], v: &[T], out: 
             }
             CellKind::Lstm => {
                 let c = &coef[6 * j..6 * j + 6];
-                let dc =
-                    c[0] * u[j] + c[1] * u[hd + j] + c[2] * u[2 * hd + j] + c[5] * v[hd + j];
+                let dc = c[0] * u[j] + c[1] * u[hd + j] + c[2] * u[2 * hd + j] + c[5] * v[hd + j];
                 out[hd + j] = dc;
                 out[j] = c[3] * u[3 * hd + j] + c[4] * dc;
             }
@@ -203,7 +202,12 @@ impl ChunkOps<'_> {
         } else {
             &mut self.trial
         };
-        coefficients(&sh.cell, s, &self.cache, &mut dst[b * self.cw..(b + 1) * self.cw]);
+        coefficients(
+            &sh.cell,
+            s,
+            &self.cache,
+            &mut dst[b * self.cw..(b + 1) * self.cw],
+        );
     }
 }
 
@@ -217,7 +221,10 @@ impl KrylovOps for ChunkOps<'_> {
     ) -> Result<()> {
         let sd = self.sh.cell.state_size();
         for (q, &b) in which.iter().enumerate() {
-            let (s, f) = (&states[q * sd..(q + 1) * sd], &mut out[q * sd..(q + 1) * sd]);
+            let (s, f) = (
+                &states[q * sd..(q + 1) * sd],
+                &mut out[q * sd..(q + 1) * sd],
+            );
             self.step(s, f, (current, b));
         }
         Ok(())
@@ -225,7 +232,12 @@ impl KrylovOps for ChunkOps<'_> {
 
     fn jvp(&mut self, which: &[usize], _: &[f32], v: &[f32], out: &mut [f32]) -> Result<()> {
         let cell = self.sh.cell;
-        let (hd, gh, sd, n) = (cell.hidden, cell.gate_rows(), cell.state_size(), which.len());
+        let (hd, gh, sd, n) = (
+            cell.hidden,
+            cell.gate_rows(),
+            cell.state_size(),
+            which.len(),
+        );
         let u = &mut self.gates[..n * gh];
         // U [n, G·H] = V_h [n, H] · W_hhᵀ.
         matmul_serial(
@@ -249,7 +261,12 @@ impl KrylovOps for ChunkOps<'_> {
 
     fn vjp(&mut self, which: &[usize], _: &[f32], w: &[f32], out: &mut [f32]) -> Result<()> {
         let cell = self.sh.cell;
-        let (hd, gh, sd, n) = (cell.hidden, cell.gate_rows(), cell.state_size(), which.len());
+        let (hd, gh, sd, n) = (
+            cell.hidden,
+            cell.gate_rows(),
+            cell.state_size(),
+            which.len(),
+        );
         let y = &mut self.gates[..n * gh];
         for (q, &b) in which.iter().enumerate() {
             vjp_spread(

@@ -135,7 +135,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     if a.warmup > 0 {
         let be = CpuBackend::new().with_threads(a.threads)?;
-        let xs: Vec<f32> = x_bar.iter().copied().cycle().take(a.candidates * a.input).collect();
+        let xs: Vec<f32> = x_bar
+            .iter()
+            .copied()
+            .cycle()
+            .take(a.candidates * a.input)
+            .collect();
         let (params, xs) = (be.upload(&model.params)?, be.upload(&xs)?);
         for _ in 0..a.warmup {
             let s0 = be.upload(&cands)?;

@@ -117,7 +117,10 @@ fn jacobian_products_match_finite_differences() {
         }
         let lhs: f64 = w.iter().zip(&jv).map(|(a, b)| a * b).sum();
         let rhs: f64 = jtw.iter().zip(&v).map(|(a, b)| a * b).sum();
-        assert!((lhs - rhs).abs() < 1e-12 * (1.0 + lhs.abs()), "{kind}: adjoint");
+        assert!(
+            (lhs - rhs).abs() < 1e-12 * (1.0 + lhs.abs()),
+            "{kind}: adjoint"
+        );
     }
 }
 
@@ -154,7 +157,11 @@ fn assert_same_points(a: &LmSearch<Vec<f32>>, b: &LmSearch<Vec<f32>>, sd: usize,
             }
         }
     }
-    assert!(compared * 2 >= a.k, "{what}: {compared} of {} compared", a.k);
+    assert!(
+        compared * 2 >= a.k,
+        "{what}: {compared} of {} compared",
+        a.k
+    );
 }
 
 /// The CPU's fused matrix-free search (batched SGEMM products over chunks, K above one
@@ -407,7 +414,10 @@ fn solver_rule_names_and_settings() {
         },
     ] {
         let e = bad.validate().unwrap_err().to_string();
-        assert!(e.contains("cg_max_iters") && e.contains("forcing_max"), "{e}");
+        assert!(
+            e.contains("cg_max_iters") && e.contains("forcing_max"),
+            "{e}"
+        );
     }
     // Non-finite parameters are refused, not searched.
     let be = CpuBackend::new();

@@ -44,8 +44,8 @@ pub mod slowpoints;
 pub mod speed;
 
 use crate::test_seed;
-pub use memrnn_core::CellKind;
 pub use memrnn_core::lm::LmSolver;
+pub use memrnn_core::CellKind;
 use memrnn_core::{Backend, Error};
 use std::fmt::Display;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
