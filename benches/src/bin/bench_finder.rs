@@ -14,17 +14,23 @@
 //! `benches/compare/slowpoints_torch.py` runs the very same search.
 //!
 //! `--tts` measures time to solution instead: the Levenberg–Marquardt search
-//! (`slow_point_lm`, default settings) runs to its end, and its final median `S` (at
-//! least Adam's `tol`, 1e-10) is the target (or `--target S`); then Adam (lr 1e-2, stopping only at `S < 1e-10`, no stall
-//! rule, like the PyTorch loop) runs in blocks of `--check-every` iterations until the
-//! median `S` over the candidates is at most the target, or `--adam-max-iters`. It prints
-//! both wall times (the median checks are inside Adam's timed region, as in the PyTorch
-//! loop); `slowpoints_torch.py --time-to-solution` adds the PyTorch finder to the same
-//! target.
+//! (`slow_point_lm`, default settings) runs to its end twice, with the dense solver and
+//! with the matrix-free (Krylov) one, and the larger of their final median `S` (at least
+//! Adam's `tol`, 1e-10) is the target (or `--target S`), so both reached it; then Adam
+//! (lr 1e-2, stopping only at `S < 1e-10`, no stall rule, like the PyTorch loop) runs in
+//! blocks of `--check-every` iterations until the median `S` over the candidates is at
+//! most the target, or `--adam-max-iters`. It prints the three wall times (the median
+//! checks are inside Adam's timed region, as in the PyTorch loop);
+//! `slowpoints_torch.py --time-to-solution` adds the PyTorch finder to the same target.
+//!
+//! `--model PATH` takes a trained GRU checkpoint (`memrnn train`'s `.safetensors`)
+//! instead of the random initialisation (`--hidden`/`--input` then come from it), and
+//! `--warmup T` moves every candidate `T` steps along `F(·, x̄)` first (delay-period
+//! trajectories, where a trained network's slow points are sought).
 
 use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
 use memrnn_core::checkpoint::{save_checkpoint, write_tensors};
-use memrnn_core::lm::{LmConfig, LmSearch, SearchStop};
+use memrnn_core::lm::{LmConfig, LmSearch, LmSolver, SearchStop};
 use memrnn_core::{Backend, CellDims, CellKind, Model};
 use memrnn_cpu::CpuBackend;
 use rand::{RngExt, SeedableRng};
@@ -45,6 +51,8 @@ struct Args {
     target: Option<f64>,
     check_every: u32,
     adam_max_iters: u32,
+    model: Option<std::path::PathBuf>,
+    warmup: usize,
 }
 
 fn parse() -> Result<Args, String> {
@@ -62,6 +70,8 @@ fn parse() -> Result<Args, String> {
         target: None,
         check_every: 10,
         adam_max_iters: 20_000,
+        model: None,
+        warmup: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -87,6 +97,8 @@ fn parse() -> Result<Args, String> {
             "--target" => a.target = Some(val.parse().map_err(|e| format!("{flag} {val}: {e}"))?),
             "--check-every" => a.check_every = num(&val)?.max(1) as u32,
             "--adam-max-iters" => a.adam_max_iters = num(&val)? as u32,
+            "--model" => a.model = Some(val.into()),
+            "--warmup" => a.warmup = num(&val)? as usize,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -94,18 +106,54 @@ fn parse() -> Result<Args, String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let a = parse()?;
-    let cell = CellDims::new(CellKind::Gru, a.input, a.hidden)?;
-    let model = Model::init(cell, a.seed);
+    let mut a = parse()?;
+    let model = match &a.model {
+        Some(path) => {
+            let m = memrnn_core::checkpoint::load_checkpoint(path)?.model;
+            if m.cell.kind != CellKind::Gru {
+                return Err(format!(
+                    "--model {}: a {} network; the PyTorch comparison runs GRUs only (train one with `memrnn train --cell gru`)",
+                    path.display(),
+                    m.cell.kind
+                )
+                .into());
+            }
+            (a.hidden, a.input) = (m.cell.hidden, m.cell.input);
+            m
+        }
+        None => Model::init(CellDims::new(CellKind::Gru, a.input, a.hidden)?, a.seed),
+    };
+    let cell = model.cell;
     // The delay-period input: pixels at the noise mean, trigger 0.
     let mut x_bar = vec![0.1307f32; a.input];
     if let Some(last) = x_bar.last_mut() {
         *last = 0.0;
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed ^ 0xC0FFEE);
-    let cands: Vec<f32> = (0..a.candidates * a.hidden)
+    let mut cands: Vec<f32> = (0..a.candidates * a.hidden)
         .map(|_| rng.random_range(-0.5f32..0.5))
         .collect();
+    if a.warmup > 0 {
+        let be = CpuBackend::new().with_threads(a.threads)?;
+        let xs: Vec<f32> = x_bar
+            .iter()
+            .copied()
+            .cycle()
+            .take(a.candidates * a.input)
+            .collect();
+        let (params, xs) = (be.upload(&model.params)?, be.upload(&xs)?);
+        for _ in 0..a.warmup {
+            let s0 = be.upload(&cands)?;
+            let fwd = be.seq_forward(
+                &cell,
+                &params,
+                memrnn_core::SeqShape::new(1, a.candidates)?,
+                &xs,
+                Some(&s0),
+            )?;
+            cands = be.download(&fwd.s_final)?;
+        }
+    }
     if let Some(dir) = &a.save {
         std::fs::create_dir_all(dir)?;
         save_checkpoint(&dir.join("model.safetensors"), &model, &BTreeMap::new())?;
@@ -186,19 +234,35 @@ fn time_to_solution(
     cands: &[f32],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (params, x) = (be.upload(&model.params)?, be.upload(x_bar)?);
-    // 1. Levenberg–Marquardt, to its own end.
-    let lm_cfg = LmConfig::default();
-    let mut lm = LmSearch::new(be, cell, cands, &lm_cfg)?;
-    let t0 = Instant::now();
-    be.slow_point_lm(cell, &params, &x, &mut lm, &lm_cfg)?;
-    let t_lm = t0.elapsed().as_secs_f64();
-    let lm_median = median(lm.status.iter().map(|s| s.speed_sq).collect());
-    let lm_iters = median(lm.status.iter().map(|s| s.iters as f32).collect());
-    let count = |r: SearchStop| lm.status.iter().filter(|s| s.stop == r).count();
+    // 1. Levenberg–Marquardt with each solver, to its own end.
+    let mut lms = Vec::new();
+    for solver in [LmSolver::Dense, LmSolver::Krylov] {
+        let lm_cfg = LmConfig {
+            solver,
+            ..LmConfig::default()
+        };
+        let mut lm = LmSearch::new(be, cell, cands, &lm_cfg)?;
+        let t0 = Instant::now();
+        be.slow_point_lm(cell, &params, &x, &mut lm, &lm_cfg)?;
+        let t = t0.elapsed().as_secs_f64();
+        let count = |r: SearchStop| lm.status.iter().filter(|s| s.stop == r).count();
+        lms.push(LmRun {
+            solver,
+            seconds: t,
+            median_s: median(lm.status.iter().map(|s| s.speed_sq).collect()),
+            median_iters: median(lm.status.iter().map(|s| s.iters as f32).collect()),
+            converged: count(SearchStop::Converged),
+            minima: count(SearchStop::Minimum),
+            stalled: count(SearchStop::Stalled),
+            max_iters: count(SearchStop::MaxIters),
+        });
+    }
     // Adam stops a candidate at S < tol (1e-10), so a target below that is out of its reach.
-    let target = a
-        .target
-        .unwrap_or(lm_median.max(SlowPointConfig::default().tol as f64));
+    let target = a.target.unwrap_or(
+        lms.iter()
+            .map(|r| r.median_s)
+            .fold(SlowPointConfig::default().tol as f64, f64::max),
+    );
     // 2. Adam in blocks until the median S reaches the target.
     let mut cfg = SlowPointConfig {
         max_iters: 0,
@@ -219,19 +283,30 @@ fn time_to_solution(
     let t_adam = t0.elapsed().as_secs_f64();
     let adam_reached = adam_median <= target;
     if a.json {
+        let lm_json: Vec<String> = lms
+            .iter()
+            .map(|r| {
+                format!(
+                    "\"lm_{n}_s\": {:.4}, \"lm_{n}_median_s\": {:e}, \"lm_{n}_median_iters\": {}, \"lm_{n}_converged\": {}, \"lm_{n}_minima\": {}, \"lm_{n}_stalled\": {}, \"lm_{n}_max_iters\": {}",
+                    r.seconds,
+                    r.median_s,
+                    r.median_iters,
+                    r.converged,
+                    r.minima,
+                    r.stalled,
+                    r.max_iters,
+                    n = r.solver.name()
+                )
+            })
+            .collect();
         println!(
-            "{{\"backend\": \"{}\", \"hidden\": {}, \"candidates\": {}, \"target_median_s\": {:e}, \"lm_s\": {:.4}, \"lm_median_s\": {:e}, \"lm_median_iters\": {}, \"lm_converged\": {}, \"lm_minima\": {}, \"lm_stalled\": {}, \"lm_max_iters\": {}, \"adam_s\": {:.4}, \"adam_iters\": {}, \"adam_median_s\": {:e}, \"adam_reached\": {}}}",
+            "{{\"backend\": \"{}\", \"hidden\": {}, \"input\": {}, \"candidates\": {}, \"target_median_s\": {:e}, {}, \"adam_s\": {:.4}, \"adam_iters\": {}, \"adam_median_s\": {:e}, \"adam_reached\": {}}}",
             be.name(),
             a.hidden,
+            a.input,
             a.candidates,
             target,
-            t_lm,
-            lm_median,
-            lm_iters,
-            count(SearchStop::Converged),
-            count(SearchStop::Minimum),
-            count(SearchStop::Stalled),
-            count(SearchStop::MaxIters),
+            lm_json.join(", "),
             t_adam,
             cfg.max_iters,
             adam_median,
@@ -245,13 +320,19 @@ fn time_to_solution(
             a.hidden,
             a.candidates
         );
-        println!(
-            "  LM:   {t_lm:.3} s (median S {lm_median:.3e}, median {lm_iters} iterations; {} converged, {} minima of S, {} stalled, {} at the cap)",
-            count(SearchStop::Converged),
-            count(SearchStop::Minimum),
-            count(SearchStop::Stalled),
-            count(SearchStop::MaxIters)
-        );
+        for r in &lms {
+            println!(
+                "  LM ({}): {:.3} s (median S {:.3e}, median {} iterations; {} converged, {} minima of S, {} stalled, {} at the cap)",
+                r.solver.name(),
+                r.seconds,
+                r.median_s,
+                r.median_iters,
+                r.converged,
+                r.minima,
+                r.stalled,
+                r.max_iters
+            );
+        }
         println!(
             "  Adam: {t_adam:.3} s, {} iterations, median S {adam_median:.3e}{}",
             cfg.max_iters,
@@ -263,4 +344,16 @@ fn time_to_solution(
         );
     }
     Ok(())
+}
+
+/// One LM search's outcome for `--tts`.
+struct LmRun {
+    solver: LmSolver,
+    seconds: f64,
+    median_s: f64,
+    median_iters: f64,
+    converged: usize,
+    minima: usize,
+    stalled: usize,
+    max_iters: usize,
 }

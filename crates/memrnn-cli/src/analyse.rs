@@ -31,10 +31,18 @@ pub struct SlowPointArgs {
     /// Trajectory candidates are taken up to this many steps after the image.
     #[arg(long, default_value_t = 20)]
     delay: usize,
-    /// Search method: lm (Levenberg–Marquardt, at most 200 steps; ends at fixed points
+    /// Search method: lm (Levenberg–Marquardt, at most --lm-max-iters steps; ends at fixed points
     /// and at minima of S) or adam.
     #[arg(long, default_value = "lm")]
     method: memrnn_slowpoints::SearchMethod,
+    /// How --method lm solves its damped Gauss–Newton steps: dense (Jacobian and
+    /// Cholesky per candidate), krylov (matrix-free CG from Jacobian–vector products), or
+    /// auto (by size: krylov for GRU from H = 85, tanh RNN from H = 29, LSTM from H = 15).
+    #[arg(long, default_value = "auto")]
+    lm_solver: memrnn_core::LmSolver,
+    /// Most LM trial steps per candidate (with --method lm).
+    #[arg(long, default_value_t = memrnn_core::LmConfig::default().max_iters)]
+    lm_max_iters: u32,
     /// Most Adam iterations per candidate (with --method adam).
     #[arg(long, default_value_t = 10_000)]
     max_iters: u32,
@@ -124,6 +132,11 @@ pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> R
     let (model, task) = load_model(&a.checkpoint, &set)?;
     let cfg = FinderConfig {
         method: a.method,
+        lm: memrnn_core::LmConfig {
+            solver: a.lm_solver,
+            max_iters: a.lm_max_iters,
+            ..Default::default()
+        },
         search: SlowPointConfig {
             max_iters: a.max_iters,
             adam: memrnn_core::AdamConfig {
@@ -148,8 +161,13 @@ pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> R
     let pb = spinner(
         progress,
         &format!(
-            "slow-point search ({}): {} candidates, up to {} iterations each",
+            "slow-point search ({}{}): {} candidates, up to {} iterations each",
             a.method,
+            match a.method {
+                memrnn_slowpoints::SearchMethod::Lm =>
+                    format!(", {} solver", a.lm_solver.resolve(&model.cell).name()),
+                memrnn_slowpoints::SearchMethod::Adam => String::new(),
+            },
             10 + a.candidates,
             match a.method {
                 memrnn_slowpoints::SearchMethod::Adam => a.max_iters,

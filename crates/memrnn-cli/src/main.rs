@@ -339,6 +339,9 @@ struct RunArgs {
     /// Slow-point search method: lm (Levenberg–Marquardt) or adam.
     #[arg(long, default_value = "lm")]
     method: memrnn_slowpoints::SearchMethod,
+    /// How --method lm solves its steps: dense, krylov (matrix-free) or auto (by size).
+    #[arg(long, default_value = "auto")]
+    lm_solver: memrnn_core::LmSolver,
 }
 
 fn main() {
@@ -684,6 +687,10 @@ fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
         v_source: v_source(&a.v)?,
         finder: memrnn_slowpoints::FinderConfig {
             method: a.method,
+            lm: memrnn_core::LmConfig {
+                solver: a.lm_solver,
+                ..Default::default()
+            },
             search: memrnn_core::backend::SlowPointConfig {
                 max_iters: a.finder_iters,
                 ..Default::default()

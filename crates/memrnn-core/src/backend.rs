@@ -312,9 +312,12 @@ pub trait Backend: Send + Sync {
     /// iteration cap (see [`crate::lm`]). States are updated in place. Results must not
     /// depend on the grouping of candidates nor on the thread count.
     ///
-    /// The default, [`crate::lm::slow_point_lm_default`], uses `seq_forward` and
-    /// `step_jacobian` with the factorisations on the host, so it runs on every backend;
-    /// backends override it with a fused loop.
+    /// The default runs `cfg.solver` resolved for `cell` ([`crate::lm::LmSolver::resolve`]):
+    /// dense, [`crate::lm::slow_point_lm_default`] (`seq_forward` and `step_jacobian`
+    /// with the factorisations on the host), or matrix-free,
+    /// [`crate::lm_krylov::slow_point_lm_krylov_default`] (`seq_forward`, `step_jvp`,
+    /// `seq_backward`), so both run on every backend; backends override it with fused
+    /// loops.
     fn slow_point_lm(
         &self,
         cell: &CellDims,
@@ -323,7 +326,12 @@ pub trait Backend: Send + Sync {
         search: &mut crate::lm::LmSearch<Self::Tensor>,
         cfg: &crate::lm::LmConfig,
     ) -> Result<()> {
-        crate::lm::slow_point_lm_default(self, cell, params, x, search, cfg)
+        match cfg.solver.resolve(cell) {
+            crate::lm::LmSolver::Krylov => {
+                crate::lm_krylov::slow_point_lm_krylov_default(self, cell, params, x, search, cfg)
+            }
+            _ => crate::lm::slow_point_lm_default(self, cell, params, x, search, cfg),
+        }
     }
 
     /// One Adam update of `params` with `grad`, in place (an empty tensor is valid: only

@@ -12,7 +12,8 @@
 //!   the reference.
 //! - [`lstm_state`]: PyTorch's separate `h`/`c` `(1, B, H)` and memrnn's `[h | c]` rows.
 //! - [`Backend`]: the trait the CPU and CUDA backends implement; [`lm`]: the shared
-//!   logic of its Levenberg–Marquardt slow-point search.
+//!   logic of its Levenberg–Marquardt slow-point search (dense), [`lm_krylov`]: its
+//!   matrix-free variant.
 //! - [`Error`]: one error type whose messages name the problem and the fix.
 //! - [`checks`]: the argument checks of every `Backend` operation, shared by the backends.
 //!
@@ -24,6 +25,7 @@ pub mod checkpoint;
 pub mod checks;
 pub mod error;
 pub mod lm;
+pub mod lm_krylov;
 pub mod lstm_state;
 pub mod model;
 pub mod real;
@@ -40,7 +42,7 @@ pub use checks::{
     check_step_speed_grad, ForwardInfo, SearchLens, UpstreamLens,
 };
 pub use error::{check_finite, check_len, Error, Result};
-pub use lm::{LmConfig, LmSearch, LmStatus, SearchStop};
+pub use lm::{LmConfig, LmSearch, LmSolver, LmStatus, SearchStop};
 pub use lstm_state::{pack_lstm_grad, pack_lstm_state, split_lstm_state};
 pub use model::{init_params, Model, Readout};
 pub use real::Real;

@@ -395,7 +395,12 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         memrnn_core::lm::check_lm_args(self, cell, params, x, search, cfg)?;
         let memrnn_core::lm::LmSearch { states, status, .. } = search;
-        self.install(|| crate::lm::slow_point_lm(cell, params, x, states, status, cfg))
+        match cfg.solver.resolve(cell) {
+            memrnn_core::LmSolver::Krylov => self.install(|| {
+                crate::lm_krylov::slow_point_lm_krylov(cell, params, x, states, status, cfg)
+            }),
+            _ => self.install(|| crate::lm::slow_point_lm(cell, params, x, states, status, cfg)),
+        }
     }
 
     fn adam_update(

@@ -7,7 +7,8 @@
 //!   recurrent product fused with the gates, AVX2 + FMA chosen at run time with a
 //!   portable fallback, rayon over batch rows; results independent of the thread count.
 //! - [`lm`]: the Levenberg–Marquardt slow-point search (analytic one-step Jacobians, f64
-//!   normal equations, rayon over candidates).
+//!   normal equations, rayon over candidates); [`lm_krylov`]: its matrix-free solver
+//!   (CG from Jacobian products batched over chunks of candidates through SGEMM).
 //! - [`CpuBackend`]: the [`memrnn_core::Backend`] implementation on top of the fast path.
 //!
 //! ```
@@ -38,6 +39,7 @@ pub mod backend;
 #[macro_use]
 pub mod fast;
 pub mod lm;
+pub mod lm_krylov;
 pub mod reference;
 pub mod slowpoints;
 

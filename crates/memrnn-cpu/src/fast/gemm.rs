@@ -47,8 +47,38 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// `dst [m, n]` (row-major, row stride `ld`) `= dst · accumulate + lhs [m, k] · rhs [k, n]`.
+/// `dst [m, n]` (row-major, row stride `ld`) `= dst · accumulate + lhs [m, k] · rhs [k, n]`,
+/// on the pool's threads.
 pub fn matmul(dst: &mut [f32], ld: usize, accumulate: bool, lhs: MatRef<'_>, rhs: MatRef<'_>) {
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    matmul_with(dst, ld, accumulate, lhs, rhs, par)
+}
+
+/// [`matmul`] on the calling thread only (for products inside a task that rayon already
+/// runs in parallel with others).
+pub fn matmul_serial(
+    dst: &mut [f32],
+    ld: usize,
+    accumulate: bool,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+) {
+    matmul_with(dst, ld, accumulate, lhs, rhs, gemm::Parallelism::None)
+}
+
+fn matmul_with(
+    dst: &mut [f32],
+    ld: usize,
+    accumulate: bool,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    par: gemm::Parallelism,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "matmul: inner dimensions differ");
     if m == 0 || n == 0 {
@@ -66,12 +96,6 @@ pub fn matmul(dst: &mut [f32], ld: usize, accumulate: bool, lhs: MatRef<'_>, rhs
         }
         return;
     }
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: the three views were bounds-checked (MatRef::new, the assert above) for
     // exactly the index ranges gemm touches with these strides; `dst` is borrowed mutably
     // so it aliases neither input.

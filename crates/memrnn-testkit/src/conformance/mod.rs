@@ -44,6 +44,7 @@ pub mod slowpoints;
 pub mod speed;
 
 use crate::test_seed;
+pub use memrnn_core::lm::LmSolver;
 pub use memrnn_core::CellKind;
 use memrnn_core::{Backend, Error};
 use std::fmt::Display;
@@ -213,7 +214,8 @@ macro_rules! backend_conformance {
             slowpoints_search_lstm => |cx| $crate::conformance::slowpoints::search(cx, $crate::conformance::CellKind::Lstm),
             slowpoints_default_loop => $crate::conformance::slowpoints::default_loop,
             slowpoints_edge_cases => $crate::conformance::slowpoints::edge_cases,
-            slowpoints_lm_search => $crate::conformance::slowpoints::lm_search,
+            slowpoints_lm_search => |cx| $crate::conformance::slowpoints::lm_search(cx, $crate::conformance::LmSolver::Dense),
+            slowpoints_lm_krylov_search => |cx| $crate::conformance::slowpoints::lm_search(cx, $crate::conformance::LmSolver::Krylov),
             bad_seq_forward => $crate::conformance::bad_args::seq_forward,
             bad_seq_backward => $crate::conformance::bad_args::seq_backward,
             bad_point_args => $crate::conformance::bad_args::point_ops,

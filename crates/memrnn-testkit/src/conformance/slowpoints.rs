@@ -388,15 +388,19 @@ pub fn edge_cases<B: Backend>(cx: &Cx<'_, B>) {
         assert_eq!(a.iters, b.iters, "{what}: a stopped candidate iterated");
     }
 }
-/// The Levenberg–Marquardt search (`Backend::slow_point_lm`: a backend's own loop, or the
-/// trait's default built from `seq_forward` and `step_jacobian`) against the CPU's fused
-/// search on the same problems: every candidate stops, and wherever both converge they
-/// reach the same fixed point (within 1e-3: f32 Jacobians, damped steps); at least half
-/// converge on both, so the comparison cannot pass empty. Small `H` and `K` keep the
-/// per-candidate `S × S` Jacobians cheap on the simulated device.
-pub fn lm_search<B: Backend>(cx: &Cx<'_, B>) {
+/// The Levenberg–Marquardt search with `solver` (`Backend::slow_point_lm`: a backend's own
+/// loop, or the trait's default built from `seq_forward` and `step_jacobian` (dense) or
+/// `seq_forward`, `step_jvp` and `seq_backward` (matrix-free)) against the CPU's fused
+/// search with the same solver on the same problems: every candidate stops, and wherever
+/// both converge they reach the same fixed point (within 1e-3: f32 products, damped
+/// steps); at least half converge on both, so the comparison cannot pass empty. Small `H`
+/// and `K` keep the per-candidate work cheap on the simulated device.
+pub fn lm_search<B: Backend>(cx: &Cx<'_, B>, solver: memrnn_core::lm::LmSolver) {
     use memrnn_core::lm::{LmConfig, LmSearch, SearchStop};
-    let cfg = LmConfig::default();
+    let cfg = LmConfig {
+        solver,
+        ..LmConfig::default()
+    };
     let cpu = CpuBackend::new();
     for (n, (kind, hidden)) in [(CellKind::Rnn, 7), (CellKind::Gru, 9), (CellKind::Lstm, 5)]
         .into_iter()
@@ -407,7 +411,10 @@ pub fn lm_search<B: Backend>(cx: &Cx<'_, B>) {
         // Contracting networks (gain 0.8): their fixed points exist and attract.
         let mut r = rng(s);
         p.params = random_params(&mut r, &p.cell, 0.8);
-        let what = cx.what(format!("{kind} H={hidden} K=12 LM search (seed {s})"));
+        let what = cx.what(format!(
+            "{kind} H={hidden} K=12 LM search, {} solver (seed {s})",
+            solver.name()
+        ));
         let sd = p.cell.state_size();
         let run = |b: &dyn Fn(&mut LmSearch<Vec<f32>>) -> memrnn_core::Result<()>| {
             let mut search = LmSearch::new(&cpu, &p.cell, &p.candidates, &cfg)
