@@ -15,6 +15,8 @@
 //!   logic of its Levenberg–Marquardt slow-point search.
 //! - [`Error`]: one error type whose messages name the problem and the fix.
 //! - [`checks`]: the argument checks of every `Backend` operation, shared by the backends.
+//! - [`step`]: the types of the training step's operations (readout cross-entropy,
+//!   clipped Adam over several tensors).
 //!
 //! The equations are in `MATH.md` (the project's copy of the design's contract).
 
@@ -29,15 +31,17 @@ pub mod model;
 pub mod real;
 pub mod slow_point;
 pub mod state_dict;
+pub mod step;
 
 pub use backend::{
     adam_update_host, AdamConfig, AdamState, Backend, SeqForward, SeqGrads, SeqUpstream, SpeedGrad,
 };
 pub use cell::{CellDims, CellKind, ParamBlock, ParamLayout, ParamView, ParamViewMut, SeqShape};
 pub use checks::{
-    check_adam_update, check_cell, check_seq_backward, check_seq_forward, check_shape,
-    check_slow_point_iterations, check_step_jacobian, check_step_jvp, check_step_speed,
-    check_step_speed_grad, ForwardInfo, SearchLens, UpstreamLens,
+    check_adam_update, check_axpy, check_cell, check_clip_adam_update, check_readout_ce,
+    check_seq_backward, check_seq_forward, check_shape, check_slow_point_iterations,
+    check_step_jacobian, check_step_jvp, check_step_speed, check_step_speed_grad, ForwardInfo,
+    SearchLens, UpstreamLens,
 };
 pub use error::{check_finite, check_len, Error, Result};
 pub use lm::{LmConfig, LmSearch, LmStatus, SearchStop};
@@ -47,4 +51,7 @@ pub use real::Real;
 pub use state_dict::{
     load_state_dict_file, LoadReport, Mismatch, ModelOf, ReadoutOf, StateDict, StateEntry,
     TensorDtype,
+};
+pub use step::{
+    clip_scale, AdamGroup, CeStat, ClipNorm, ReadoutCe, CE_STATS, CLIP_NORM_LEN, MAX_ADAM_GROUPS,
 };

@@ -3,12 +3,13 @@
 use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions};
 use memrnn_core::backend::{check_slow_point_args, SlowPointConfig, SlowPointSearch};
 use memrnn_core::checks::{
-    check_adam_update, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_jvp,
-    check_step_speed, check_step_speed_grad, ForwardInfo, UpstreamLens,
+    check_adam_update, check_axpy, check_clip_adam_update, check_readout_ce, check_seq_backward,
+    check_seq_forward, check_step_jacobian, check_step_jvp, check_step_speed,
+    check_step_speed_grad, ForwardInfo, UpstreamLens,
 };
 use memrnn_core::{
-    adam_update_host, check_finite, AdamConfig, AdamState, Backend, CellDims, Error, Result,
-    SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
+    adam_update_host, check_finite, clip_scale, AdamConfig, AdamGroup, AdamState, Backend,
+    CellDims, Error, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
 };
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -423,5 +424,93 @@ impl Backend for CpuBackend {
         });
         state.step += 1;
         Ok(())
+    }
+
+    fn readout_ce(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &Vec<f32>,
+        readout: &Vec<f32>,
+        targets: &Vec<f32>,
+        weights: &Vec<f32>,
+    ) -> Result<ReadoutCe<Vec<f32>>> {
+        check_readout_ce(
+            hidden,
+            classes,
+            h.len(),
+            readout.len(),
+            targets.len(),
+            weights.len(),
+        )?;
+        let (dh, dreadout, stats) = self
+            .install(|| fast::readout::readout_ce(hidden, classes, h, readout, targets, weights));
+        Ok(ReadoutCe {
+            dh,
+            dreadout,
+            stats,
+        })
+    }
+
+    fn axpy(&self, y: &mut Vec<f32>, alpha: f32, x: &Vec<f32>) -> Result<()> {
+        check_axpy(y.len(), x.len())?;
+        y.iter_mut().zip(x).for_each(|(a, &b)| *a += alpha * b);
+        Ok(())
+    }
+
+    fn sum(&self, x: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(vec![x.iter().sum()])
+    }
+
+    fn clip_adam_update(
+        &self,
+        groups: &mut [AdamGroup<'_, Vec<f32>>],
+        clip: Option<f32>,
+        cfg: &AdamConfig,
+    ) -> Result<Vec<f32>> {
+        let lens: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.params.len(),
+                    g.grad.len(),
+                    g.state.m.len(),
+                    g.state.v.len(),
+                    g.state.step,
+                )
+            })
+            .collect();
+        check_clip_adam_update(&lens, clip, cfg)?;
+        // In order, in f64: the host path's sum, so the clip scale is bit for bit its own.
+        let norm = groups
+            .iter()
+            .flat_map(|g| g.grad.iter())
+            .map(|&v| v as f64 * v as f64)
+            .sum::<f64>()
+            .sqrt();
+        let scale = clip_scale(norm, clip);
+        for g in groups.iter_mut() {
+            let step = g.state.step;
+            g.state.step += 1;
+            if !norm.is_finite() {
+                continue;
+            }
+            let scaled: Vec<f32>;
+            let grad: &[f32] = if scale == 1.0 {
+                g.grad
+            } else {
+                scaled = g.grad.iter().map(|&v| v * scale).collect();
+                &scaled
+            };
+            const CHUNK: usize = 1 << 14;
+            let (p, m, v) = (&mut *g.params, &mut g.state.m, &mut g.state.v);
+            self.install(|| {
+                p.par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks(CHUNK))
+                    .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+                    .for_each(|((p, g), (m, v))| adam_update_host(p, g, m, v, step, cfg));
+            });
+        }
+        Ok(vec![norm as f32, scale])
     }
 }

@@ -8,13 +8,15 @@ use crate::blas::{gemm_rm, Op};
 use crate::device::real::RealDevice;
 use crate::device::{backend_err, Buf, Device, View};
 use crate::kernels::{Kernel, KernelParams};
+use crate::ops::readout;
 use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath};
 use crate::ops::small::{self, AdamScalars};
 use crate::ops::spec;
 use memrnn_core::{
-    check_adam_update, check_seq_backward, check_seq_forward, check_step_jacobian,
-    check_step_speed, check_step_speed_grad, AdamConfig, AdamState, Backend, CellDims, ForwardInfo,
-    ParamBlock, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad, UpstreamLens,
+    check_adam_update, check_axpy, check_clip_adam_update, check_readout_ce, check_seq_backward,
+    check_seq_forward, check_step_jacobian, check_step_speed, check_step_speed_grad, AdamConfig,
+    AdamGroup, AdamState, Backend, CellDims, ForwardInfo, ParamBlock, ReadoutCe, Result,
+    SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
 };
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -589,16 +591,7 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         check_adam_update(params.len, grad.len, state.m.len, state.v.len, cfg)?;
         let n = params.len;
-        let t = i32::try_from(state.step.saturating_add(1)).unwrap_or(i32::MAX);
-        let bc1 = 1.0 - cfg.beta1.powi(t);
-        let bc2 = 1.0 - cfg.beta2.powi(t);
-        let sc = AdamScalars {
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            step_size: cfg.lr / bc1,
-            bc2_sqrt: bc2.sqrt(),
-            eps: cfg.eps,
-        };
+        let sc = adam_scalars(cfg, state.step);
         if n > 0 {
             small::adam_update(
                 &self.dev,
@@ -612,6 +605,135 @@ impl Backend for CudaBackend {
         }
         state.step += 1;
         Ok(())
+    }
+
+    fn readout_ce(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &CudaTensor,
+        readout: &CudaTensor,
+        targets: &CudaTensor,
+        weights: &CudaTensor,
+    ) -> Result<ReadoutCe<CudaTensor>> {
+        check_readout_ce(
+            hidden,
+            classes,
+            h.len,
+            readout.len,
+            targets.len,
+            weights.len,
+        )?;
+        let rows = targets.len;
+        let ro_len = readout.len;
+        if rows == 0 {
+            return Ok(ReadoutCe {
+                dh: self.zeros(0)?,
+                dreadout: self.zeros(ro_len)?,
+                stats: self.zeros(CE_STATS)?,
+            });
+        }
+        let g = self.out(rows * classes)?;
+        let row_stats = self.out(rows * CE_STATS)?;
+        let dh = self.out(rows * hidden)?;
+        let dreadout = self.out(ro_len)?;
+        let stats = self.out(CE_STATS)?;
+        readout::readout_ce(
+            &self.dev,
+            hidden,
+            classes,
+            rows,
+            h.v(),
+            readout.v(),
+            targets.v(),
+            weights.v(),
+            &readout::ReadoutBuffers {
+                g: g.all(),
+                row_stats: row_stats.all(),
+                dh: dh.all(),
+                dreadout: dreadout.all(),
+                stats: stats.all(),
+            },
+        )?;
+        Ok(ReadoutCe {
+            dh: self.tensor(dh, rows * hidden),
+            dreadout: self.tensor(dreadout, ro_len),
+            stats: self.tensor(stats, CE_STATS),
+        })
+    }
+
+    fn axpy(&self, y: &mut CudaTensor, alpha: f32, x: &CudaTensor) -> Result<()> {
+        check_axpy(y.len, x.len)?;
+        if y.len > 0 {
+            small::axpy(&self.dev, y.v(), alpha, x.v(), y.len)?;
+        }
+        Ok(())
+    }
+
+    fn sum(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let out = self.out(1)?;
+        if x.len == 0 {
+            small::fill(&self.dev, out.all(), 0.0)?;
+        } else {
+            small::col_sum(&self.dev, x.v(), x.len, 1, out.all())?;
+        }
+        Ok(self.tensor(out, 1))
+    }
+
+    fn clip_adam_update(
+        &self,
+        groups: &mut [AdamGroup<'_, CudaTensor>],
+        clip: Option<f32>,
+        cfg: &AdamConfig,
+    ) -> Result<CudaTensor> {
+        let lens: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.params.len,
+                    g.grad.len,
+                    g.state.m.len,
+                    g.state.v.len,
+                    g.state.step,
+                )
+            })
+            .collect();
+        check_clip_adam_update(&lens, clip, cfg)?;
+        let out = self.out(CLIP_NORM_LEN)?;
+        let sc = adam_scalars(cfg, groups[0].state.step);
+        let views: Vec<small::GroupViews<'_>> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.params.v(),
+                    g.grad.v(),
+                    g.state.m.v(),
+                    g.state.v.v(),
+                    g.params.len,
+                )
+            })
+            .collect();
+        small::clip_adam(&self.dev, &views, out.all(), clip, &sc)?;
+        drop(views);
+        for g in groups.iter_mut() {
+            g.state.step += 1;
+        }
+        Ok(self.tensor(out, CLIP_NORM_LEN))
+    }
+}
+
+/// Adam's scalars for the update after `step` updates, computed exactly as
+/// `memrnn_core::adam_update_host` does.
+fn adam_scalars(cfg: &AdamConfig, step: u64) -> AdamScalars {
+    let t = i32::try_from(step.saturating_add(1)).unwrap_or(i32::MAX);
+    let bc1 = 1.0 - cfg.beta1.powi(t);
+    let bc2 = 1.0 - cfg.beta2.powi(t);
+    AdamScalars {
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        step_size: cfg.lr / bc1,
+        bc2_sqrt: bc2.sqrt(),
+        eps: cfg.eps,
     }
 }
 

@@ -220,6 +220,62 @@ pub(crate) struct CompactParams {
     pub count: DevPtr,
 }
 
+/// `MrReadoutParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadoutParams {
+    pub h: DevPtr,
+    pub readout: DevPtr,
+    pub targets: DevPtr,
+    pub weights: DevPtr,
+    pub g: DevPtr,
+    pub dh: DevPtr,
+    pub row_stats: DevPtr,
+    pub rows: i32,
+    pub h_len: i32,
+    pub c: i32,
+    pub inv_rows: f32,
+}
+
+/// `MrAxpyParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AxpyParams {
+    pub y: DevPtr,
+    pub x: DevPtr,
+    pub n: i64,
+    pub alpha: f32,
+}
+
+/// `mr::AdamGroupArgs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct AdamGroupArgs {
+    pub p: DevPtr,
+    pub g: DevPtr,
+    pub m: DevPtr,
+    pub v: DevPtr,
+    pub n: i64,
+}
+
+/// `MrClipAdamParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClipAdamParams {
+    pub g0: AdamGroupArgs,
+    pub g1: AdamGroupArgs,
+    pub g2: AdamGroupArgs,
+    pub g3: AdamGroupArgs,
+    pub clip: DevPtr,
+    pub max_norm: f32,
+    pub has_max: i32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub step_size: f32,
+    pub bc2_sqrt: f32,
+    pub eps: f32,
+}
+
 /// A parameter struct of some kernel: plain old data, `#[repr(C)]`, mirrored in
 /// `kernels/params.cuh`.
 ///
@@ -256,6 +312,9 @@ params!(
     SlowPointsParams,
     PackParams,
     CompactParams,
+    ReadoutParams,
+    AxpyParams,
+    ClipAdamParams,
 );
 
 /// The PTX module a kernel lives in (one per `kernels/*.cu`).
@@ -266,15 +325,17 @@ pub(crate) enum Module {
     Lstm,
     Adam,
     SlowPoints,
+    Readout,
 }
 
 impl Module {
-    pub(crate) const ALL: [Module; 5] = [
+    pub(crate) const ALL: [Module; 6] = [
         Module::Rnn,
         Module::Gru,
         Module::Lstm,
         Module::Adam,
         Module::SlowPoints,
+        Module::Readout,
     ];
 
     /// `(file name, PTX)`.
@@ -286,6 +347,7 @@ impl Module {
             Module::Lstm => ("lstm.ptx", ptx::LSTM),
             Module::Adam => ("adam.ptx", ptx::ADAM),
             Module::SlowPoints => ("slowpoints.ptx", ptx::SLOWPOINTS),
+            Module::Readout => ("readout.ptx", ptx::READOUT),
         }
     }
 }
@@ -353,6 +415,10 @@ mod sim_entries {
         pub fn lstm_slowpoints_narrow_f32(p: SlowPointsParams);
         pub fn slowpoints_pack_f32(p: PackParams);
         pub fn slowpoints_compact_f32(p: CompactParams);
+        pub fn axpy_f32(p: AxpyParams);
+        pub fn clip_norm_f32(p: ClipAdamParams);
+        pub fn clip_adam_f32(p: ClipAdamParams);
+        pub fn readout_ce_rows_f32(p: ReadoutParams);
     }
 }
 
@@ -407,6 +473,10 @@ kernels! {
     LSTM_SLOWPOINTS_NARROW = lstm_slowpoints_narrow_f32(SlowPointsParams) in SlowPoints, big_smem;
     SLOWPOINTS_PACK = slowpoints_pack_f32(PackParams) in SlowPoints;
     SLOWPOINTS_COMPACT = slowpoints_compact_f32(CompactParams) in SlowPoints;
+    AXPY = axpy_f32(AxpyParams) in Adam;
+    CLIP_NORM = clip_norm_f32(ClipAdamParams) in Adam;
+    CLIP_ADAM = clip_adam_f32(ClipAdamParams) in Adam;
+    READOUT_CE_ROWS = readout_ce_rows_f32(ReadoutParams) in Readout;
 }
 
 /// The four recurrence entry points of one cell family (kernels/common.cuh).
@@ -502,6 +572,21 @@ mod tests {
         fields!(v, "MrCompactParams", CompactParams,
             status: DevPtr => "status", k: i32 => "K", with_max_iters: i32 => "with_max_iters",
             idx: DevPtr => "idx", count: DevPtr => "count");
+        fields!(v, "MrReadoutParams", ReadoutParams,
+            h: DevPtr => "h", readout: DevPtr => "readout", targets: DevPtr => "targets",
+            weights: DevPtr => "weights", g: DevPtr => "g", dh: DevPtr => "dh",
+            row_stats: DevPtr => "row_stats", rows: i32 => "rows", h_len: i32 => "H",
+            c: i32 => "C", inv_rows: f32 => "inv_rows");
+        fields!(v, "MrAxpyParams", AxpyParams,
+            y: DevPtr => "y", x: DevPtr => "x", n: i64 => "n", alpha: f32 => "alpha");
+        fields!(v, "mr::AdamGroupArgs", AdamGroupArgs,
+            p: DevPtr => "p", g: DevPtr => "g", m: DevPtr => "m", v: DevPtr => "v",
+            n: i64 => "n");
+        fields!(v, "MrClipAdamParams", ClipAdamParams,
+            g0: AdamGroupArgs => "g0", g1: AdamGroupArgs => "g1", g2: AdamGroupArgs => "g2",
+            g3: AdamGroupArgs => "g3", clip: DevPtr => "clip", max_norm: f32 => "max_norm",
+            has_max: i32 => "has_max", beta1: f32 => "beta1", beta2: f32 => "beta2",
+            step_size: f32 => "step_size", bc2_sqrt: f32 => "bc2_sqrt", eps: f32 => "eps");
         v
     }
 

@@ -11,16 +11,19 @@ pub const LSTM: &str = include_str!("../ptx/lstm.ptx");
 pub const ADAM: &str = include_str!("../ptx/adam.ptx");
 /// `kernels/slowpoints.cu` (sm_90).
 pub const SLOWPOINTS: &str = include_str!("../ptx/slowpoints.ptx");
+/// `kernels/readout.cu` (sm_90).
+pub const READOUT: &str = include_str!("../ptx/readout.ptx");
 /// Source, header and PTX hashes, nvcc's version and the flags.
 pub const MANIFEST: &str = include_str!("../ptx/MANIFEST");
 
 /// Every embedded module: (file name, PTX).
-pub const ALL: [(&str, &str); 5] = [
+pub const ALL: [(&str, &str); 6] = [
     ("rnn.ptx", RNN),
     ("gru.ptx", GRU),
     ("lstm.ptx", LSTM),
     ("adam.ptx", ADAM),
     ("slowpoints.ptx", SLOWPOINTS),
+    ("readout.ptx", READOUT),
 ];
 
 #[cfg(test)]
