@@ -17,11 +17,13 @@
 //   axpy_f32          y[i] += alpha * x[i] (the speed penalty's gradient joining the
 //                     cross-entropy's). Launch: 1-D, grid-stride.
 //   clip_norm_f32     the global norm of up to four gradients, summed in double, into
-//                     clip[0], and the clip scale (max_norm / norm when above max_norm, in
-//                     double, rounded to float, as memrnn_core::clip_scale) into clip[1].
+//                     clip[0], the clip scale (max_norm / norm when above max_norm, in
+//                     double, rounded to float, as memrnn_core::clip_scale) into clip[1],
+//                     and the skip decision (non-finite norm, or the divergence guard:
+//                     halted already, or a bad loss) into clip[2].
 //                     Launch: ONE block of CLIP_THREADS threads (the sum order is fixed).
 //   clip_adam_f32     adam_update_f32 over up to four groups in one launch, each gradient
-//                     times clip[1]; nothing is written when clip[0] is not finite.
+//                     times clip[1]; nothing is written when clip[2] is set.
 //                     Launch: 1-D, any block size, grid-stride over the groups' total.
 // Every kernel takes one parameter struct (params.cuh), unpacked into locals first.
 // Limits: element counts below 2^31 except where a size_t count is taken.
@@ -185,13 +187,21 @@ extern "C" __global__ void clip_norm_f32(const MrClipAdamParams P) {
         P.clip[0] = (float)norm;
         P.clip[1] = P.has_max && norm > (double)P.max_norm ? (float)((double)P.max_norm / norm)
                                                             : 1.0f;
+        bool skip = !isfinite(norm);
+        if (P.has_guard) {
+            const float loss = P.loss[0];
+            if (P.halted[0] != 0.0f || !isfinite(loss) || loss > P.max_loss) {
+                P.halted[0] = 1.0f;
+                skip = true;
+            }
+        }
+        P.clip[2] = skip ? 1.0f : 0.0f;
     }
 }
 
 extern "C" __global__ void clip_adam_f32(const MrClipAdamParams P) {
     const mr::AdamGroupArgs gs[4] = {P.g0, P.g1, P.g2, P.g3};
-    const float norm = P.clip[0];
-    if (!isfinite(norm)) return;
+    if (P.clip[2] != 0.0f) return;
     const float scale = P.clip[1];
     const float beta1 = P.beta1, beta2 = P.beta2, step_size = P.step_size;
     const float bc2_sqrt = P.bc2_sqrt, eps = P.eps;

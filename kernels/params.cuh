@@ -197,11 +197,17 @@ struct AdamGroupArgs {
 }  // namespace mr
 
 // clip_norm_f32 (one block) and clip_adam_f32 (grid-stride over all groups): the global
-// gradient norm over up to four groups into clip[0], the clip scale into clip[1]; then
-// Adam on every group with its gradient times clip[1], skipped when clip[0] is not finite.
+// gradient norm over up to four groups into clip[0], the clip scale into clip[1], and in
+// clip[2] whether the update is skipped (a non-finite norm; with has_guard, also *halted
+// already set or a loss *loss that is not finite or above max_loss, which sets *halted);
+// then Adam on every group with its gradient times clip[1] unless clip[2] is set.
 struct MrClipAdamParams {
     mr::AdamGroupArgs g0, g1, g2, g3;
     float* clip;
+    const float* loss;
+    float* halted;
+    float max_loss;
+    int has_guard;
     float max_norm;
     int has_max;
     float beta1, beta2, step_size, bc2_sqrt, eps;

@@ -356,16 +356,30 @@ pub trait Backend: Send + Sync {
     /// clipping: the norm `‖g‖` over all groups' gradients together, the scale
     /// [`clip_scale`](crate::clip_scale)`(‖g‖, clip)` applied to every gradient, then
     /// [`adam_update_host`]'s arithmetic on each element, all without a host round trip.
-    /// Returns `[‖g‖, scale]` ([`ClipNorm`](crate::ClipNorm)) on the backend. When `‖g‖` is
-    /// not finite nothing is updated (parameters and moments keep their values: the
-    /// caller reads the norm and stops); the step counts advance either way, since
-    /// reading the norm would be a host synchronisation. The gradients are not modified.
+    /// Returns `[‖g‖, scale, skipped]` ([`ClipNorm`](crate::ClipNorm)) on the backend.
+    /// The update is skipped (parameters and moments keep their values) when `‖g‖` is not
+    /// finite or the `guard` ([`StepGuard`](crate::StepGuard)) trips; the step counts
+    /// advance either way, since knowing would take a host synchronisation: the caller
+    /// reads `skipped` and rewinds them. The gradients are not modified.
     fn clip_adam_update(
         &self,
         groups: &mut [crate::AdamGroup<'_, Self::Tensor>],
         clip: Option<f32>,
+        guard: Option<crate::StepGuard<'_, Self::Tensor>>,
         cfg: &AdamConfig,
     ) -> Result<Self::Tensor>;
+
+    /// Copies `src[src_offset..src_offset + len]` into `dst[dst_offset..]` (in place, on
+    /// the backend): how a training loop files each step's scalars into the record it
+    /// reads back at the logging interval.
+    fn copy_into(
+        &self,
+        dst: &mut Self::Tensor,
+        dst_offset: usize,
+        src: &Self::Tensor,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()>;
 
     /// Fresh Adam state (zero moments) for a tensor of `len` values.
     fn adam_state(&self, len: usize) -> Result<AdamState<Self::Tensor>> {

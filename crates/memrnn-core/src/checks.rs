@@ -278,10 +278,12 @@ pub fn check_axpy(y: usize, x: usize) -> Result<()> {
 /// [`Backend::clip_adam_update`](crate::Backend::clip_adam_update): one to
 /// [`MAX_ADAM_GROUPS`](crate::MAX_ADAM_GROUPS) groups;
 /// each group's `grad` and moments as long as its parameters; every group at the same
-/// Adam step (they are one optimiser); a clip limit, when given, positive and finite;
-/// then the config. `groups` holds `(params, grad, m, v, step)` per group.
+/// Adam step (they are one optimiser); the guard's `loss` and `halted` one value each
+/// (given as their lengths, with `max_loss`, which must not be NaN); a clip limit, when given, positive and finite; then the
+/// config. `groups` holds `(params, grad, m, v, step)` per group.
 pub fn check_clip_adam_update(
     groups: &[(usize, usize, usize, usize, u64)],
+    guard: Option<(usize, usize, f32)>,
     clip: Option<f32>,
     cfg: &AdamConfig,
 ) -> Result<()> {
@@ -309,6 +311,15 @@ pub fn check_clip_adam_update(
             )));
         }
     }
+    if let Some((loss, halted, max_loss)) = guard {
+        check_len("guard loss", 1, loss, || "[1]: the step's loss".into())?;
+        check_len("guard halted", 1, halted, || "[1]: the halt flag".into())?;
+        if max_loss.is_nan() {
+            return Err(Error::InvalidArgument(
+                "the divergence guard's max_loss is NaN: give a loss limit (∞ for none)".into(),
+            ));
+        }
+    }
     if let Some(c) = clip {
         if !(c.is_finite() && c > 0.0) {
             return Err(Error::InvalidArgument(format!(
@@ -317,6 +328,24 @@ pub fn check_clip_adam_update(
         }
     }
     cfg.validate()
+}
+
+/// [`Backend::copy_into`](crate::Backend::copy_into): both ranges inside their tensors.
+pub fn check_copy_into(
+    dst: usize,
+    dst_offset: usize,
+    src: usize,
+    src_offset: usize,
+    len: usize,
+) -> Result<()> {
+    for (what, total, off) in [("dst", dst, dst_offset), ("src", src, src_offset)] {
+        if off.checked_add(len).is_none_or(|end| end > total) {
+            return Err(Error::InvalidArgument(format!(
+                "copy_into: {what} range {off}..{off}+{len} is outside its {total} values"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The lengths of a [`SlowPointSearch`](crate::backend::SlowPointSearch): its `k`, and

@@ -38,10 +38,10 @@ pub use backend::{
 };
 pub use cell::{CellDims, CellKind, ParamBlock, ParamLayout, ParamView, ParamViewMut, SeqShape};
 pub use checks::{
-    check_adam_update, check_axpy, check_cell, check_clip_adam_update, check_readout_ce,
-    check_seq_backward, check_seq_forward, check_shape, check_slow_point_iterations,
-    check_step_jacobian, check_step_jvp, check_step_speed, check_step_speed_grad, ForwardInfo,
-    SearchLens, UpstreamLens,
+    check_adam_update, check_axpy, check_cell, check_clip_adam_update, check_copy_into,
+    check_readout_ce, check_seq_backward, check_seq_forward, check_shape,
+    check_slow_point_iterations, check_step_jacobian, check_step_jvp, check_step_speed,
+    check_step_speed_grad, ForwardInfo, SearchLens, UpstreamLens,
 };
 pub use error::{check_finite, check_len, Error, Result};
 pub use lm::{LmConfig, LmSearch, LmStatus, SearchStop};
@@ -53,5 +53,6 @@ pub use state_dict::{
     TensorDtype,
 };
 pub use step::{
-    clip_scale, AdamGroup, CeStat, ClipNorm, ReadoutCe, CE_STATS, CLIP_NORM_LEN, MAX_ADAM_GROUPS,
+    clip_scale, AdamGroup, CeStat, ClipNorm, ReadoutCe, StepGuard, CE_STATS, CLIP_NORM_LEN,
+    MAX_ADAM_GROUPS,
 };

@@ -48,17 +48,33 @@ pub struct AdamGroup<'a, T> {
     pub state: &'a mut AdamState<T>,
 }
 
-/// What [`Backend::clip_adam_update`](crate::Backend::clip_adam_update) leaves on the
-/// backend: `[norm, scale]`, the global gradient norm before clipping and the factor the
-/// gradients were multiplied by (1 without clipping or below the limit). A non-finite
-/// norm means nothing was updated.
-pub const CLIP_NORM_LEN: usize = 2;
+/// How many values the tensor [`Backend::clip_adam_update`](crate::Backend::clip_adam_update)
+/// returns holds: `[norm, scale, skipped]`, by [`ClipNorm`].
+pub const CLIP_NORM_LEN: usize = 3;
 
-/// The slots of the clip tensor ([`CLIP_NORM_LEN`] values).
+/// The slots of the tensor `clip_adam_update` returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClipNorm {
+    /// The global gradient norm before clipping.
     Norm = 0,
+    /// The factor the gradients were multiplied by (1 without clipping or below the limit).
     Scale = 1,
+    /// 1 when the update was skipped (a non-finite norm, or the [`StepGuard`] tripped), else 0.
+    Skipped = 2,
+}
+
+/// The divergence guard of [`Backend::clip_adam_update`](crate::Backend::clip_adam_update):
+/// the update is skipped, and `halted` set to 1, when `halted` already holds a non-zero
+/// value or the step's loss `loss[0]` is NaN, infinite or above `max_loss`. Because
+/// `halted` stays set, every later update is skipped too: a training loop that reads its
+/// numbers back only now and then still stops at the first bad step, with the parameters
+/// and moments of the step before it.
+pub struct StepGuard<'a, T> {
+    /// `[1]`: the step's loss.
+    pub loss: &'a T,
+    pub max_loss: f32,
+    /// `[1]`: 0 while training is healthy.
+    pub halted: &'a mut T,
 }
 
 /// The clip scale the host path used: `c / ‖g‖` (in f64, rounded to f32) when the norm

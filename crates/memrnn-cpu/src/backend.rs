@@ -3,13 +3,14 @@
 use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions};
 use memrnn_core::backend::{check_slow_point_args, SlowPointConfig, SlowPointSearch};
 use memrnn_core::checks::{
-    check_adam_update, check_axpy, check_clip_adam_update, check_readout_ce, check_seq_backward,
-    check_seq_forward, check_step_jacobian, check_step_jvp, check_step_speed,
+    check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_readout_ce,
+    check_seq_backward, check_seq_forward, check_step_jacobian, check_step_jvp, check_step_speed,
     check_step_speed_grad, ForwardInfo, UpstreamLens,
 };
 use memrnn_core::{
     adam_update_host, check_finite, clip_scale, AdamConfig, AdamGroup, AdamState, Backend,
-    CellDims, Error, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
+    CellDims, ClipNorm, Error, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream,
+    SpeedGrad, StepGuard, CLIP_NORM_LEN,
 };
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -466,6 +467,7 @@ impl Backend for CpuBackend {
         &self,
         groups: &mut [AdamGroup<'_, Vec<f32>>],
         clip: Option<f32>,
+        guard: Option<StepGuard<'_, Vec<f32>>>,
         cfg: &AdamConfig,
     ) -> Result<Vec<f32>> {
         let lens: Vec<_> = groups
@@ -480,7 +482,10 @@ impl Backend for CpuBackend {
                 )
             })
             .collect();
-        check_clip_adam_update(&lens, clip, cfg)?;
+        let guard_lens = guard
+            .as_ref()
+            .map(|g| (g.loss.len(), g.halted.len(), g.max_loss));
+        check_clip_adam_update(&lens, guard_lens, clip, cfg)?;
         // In order, in f64: the host path's sum, so the clip scale is bit for bit its own.
         let norm = groups
             .iter()
@@ -489,10 +494,18 @@ impl Backend for CpuBackend {
             .sum::<f64>()
             .sqrt();
         let scale = clip_scale(norm, clip);
+        let mut skip = !norm.is_finite();
+        if let Some(g) = guard {
+            let loss = g.loss[0];
+            if g.halted[0] != 0.0 || !loss.is_finite() || loss > g.max_loss {
+                g.halted[0] = 1.0;
+                skip = true;
+            }
+        }
         for g in groups.iter_mut() {
             let step = g.state.step;
             g.state.step += 1;
-            if !norm.is_finite() {
+            if skip {
                 continue;
             }
             let scaled: Vec<f32>;
@@ -511,6 +524,23 @@ impl Backend for CpuBackend {
                     .for_each(|((p, g), (m, v))| adam_update_host(p, g, m, v, step, cfg));
             });
         }
-        Ok(vec![norm as f32, scale])
+        let mut out = vec![0f32; CLIP_NORM_LEN];
+        out[ClipNorm::Norm as usize] = norm as f32;
+        out[ClipNorm::Scale as usize] = scale;
+        out[ClipNorm::Skipped as usize] = skip as u8 as f32;
+        Ok(out)
+    }
+
+    fn copy_into(
+        &self,
+        dst: &mut Vec<f32>,
+        dst_offset: usize,
+        src: &Vec<f32>,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_copy_into(dst.len(), dst_offset, src.len(), src_offset, len)?;
+        dst[dst_offset..dst_offset + len].copy_from_slice(&src[src_offset..src_offset + len]);
+        Ok(())
     }
 }

@@ -13,10 +13,11 @@ use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath}
 use crate::ops::small::{self, AdamScalars};
 use crate::ops::spec;
 use memrnn_core::{
-    check_adam_update, check_axpy, check_clip_adam_update, check_readout_ce, check_seq_backward,
-    check_seq_forward, check_step_jacobian, check_step_speed, check_step_speed_grad, AdamConfig,
-    AdamGroup, AdamState, Backend, CellDims, ForwardInfo, ParamBlock, ReadoutCe, Result,
-    SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
+    check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_readout_ce,
+    check_seq_backward, check_seq_forward, check_step_jacobian, check_step_speed,
+    check_step_speed_grad, AdamConfig, AdamGroup, AdamState, Backend, CellDims, ForwardInfo,
+    ParamBlock, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
+    StepGuard, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
 };
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -684,6 +685,7 @@ impl Backend for CudaBackend {
         &self,
         groups: &mut [AdamGroup<'_, CudaTensor>],
         clip: Option<f32>,
+        guard: Option<StepGuard<'_, CudaTensor>>,
         cfg: &AdamConfig,
     ) -> Result<CudaTensor> {
         let lens: Vec<_> = groups
@@ -698,7 +700,10 @@ impl Backend for CudaBackend {
                 )
             })
             .collect();
-        check_clip_adam_update(&lens, clip, cfg)?;
+        let guard_lens = guard
+            .as_ref()
+            .map(|g| (g.loss.len, g.halted.len, g.max_loss));
+        check_clip_adam_update(&lens, guard_lens, clip, cfg)?;
         let out = self.out(CLIP_NORM_LEN)?;
         let sc = adam_scalars(cfg, groups[0].state.step);
         let views: Vec<small::GroupViews<'_>> = groups
@@ -713,12 +718,33 @@ impl Backend for CudaBackend {
                 )
             })
             .collect();
-        small::clip_adam(&self.dev, &views, out.all(), clip, &sc)?;
+        let guard_views = guard
+            .as_ref()
+            .map(|g| (g.loss.v(), g.halted.v(), g.max_loss));
+        small::clip_adam(&self.dev, &views, out.all(), guard_views, clip, &sc)?;
         drop(views);
         for g in groups.iter_mut() {
             g.state.step += 1;
         }
         Ok(self.tensor(out, CLIP_NORM_LEN))
+    }
+
+    fn copy_into(
+        &self,
+        dst: &mut CudaTensor,
+        dst_offset: usize,
+        src: &CudaTensor,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_copy_into(dst.len, dst_offset, src.len, src_offset, len)?;
+        if len > 0 {
+            self.dev.copy(
+                src.buf.view(src_offset..src_offset + len),
+                dst.buf.view(dst_offset..dst_offset + len),
+            )?;
+        }
+        Ok(())
     }
 }
 

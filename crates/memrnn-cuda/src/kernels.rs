@@ -267,6 +267,10 @@ pub(crate) struct ClipAdamParams {
     pub g2: AdamGroupArgs,
     pub g3: AdamGroupArgs,
     pub clip: DevPtr,
+    pub loss: DevPtr,
+    pub halted: DevPtr,
+    pub max_loss: f32,
+    pub has_guard: i32,
     pub max_norm: f32,
     pub has_max: i32,
     pub beta1: f32,
@@ -584,7 +588,9 @@ mod tests {
             n: i64 => "n");
         fields!(v, "MrClipAdamParams", ClipAdamParams,
             g0: AdamGroupArgs => "g0", g1: AdamGroupArgs => "g1", g2: AdamGroupArgs => "g2",
-            g3: AdamGroupArgs => "g3", clip: DevPtr => "clip", max_norm: f32 => "max_norm",
+            g3: AdamGroupArgs => "g3", clip: DevPtr => "clip", loss: DevPtr => "loss",
+            halted: DevPtr => "halted", max_loss: f32 => "max_loss",
+            has_guard: i32 => "has_guard", max_norm: f32 => "max_norm",
             has_max: i32 => "has_max", beta1: f32 => "beta1", beta2: f32 => "beta2",
             step_size: f32 => "step_size", bc2_sqrt: f32 => "bc2_sqrt", eps: f32 => "eps");
         v

@@ -3,6 +3,7 @@
 //! Every launcher checks the lengths it relies on before it launches.
 
 use crate::device::{backend_err, Device, LaunchDims, View};
+use crate::kernels::DevPtr;
 use crate::kernels::{
     self, AdamGroupArgs, AdamParams, AxpyParams, ClipAdamParams, ColSumParams, FillParams,
     OneHotParams, RepeatRowsParams, SpeedParams, SubParams, TransposeParams,
@@ -252,10 +253,14 @@ const CLIP_THREADS: u32 = 256;
 
 /// The global norm and clip scale of up to four gradients into `clip [2]`, then Adam on
 /// every group with its gradient scaled (kernels/adam.cu: clip_norm_f32, clip_adam_f32).
+/// The divergence guard of [`clip_adam`]: `loss [1]`, `halted [1]` and the loss limit.
+pub(crate) type GuardViews<'a> = (View<'a, f32>, View<'a, f32>, f32);
+
 pub(crate) fn clip_adam(
     dev: &Device,
     groups: &[GroupViews<'_>],
     clip: View<'_, f32>,
+    guard: Option<GuardViews<'_>>,
     max_norm: Option<f32>,
     s: &AdamScalars,
 ) -> Result<()> {
@@ -265,7 +270,15 @@ pub(crate) fn clip_adam(
             groups.len()
         )));
     }
-    need("clip", clip.len(), 2)?;
+    need("clip", clip.len(), 3)?;
+    let (loss, halted, max_loss) = match guard {
+        Some((l, h, m)) => {
+            need("guard loss", l.len(), 1)?;
+            need("guard halted", h.len(), 1)?;
+            (dev.ptr(l)?, dev.ptr(h)?, m)
+        }
+        None => (DevPtr(0), DevPtr(0), 0.0),
+    };
     let mut args = [AdamGroupArgs::default(); 4];
     for (a, &(p, g, m, v, n)) in args.iter_mut().zip(groups) {
         for (what, len) in [
@@ -290,6 +303,10 @@ pub(crate) fn clip_adam(
         g2: args[2],
         g3: args[3],
         clip: dev.ptr(clip)?,
+        loss,
+        halted,
+        max_loss,
+        has_guard: guard.is_some() as i32,
         max_norm: max_norm.unwrap_or(0.0),
         has_max: max_norm.is_some() as i32,
         beta1: s.beta1,
@@ -299,7 +316,7 @@ pub(crate) fn clip_adam(
         eps: s.eps,
     };
     // Each kernel touches indices < n of each group's buffers (checked above; unused
-    // slots have n = 0) and clip[0..2].
+    // slots have n = 0), clip[0..3], and with the guard loss[0] and halted[0].
     dev.launch(
         &kernels::CLIP_NORM,
         LaunchDims::linear(1, CLIP_THREADS, 0),

@@ -2,12 +2,12 @@
 //! lengths 1, one past a small multiple of a block, and past the CPU backend's 2¹⁴-value
 //! chunks; with PyTorch's defaults and with other hyper-parameters. `clip_adam_update`
 //! (global-norm clipping and Adam over several tensors at once) against its host
-//! definition; `axpy` and `sum`.
+//! definition, and its divergence guard; `axpy`, `sum` and `copy_into`.
 
 use super::Cx;
 use crate::{rng, uniform};
 use memrnn_core::{
-    adam_update_host, clip_scale, AdamConfig, AdamGroup, AdamState, Backend, ClipNorm,
+    adam_update_host, clip_scale, AdamConfig, AdamGroup, AdamState, Backend, ClipNorm, StepGuard,
     CLIP_NORM_LEN,
 };
 
@@ -134,10 +134,16 @@ pub fn clip_matches_host<B: Backend>(cx: &Cx<'_, B>) {
                 .collect();
             let out = cx.ok(
                 format!("{what}: step {step}"),
-                cx.b.clip_adam_update(&mut groups, clip, &cfg),
+                cx.b.clip_adam_update(&mut groups, clip, None, &cfg),
             );
             let out = cx.down(&out);
             assert_eq!(out.len(), CLIP_NORM_LEN, "{}", cx.what(&what));
+            assert_eq!(
+                out[ClipNorm::Skipped as usize],
+                0.0,
+                "{}",
+                cx.what(format!("{what}: step {step} skipped"))
+            );
             cx.close(
                 format!("{what}: step {step} norm"),
                 &out[ClipNorm::Norm as usize..=ClipNorm::Norm as usize],
@@ -212,13 +218,15 @@ pub fn clip_matches_host<B: Backend>(cx: &Cx<'_, B>) {
                 },
             ],
             Some(1.0),
+            None,
             &cfg,
         ),
     );
+    let out = cx.down(&out);
     assert!(
-        cx.down(&out)[ClipNorm::Norm as usize].is_nan(),
+        out[ClipNorm::Norm as usize].is_nan() && out[ClipNorm::Skipped as usize] == 1.0,
         "{}",
-        cx.what("NaN gradient: the norm is not NaN")
+        cx.what(format!("NaN gradient: [norm, scale, skipped] = {out:?}"))
     );
     assert!(
         cx.down(&p) == p0 && cx.down(&q) == p0[..3] && cx.down(&st.m) == vec![0.0; 9],
@@ -256,6 +264,106 @@ pub fn axpy_and_sum<B: Backend>(cx: &Cx<'_, B>) {
             (total[0] as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
             "{}",
             cx.what(format!("sum n={n}: {} vs {want} (seed {s})", total[0]))
+        );
+    }
+}
+
+/// The divergence guard of `clip_adam_update`: a good loss updates as without a guard; a
+/// loss above the limit, or NaN, skips the update and sets `halted`, after which every
+/// update is skipped until `halted` is cleared.
+pub fn clip_guard<B: Backend>(cx: &Cx<'_, B>) {
+    let seed = cx.seed(59);
+    let mut r = rng(seed);
+    let cfg = AdamConfig::default();
+    let n = 45;
+    let mut p_host: Vec<f32> = uniform(&mut r, n, -1.0, 1.0);
+    let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+    let mut p = cx.up(&p_host);
+    let mut st = cx.ok("adam_state", cx.b.adam_state(n));
+    let mut halted = cx.up(&[0.0]);
+    // (loss, expect skipped, halted afterwards, clear halted first)
+    let script: [(f32, bool, f32, bool); 6] = [
+        (3.0, false, 0.0, false),
+        (11.0, true, 1.0, false),
+        (3.0, true, 1.0, false),
+        (3.0, false, 0.0, true),
+        (f32::NAN, true, 1.0, false),
+        (f32::INFINITY, true, 1.0, true),
+    ];
+    for (k, (loss, skipped, halted_after, clear)) in script.into_iter().enumerate() {
+        let what = format!("guard call {k}: loss {loss}");
+        if clear {
+            halted = cx.up(&[0.0]);
+        }
+        let g: Vec<f32> = uniform(&mut r, n, -1.0, 1.0);
+        let loss_t = cx.up(&[loss]);
+        let out = cx.ok(
+            &what,
+            cx.b.clip_adam_update(
+                &mut [AdamGroup {
+                    params: &mut p,
+                    grad: &cx.up(&g),
+                    state: &mut st,
+                }],
+                Some(0.5),
+                Some(StepGuard {
+                    loss: &loss_t,
+                    max_loss: 10.0,
+                    halted: &mut halted,
+                }),
+                &cfg,
+            ),
+        );
+        let out = cx.down(&out);
+        assert_eq!(
+            (out[ClipNorm::Skipped as usize], cx.down(&halted)[0]),
+            (skipped as u8 as f32, halted_after),
+            "{}",
+            cx.what(format!("{what}: (skipped, halted) (seed {seed})"))
+        );
+        if !skipped {
+            let norm = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+            let s = clip_scale(norm, Some(0.5));
+            let gs: Vec<f32> = g.iter().map(|&x| x * s).collect();
+            // The device's bias correction uses the step count, which advances on skipped
+            // calls too: call k is update number k + 1.
+            adam_update_host(&mut p_host, &gs, &mut m, &mut v, k as u64, &cfg);
+        }
+        let f = super::f64s;
+        cx.close(
+            format!("{what}: params"),
+            &cx.down(&p),
+            &f(&p_host),
+            1e-6,
+            seed,
+        );
+        cx.close(format!("{what}: m"), &cx.down(&st.m), &f(&m), 1e-6, seed);
+        cx.close(format!("{what}: v"), &cx.down(&st.v), &f(&v), 1e-6, seed);
+    }
+    assert_eq!(
+        st.step,
+        script.len() as u64,
+        "{}",
+        cx.what("guard: step counts")
+    );
+}
+
+/// `copy_into` against slices, including an empty copy and one to the end.
+pub fn copy_into<B: Backend>(cx: &Cx<'_, B>) {
+    let src: Vec<f32> = (0..10).map(|i| i as f32 + 0.5).collect();
+    let mut want = vec![-1.0f32; 7];
+    let mut dst = cx.up(&want);
+    let s = cx.up(&src);
+    for (doff, soff, len) in [(0, 3, 2), (5, 8, 2), (2, 0, 0), (6, 9, 1)] {
+        cx.ok(
+            format!("copy_into({doff}, {soff}, {len})"),
+            cx.b.copy_into(&mut dst, doff, &s, soff, len),
+        );
+        want[doff..doff + len].copy_from_slice(&src[soff..soff + len]);
+        assert!(
+            cx.down(&dst) == want,
+            "{}",
+            cx.what(format!("copy_into({doff}, {soff}, {len})"))
         );
     }
 }

@@ -683,7 +683,7 @@ pub fn clip_adam<B: Backend>(cx: &Cx<'_, B>) {
     expect_err(
         cx,
         call,
-        b.clip_adam_update(&mut [], Some(1.0), &cfg),
+        b.clip_adam_update(&mut [], Some(1.0), None, &cfg),
         "InvalidArgument",
         "at least one",
     );
@@ -708,7 +708,7 @@ pub fn clip_adam<B: Backend>(cx: &Cx<'_, B>) {
         expect_err(
             cx,
             call,
-            b.clip_adam_update(&mut groups, Some(1.0), &cfg),
+            b.clip_adam_update(&mut groups, Some(1.0), None, &cfg),
             "InvalidArgument",
             "at most",
         );
@@ -717,7 +717,7 @@ pub fn clip_adam<B: Backend>(cx: &Cx<'_, B>) {
             expect_err(
                 cx,
                 call,
-                b.clip_adam_update(two, Some(bad), &cfg),
+                b.clip_adam_update(two, Some(bad), None, &cfg),
                 "InvalidArgument",
                 "clip",
             );
@@ -726,7 +726,7 @@ pub fn clip_adam<B: Backend>(cx: &Cx<'_, B>) {
         expect_err(
             cx,
             call,
-            b.clip_adam_update(two, None, &bad_cfg),
+            b.clip_adam_update(two, None, None, &bad_cfg),
             "InvalidArgument",
             "Adam",
         );
@@ -734,7 +734,7 @@ pub fn clip_adam<B: Backend>(cx: &Cx<'_, B>) {
         expect_err(
             cx,
             call,
-            b.clip_adam_update(two, None, &cfg),
+            b.clip_adam_update(two, None, None, &cfg),
             "InvalidArgument",
             "step",
         );
@@ -753,6 +753,7 @@ pub fn clip_adam<B: Backend>(cx: &Cx<'_, B>) {
                 state: &mut st,
             }],
             None,
+            None,
             &cfg,
         ),
         "grad",
@@ -767,6 +768,7 @@ pub fn clip_adam<B: Backend>(cx: &Cx<'_, B>) {
                 grad: &gs[0],
                 state: &mut st,
             }],
+            None,
             None,
             &cfg,
         ),
@@ -791,4 +793,50 @@ pub fn clip_adam<B: Backend>(cx: &Cx<'_, B>) {
         cx.what("a refused call changed the parameters")
     );
     expect_shape(cx, "axpy", b.axpy(&mut p, 1.0, &short), "x");
+    // The guard's buffers hold one value each, and its limit is a number.
+    let (one, two) = (cx.zeros(1), cx.zeros(2));
+    for (loss, halted_len, max_loss, want) in [
+        (&two, 1, 1.0f32, "guard loss"),
+        (&one, 2, 1.0, "guard halted"),
+        (&one, 1, f32::NAN, "max_loss"),
+    ] {
+        let mut halted = cx.zeros(halted_len);
+        let r = b.clip_adam_update(
+            &mut [AdamGroup {
+                params: &mut p,
+                grad: &gs[0],
+                state: &mut sts[0],
+            }],
+            None,
+            Some(memrnn_core::StepGuard {
+                loss,
+                max_loss,
+                halted: &mut halted,
+            }),
+            &cfg,
+        );
+        if want == "max_loss" {
+            expect_err(cx, call, r, "InvalidArgument", want);
+        } else {
+            expect_shape(cx, call, r, want);
+        }
+    }
+    assert_eq!(
+        sts[0].step,
+        0,
+        "{}",
+        cx.what("a refused guarded call advanced the step")
+    );
+    // copy_into: ranges outside either tensor.
+    let mut dst = cx.zeros(4);
+    let src = cx.zeros(3);
+    for (doff, soff, len) in [(3, 0, 2), (0, 2, 2), (usize::MAX, 0, 1)] {
+        expect_err(
+            cx,
+            "copy_into",
+            b.copy_into(&mut dst, doff, &src, soff, len),
+            "InvalidArgument",
+            "outside",
+        );
+    }
 }

@@ -211,6 +211,8 @@ macro_rules! backend_conformance {
             adam_matches_host => $crate::conformance::adam::matches_host,
             adam_clip_matches_host => $crate::conformance::adam::clip_matches_host,
             adam_axpy_and_sum => $crate::conformance::adam::axpy_and_sum,
+            adam_clip_guard => $crate::conformance::adam::clip_guard,
+            copy_into => $crate::conformance::adam::copy_into,
             readout_ce_matches_reference => $crate::conformance::readout::matches_reference,
             readout_ce_edge_cases => $crate::conformance::readout::edge_cases,
             bad_readout_ce => $crate::conformance::bad_args::readout_ce,
