@@ -21,6 +21,7 @@ pub mod options;
 pub mod philox;
 pub mod pipeline;
 pub mod slow;
+mod step;
 pub mod study;
 pub mod task;
 pub mod train;
