@@ -212,3 +212,18 @@ struct MrClipAdamParams {
     int has_max;
     float beta1, beta2, step_size, bc2_sqrt, eps;
 };
+
+// task_batch_f32 / task_delay_f32: x [T, B, P + 1] (task_delay_f32: [B, P + 1], T unused),
+// targets and weights [T, B] (task_batch_f32 only), the digit table images [N, P] and
+// offsets [11] (as f32), the Philox key (k0, k1) of (seed, step), vocab and delta_min, and
+// the noise's mean and std.
+struct MrTaskParams {
+    float* x;
+    float* targets;
+    float* weights;
+    const float* images;
+    const float* offsets;
+    unsigned k0, k1;
+    int T, B, P, vocab, delta_min;
+    float mean, std_;
+};

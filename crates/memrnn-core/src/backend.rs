@@ -381,6 +381,30 @@ pub trait Backend: Send + Sync {
         len: usize,
     ) -> Result<()>;
 
+    /// The delayed-classification task's batch `spec` drawn on the backend from the
+    /// digits of `digits`: exactly [`crate::task_gen`]'s host definition (trials by
+    /// `draw_trial`, rows by `fill_task_row`, targets and weights by `task_targets`), bit
+    /// for bit.
+    fn task_batch(
+        &self,
+        digits: &crate::DigitTable<Self::Tensor>,
+        spec: &crate::TaskBatchSpec,
+    ) -> Result<crate::TaskBatch<Self::Tensor>>;
+
+    /// `n` delay-period inputs `[n, P + 1]` for `(seed, step)`: row `i` the noise of
+    /// [`crate::philox::Stream::SpeedInput`] at counter `(j, i, 0, 2)`, trigger 0 (the
+    /// speed penalty's inputs).
+    #[allow(clippy::too_many_arguments)]
+    fn delay_inputs(
+        &self,
+        seed: u64,
+        step: u64,
+        n: usize,
+        pixels: usize,
+        noise_mean: f32,
+        noise_std: f32,
+    ) -> Result<Self::Tensor>;
+
     /// Fresh Adam state (zero moments) for a tensor of `len` values.
     fn adam_state(&self, len: usize) -> Result<AdamState<Self::Tensor>> {
         Ok(AdamState {

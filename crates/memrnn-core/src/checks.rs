@@ -348,6 +348,25 @@ pub fn check_copy_into(
     Ok(())
 }
 
+/// [`Backend::delay_inputs`](crate::Backend::delay_inputs): `n < 2³¹` rows (zero is
+/// valid), `1 ≤ pixels`, `n·(pixels + 1)` addressable, a finite noise mean and std.
+pub fn check_delay_inputs(n: usize, pixels: usize, noise_mean: f32, noise_std: f32) -> Result<()> {
+    if pixels == 0 || n > i32::MAX as usize {
+        return Err(Error::Dimension(format!(
+            "delay inputs: {n} rows of {pixels} pixels; need pixels ≥ 1 and fewer than 2^31 rows"
+        )));
+    }
+    mul(n, pixels + 1, || {
+        format!("delay inputs [n={n}, P+1={}]", pixels + 1)
+    })?;
+    if !(noise_mean.is_finite() && noise_std.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "delay inputs: the noise mean and std must be finite".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The lengths of a [`SlowPointSearch`](crate::backend::SlowPointSearch): its `k`, and
 /// the lengths of `states`, `m`, `v` (each `[K, S]`) and `status` (`[K]`).
 #[derive(Clone, Copy, Debug)]

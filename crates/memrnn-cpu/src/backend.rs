@@ -3,15 +3,16 @@
 use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions};
 use memrnn_core::backend::{check_slow_point_args, SlowPointConfig, SlowPointSearch};
 use memrnn_core::checks::{
-    check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_readout_ce,
-    check_seq_backward, check_seq_forward, check_step_jacobian, check_step_jvp, check_step_speed,
-    check_step_speed_grad, ForwardInfo, UpstreamLens,
+    check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
+    check_readout_ce, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_jvp,
+    check_step_speed, check_step_speed_grad, ForwardInfo, UpstreamLens,
 };
 use memrnn_core::{
     adam_update_host, check_finite, clip_scale, AdamConfig, AdamGroup, AdamState, Backend,
     CellDims, ClipNorm, Error, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream,
     SpeedGrad, StepGuard, CLIP_NORM_LEN,
 };
+use memrnn_core::{philox, task_gen, DigitTable, TaskBatch, TaskBatchSpec};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -542,5 +543,68 @@ impl Backend for CpuBackend {
         check_copy_into(dst.len(), dst_offset, src.len(), src_offset, len)?;
         dst[dst_offset..dst_offset + len].copy_from_slice(&src[src_offset..src_offset + len]);
         Ok(())
+    }
+
+    fn task_batch(
+        &self,
+        digits: &DigitTable<Vec<f32>>,
+        spec: &TaskBatchSpec,
+    ) -> Result<TaskBatch<Vec<f32>>> {
+        spec.check()?;
+        let key = philox::key(spec.seed, spec.step);
+        let counts = digits.counts();
+        let trials: Vec<_> = (0..spec.batch as u32)
+            .map(|b| task_gen::draw_trial(counts, key, b, spec.t_max, spec.vocab, spec.delta_min))
+            .collect();
+        let (p, batch) = (digits.pixels(), spec.batch);
+        let images = digits.images();
+        let mut x = vec![0f32; spec.t_max * batch * (p + 1)];
+        self.install(|| {
+            x.par_chunks_mut(p + 1).enumerate().for_each(|(row, out)| {
+                let (t, b) = ((row / batch) as u32, row % batch);
+                let image = |tr: &task_gen::Trial, pix: &mut [f32]| {
+                    let r = digits.offset(tr.digit as usize) + tr.image as usize;
+                    pix.copy_from_slice(&images[r * p..(r + 1) * p]);
+                };
+                task_gen::fill_task_row(
+                    key,
+                    &trials[b],
+                    t,
+                    b as u32,
+                    spec.noise_mean,
+                    spec.noise_std,
+                    image,
+                    out,
+                );
+            })
+        });
+        let (targets, weights) = task_gen::task_targets(&trials, spec.t_max);
+        Ok(TaskBatch {
+            x,
+            targets: targets.iter().map(|&t| t as f32).collect(),
+            weights,
+        })
+    }
+
+    fn delay_inputs(
+        &self,
+        seed: u64,
+        step: u64,
+        n: usize,
+        pixels: usize,
+        noise_mean: f32,
+        noise_std: f32,
+    ) -> Result<Vec<f32>> {
+        check_delay_inputs(n, pixels, noise_mean, noise_std)?;
+        let key = philox::key(seed, step);
+        let mut x = vec![0f32; n * (pixels + 1)];
+        self.install(|| {
+            x.par_chunks_mut(pixels + 1)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    task_gen::fill_delay_row(key, i as u32, noise_mean, noise_std, out)
+                })
+        });
+        Ok(x)
     }
 }

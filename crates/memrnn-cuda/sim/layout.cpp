@@ -179,6 +179,21 @@ const Row kRows[] = {
     MR_FIELD(MrClipAdamParams, "MrClipAdamParams", bc2_sqrt),
     MR_FIELD(MrClipAdamParams, "MrClipAdamParams", eps),
     MR_SIZE(MrClipAdamParams, "MrClipAdamParams"),
+    MR_FIELD(MrTaskParams, "MrTaskParams", x),
+    MR_FIELD(MrTaskParams, "MrTaskParams", targets),
+    MR_FIELD(MrTaskParams, "MrTaskParams", weights),
+    MR_FIELD(MrTaskParams, "MrTaskParams", images),
+    MR_FIELD(MrTaskParams, "MrTaskParams", offsets),
+    MR_FIELD(MrTaskParams, "MrTaskParams", k0),
+    MR_FIELD(MrTaskParams, "MrTaskParams", k1),
+    MR_FIELD(MrTaskParams, "MrTaskParams", T),
+    MR_FIELD(MrTaskParams, "MrTaskParams", B),
+    MR_FIELD(MrTaskParams, "MrTaskParams", P),
+    MR_FIELD(MrTaskParams, "MrTaskParams", vocab),
+    MR_FIELD(MrTaskParams, "MrTaskParams", delta_min),
+    MR_FIELD(MrTaskParams, "MrTaskParams", mean),
+    MR_FIELD(MrTaskParams, "MrTaskParams", std_),
+    MR_SIZE(MrTaskParams, "MrTaskParams"),
 };
 
 }  // namespace

@@ -12,13 +12,15 @@ use crate::ops::readout;
 use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath};
 use crate::ops::small::{self, AdamScalars};
 use crate::ops::spec;
+use crate::ops::task;
 use memrnn_core::{
-    check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_readout_ce,
-    check_seq_backward, check_seq_forward, check_step_jacobian, check_step_speed,
+    check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
+    check_readout_ce, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_speed,
     check_step_speed_grad, AdamConfig, AdamGroup, AdamState, Backend, CellDims, ForwardInfo,
     ParamBlock, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
     StepGuard, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
 };
+use memrnn_core::{philox, DigitTable, TaskBatch, TaskBatchSpec};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// A flat f32 buffer in device memory (or simulated device memory). The allocation holds
@@ -745,6 +747,86 @@ impl Backend for CudaBackend {
             )?;
         }
         Ok(())
+    }
+
+    fn task_batch(
+        &self,
+        digits: &DigitTable<CudaTensor>,
+        spec: &TaskBatchSpec,
+    ) -> Result<TaskBatch<CudaTensor>> {
+        spec.check()?;
+        let (t, b, p) = (spec.t_max, spec.batch, digits.pixels());
+        let rows = t * b;
+        let x = self.out(rows * (p + 1))?;
+        let targets = self.out(rows)?;
+        let weights = self.out(rows)?;
+        self.task_draw(
+            &x,
+            Some((&targets, &weights, digits)),
+            philox::key(spec.seed, spec.step),
+            (t, b, p, spec.vocab, spec.delta_min),
+            (spec.noise_mean, spec.noise_std),
+        )?;
+        Ok(TaskBatch {
+            x: self.tensor(x, rows * (p + 1)),
+            targets: self.tensor(targets, rows),
+            weights: self.tensor(weights, rows),
+        })
+    }
+
+    fn delay_inputs(
+        &self,
+        seed: u64,
+        step: u64,
+        n: usize,
+        pixels: usize,
+        noise_mean: f32,
+        noise_std: f32,
+    ) -> Result<CudaTensor> {
+        check_delay_inputs(n, pixels, noise_mean, noise_std)?;
+        let x = self.out(n * (pixels + 1))?;
+        if n > 0 {
+            self.task_draw(
+                &x,
+                None,
+                philox::key(seed, step),
+                (1, n, pixels, 1, 0),
+                (noise_mean, noise_std),
+            )?;
+        }
+        Ok(self.tensor(x, n * (pixels + 1)))
+    }
+}
+
+impl CudaBackend {
+    fn task_draw(
+        &self,
+        x: &Buf<f32>,
+        extra: Option<(&Buf<f32>, &Buf<f32>, &DigitTable<CudaTensor>)>,
+        key: [u32; 2],
+        sizes: (usize, usize, usize, usize, usize),
+        noise: (f32, f32),
+    ) -> Result<()> {
+        let (t, b, p, vocab, delta_min) = sizes;
+        task::draw(
+            &self.dev,
+            &task::TaskArgs {
+                x: x.all(),
+                targets: extra.map(|e| e.0.all()),
+                weights: extra.map(|e| e.1.all()),
+                images: extra.map(|e| e.2.images().v()),
+                offsets: extra.map(|e| e.2.offsets().v()),
+                key,
+                t,
+                b,
+                p,
+                vocab,
+                delta_min,
+                mean: noise.0,
+                std: noise.1,
+                n_images: extra.map_or(0, |e| e.2.counts().iter().map(|&c| c as usize).sum()),
+            },
+        )
     }
 }
 

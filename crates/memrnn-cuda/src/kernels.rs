@@ -280,6 +280,26 @@ pub(crate) struct ClipAdamParams {
     pub eps: f32,
 }
 
+/// `MrTaskParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TaskParams {
+    pub x: DevPtr,
+    pub targets: DevPtr,
+    pub weights: DevPtr,
+    pub images: DevPtr,
+    pub offsets: DevPtr,
+    pub k0: u32,
+    pub k1: u32,
+    pub t: i32,
+    pub b: i32,
+    pub p: i32,
+    pub vocab: i32,
+    pub delta_min: i32,
+    pub mean: f32,
+    pub std: f32,
+}
+
 /// A parameter struct of some kernel: plain old data, `#[repr(C)]`, mirrored in
 /// `kernels/params.cuh`.
 ///
@@ -319,6 +339,7 @@ params!(
     ReadoutParams,
     AxpyParams,
     ClipAdamParams,
+    TaskParams,
 );
 
 /// The PTX module a kernel lives in (one per `kernels/*.cu`).
@@ -330,16 +351,18 @@ pub(crate) enum Module {
     Adam,
     SlowPoints,
     Readout,
+    Task,
 }
 
 impl Module {
-    pub(crate) const ALL: [Module; 6] = [
+    pub(crate) const ALL: [Module; 7] = [
         Module::Rnn,
         Module::Gru,
         Module::Lstm,
         Module::Adam,
         Module::SlowPoints,
         Module::Readout,
+        Module::Task,
     ];
 
     /// `(file name, PTX)`.
@@ -352,6 +375,7 @@ impl Module {
             Module::Adam => ("adam.ptx", ptx::ADAM),
             Module::SlowPoints => ("slowpoints.ptx", ptx::SLOWPOINTS),
             Module::Readout => ("readout.ptx", ptx::READOUT),
+            Module::Task => ("task.ptx", ptx::TASK),
         }
     }
 }
@@ -423,6 +447,8 @@ mod sim_entries {
         pub fn clip_norm_f32(p: ClipAdamParams);
         pub fn clip_adam_f32(p: ClipAdamParams);
         pub fn readout_ce_rows_f32(p: ReadoutParams);
+        pub fn task_batch_f32(p: TaskParams);
+        pub fn task_delay_f32(p: TaskParams);
     }
 }
 
@@ -481,6 +507,8 @@ kernels! {
     CLIP_NORM = clip_norm_f32(ClipAdamParams) in Adam;
     CLIP_ADAM = clip_adam_f32(ClipAdamParams) in Adam;
     READOUT_CE_ROWS = readout_ce_rows_f32(ReadoutParams) in Readout;
+    TASK_BATCH = task_batch_f32(TaskParams) in Task;
+    TASK_DELAY = task_delay_f32(TaskParams) in Task;
 }
 
 /// The four recurrence entry points of one cell family (kernels/common.cuh).
@@ -593,6 +621,12 @@ mod tests {
             has_guard: i32 => "has_guard", max_norm: f32 => "max_norm",
             has_max: i32 => "has_max", beta1: f32 => "beta1", beta2: f32 => "beta2",
             step_size: f32 => "step_size", bc2_sqrt: f32 => "bc2_sqrt", eps: f32 => "eps");
+        fields!(v, "MrTaskParams", TaskParams,
+            x: DevPtr => "x", targets: DevPtr => "targets", weights: DevPtr => "weights",
+            images: DevPtr => "images", offsets: DevPtr => "offsets", k0: u32 => "k0",
+            k1: u32 => "k1", t: i32 => "T", b: i32 => "B", p: i32 => "P",
+            vocab: i32 => "vocab", delta_min: i32 => "delta_min", mean: f32 => "mean",
+            std: f32 => "std_");
         v
     }
 

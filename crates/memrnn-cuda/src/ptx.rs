@@ -13,17 +13,20 @@ pub const ADAM: &str = include_str!("../ptx/adam.ptx");
 pub const SLOWPOINTS: &str = include_str!("../ptx/slowpoints.ptx");
 /// `kernels/readout.cu` (sm_90).
 pub const READOUT: &str = include_str!("../ptx/readout.ptx");
+/// `kernels/task.cu` (sm_90).
+pub const TASK: &str = include_str!("../ptx/task.ptx");
 /// Source, header and PTX hashes, nvcc's version and the flags.
 pub const MANIFEST: &str = include_str!("../ptx/MANIFEST");
 
 /// Every embedded module: (file name, PTX).
-pub const ALL: [(&str, &str); 6] = [
+pub const ALL: [(&str, &str); 7] = [
     ("rnn.ptx", RNN),
     ("gru.ptx", GRU),
     ("lstm.ptx", LSTM),
     ("adam.ptx", ADAM),
     ("slowpoints.ptx", SLOWPOINTS),
     ("readout.ptx", READOUT),
+    ("task.ptx", TASK),
 ];
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
 use memrnn_core::lm::{LmConfig, LmSearch};
 use memrnn_core::{
-    AdamConfig, AdamGroup, AdamState, Backend, CellDims, ReadoutCe, Result, SeqForward, SeqGrads,
-    SeqShape, SeqUpstream, SpeedGrad, StepGuard,
+    AdamConfig, AdamGroup, AdamState, Backend, CellDims, DigitTable, ReadoutCe, Result, SeqForward,
+    SeqGrads, SeqShape, SeqUpstream, SpeedGrad, StepGuard, TaskBatch, TaskBatchSpec,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -193,6 +193,25 @@ impl<B: Backend> Backend for Counting<B> {
         len: usize,
     ) -> Result<()> {
         self.inner.copy_into(dst, dst_offset, src, src_offset, len)
+    }
+    fn task_batch(
+        &self,
+        digits: &DigitTable<B::Tensor>,
+        spec: &TaskBatchSpec,
+    ) -> Result<TaskBatch<B::Tensor>> {
+        self.inner.task_batch(digits, spec)
+    }
+    fn delay_inputs(
+        &self,
+        seed: u64,
+        step: u64,
+        n: usize,
+        pixels: usize,
+        noise_mean: f32,
+        noise_std: f32,
+    ) -> Result<B::Tensor> {
+        self.inner
+            .delay_inputs(seed, step, n, pixels, noise_mean, noise_std)
     }
     fn adam_state(&self, len: usize) -> Result<AdamState<B::Tensor>> {
         self.inner.adam_state(len)

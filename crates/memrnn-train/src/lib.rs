@@ -18,7 +18,7 @@ pub mod idx;
 pub mod limits;
 pub mod objective;
 pub mod options;
-pub mod philox;
+pub use memrnn_core::philox;
 pub mod pipeline;
 pub mod slow;
 mod step;

@@ -8,6 +8,7 @@ pub(crate) mod readout;
 pub(crate) mod recurrence;
 pub(crate) mod slowpoints;
 pub(crate) mod small;
+pub(crate) mod task;
 
 use crate::kernels::{self, CellKernels};
 use memrnn_core::CellKind;

@@ -16,6 +16,7 @@
 //!   `clip_adam_update` (global-norm clipping + Adam over several tensors) against its host
 //!   definition; `axpy`, `sum`;
 //! - [`readout`]: `readout_ce` against the f64 reference, zero rows, bad targets;
+//! - [`task`]: `task_batch` and `delay_inputs` bit for bit against the host definition;
 //! - [`slowpoints`]: `slow_point_iterations` against the CPU backend's search and the
 //!   trait's default loop, and its edge cases;
 //! - [`bad_args`]: bad lengths, zero sizes, empty point batches, mismatched forward
@@ -46,6 +47,7 @@ pub mod readout;
 pub mod sequence;
 pub mod slowpoints;
 pub mod speed;
+pub mod task;
 
 use crate::test_seed;
 pub use memrnn_core::CellKind;
@@ -215,6 +217,8 @@ macro_rules! backend_conformance {
             copy_into => $crate::conformance::adam::copy_into,
             readout_ce_matches_reference => $crate::conformance::readout::matches_reference,
             readout_ce_edge_cases => $crate::conformance::readout::edge_cases,
+            task_batch_matches_host => $crate::conformance::task::batch_matches_host,
+            task_delay_inputs_match_host => $crate::conformance::task::delay_inputs_match_host,
             bad_readout_ce => $crate::conformance::bad_args::readout_ce,
             bad_clip_adam => $crate::conformance::bad_args::clip_adam,
             slowpoints_one_step_rnn => |cx| $crate::conformance::slowpoints::one_step(cx, $crate::conformance::CellKind::Rnn),
