@@ -1,6 +1,7 @@
 //! One training step on the backend, and the record of its numbers.
 //!
-//! A step runs `seq_forward` → `readout_ce` → `seq_backward` (→ the speed penalty through
+//! A step draws its batch with `task_batch` (and the penalty's inputs with
+//! `delay_inputs`) from the digits uploaded once, then runs `seq_forward` → `readout_ce` → `seq_backward` (→ the speed penalty through
 //! `step_speed_grad` + `axpy`) → `clip_adam_update` over the recurrent parameters and the
 //! readout together, with the divergence guard: nothing comes back to the host. Its
 //! scalars (the cross-entropy's stats, the penalty's `Σ S`, `[norm, scale, skipped]`) are
@@ -11,7 +12,9 @@
 use crate::error::Result;
 use crate::objective::SpeedPenalty;
 use crate::task::Batch;
-use memrnn_core::{Backend, CeStat, CellDims, ClipNorm, SeqUpstream, CE_STATS, CLIP_NORM_LEN};
+use memrnn_core::{
+    Backend, CeStat, CellDims, ClipNorm, SeqShape, SeqUpstream, CE_STATS, CLIP_NORM_LEN,
+};
 
 /// Values per step in the record: `[CE stats | Σ S | norm, scale, skipped]`.
 pub(crate) const RECORD_WIDTH: usize = CE_STATS + 1 + CLIP_NORM_LEN;
@@ -52,19 +55,19 @@ pub(crate) fn batch_gradients<B: Backend>(
     cell: &CellDims,
     params: &B::Tensor,
     readout: &B::Tensor,
-    batch: &Batch,
+    shape: SeqShape,
     x: &B::Tensor,
     targets: &B::Tensor,
     weights: &B::Tensor,
     penalty: Option<PenaltyArgs<'_, B::Tensor>>,
 ) -> Result<StepGrads<B::Tensor>> {
-    let fwd = b.seq_forward(cell, params, batch.shape, x, None)?;
+    let fwd = b.seq_forward(cell, params, shape, x, None)?;
     let classes = crate::task::CLASSES;
     let ce = b.readout_ce(cell.hidden, classes, &fwd.h_seq, readout, targets, weights)?;
     let g = b.seq_backward(
         cell,
         params,
-        batch.shape,
+        shape,
         x,
         &fwd,
         SeqUpstream {

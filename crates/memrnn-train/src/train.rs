@@ -1,13 +1,15 @@
 //! Training: Adam on the objective of [`crate::objective`], generic over the backend.
 //!
-//! One step: draw the batch ([`crate::task::make_batch`]) and upload it, then on the
-//! backend `seq_forward`, `readout_ce`, `seq_backward` (no input gradient), the speed
-//! penalty's gradient when one is set, and `clip_adam_update`: global-norm clipping and
-//! Adam over the recurrent parameters and the readout together, guarded against
-//! divergence (see [`crate::step`]). The network and the optimiser state live on the
-//! backend; the step's numbers are filed in a record there that [`Trainer::run`] reads
-//! back at its logging, checkpoint and tracking intervals (and [`Trainer::train_step`]
-//! after every step), replaying the host's bookkeeping step by step.
+//! One step, all on the backend: draw the batch (`task_batch`, the same numbers as
+//! [`crate::task::make_batch`], from the digits uploaded once), `seq_forward`,
+//! `readout_ce`, `seq_backward` (no input gradient), the speed penalty's gradient when one
+//! is set, and `clip_adam_update`: global-norm clipping and Adam over the recurrent
+//! parameters and the readout together, guarded against divergence. The network and the
+//! optimiser state live on the backend; each step's numbers are filed in a record there
+//! that [`Trainer::run`] reads back at its logging, checkpoint and tracking intervals (and
+//! [`Trainer::train_step`] after every step), replaying the host's bookkeeping step by
+//! step. Under a curriculum that advances on accuracy the record is read after every step
+//! while stages remain (the next batch depends on it).
 //!
 //! Outputs, under `out_dir` with a run name `name`:
 //! - `name.safetensors`: the checkpoint, every `checkpoint_every` steps and at the end. One
@@ -41,8 +43,8 @@ use crate::step::{
 use crate::task::{self, Curriculum, DigitSet, Stage, StageSchedule, TaskConfig, CLASSES};
 use memrnn_core::checkpoint::{load_checkpoint, read_tensors, save_checkpoint_with_state};
 use memrnn_core::{
-    AdamConfig, AdamGroup, AdamState, Backend, CellDims, CellKind, Model, Readout, StepGuard,
-    CE_STATS, CLIP_NORM_LEN,
+    AdamConfig, AdamGroup, AdamState, Backend, CellDims, CellKind, DigitTable, Model, Readout,
+    SeqShape, StepGuard, TaskBatchSpec, CE_STATS, CLIP_NORM_LEN,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -305,6 +307,8 @@ pub struct Trainer<'a, B: Backend> {
     adam: AdamState<B::Tensor>,
     /// `[W_out | b_out]`.
     readout: B::Tensor,
+    /// The digits' images, uploaded once; batches are drawn from them on the backend.
+    digits: DigitTable<B::Tensor>,
     ro_adam: AdamState<B::Tensor>,
     /// Steps done (including those not yet read back from the record).
     pub step: u64,
@@ -377,6 +381,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             adam: backend.adam_state(model.params.len())?,
             ro_adam: backend.adam_state(ro.len())?,
             readout: backend.upload(&ro)?,
+            digits: DigitTable::new(backend, &set.images_by_digit(), set.counts(), set.pixels)?,
             step: 0,
             stages,
             stage: 0,
@@ -639,7 +644,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &self.cell,
             &self.params,
             &self.readout,
-            batch,
+            batch.shape,
             &x,
             &targets,
             &weights,
@@ -693,6 +698,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .ok_or_else(|| TrainError::Config("internal: a training step left no record".into()))
     }
 
+    /// `n` training steps, their numbers read back only when the record fills, when the
+    /// curriculum needs the accuracy, and after the last (no logging, no checkpoints: what
+    /// [`Self::run`] does between its intervals, for benchmarks and library use).
+    pub fn train_steps(&mut self, n: u64, checkpoint: &str) -> Result<Vec<StepStats>> {
+        let mut out = Vec::new();
+        for k in 0..n {
+            self.step_on_backend()?;
+            if k + 1 == n || self.unread.len() >= RECORD_ROWS || self.needs_each_step() {
+                out.extend(self.read_record(checkpoint)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the curriculum's next move depends on this step's accuracy: then every
     /// step is read back before the next is drawn.
     fn needs_each_step(&self) -> bool {
@@ -708,22 +727,28 @@ impl<'a, B: Backend> Trainer<'a, B> {
             return config_err("internal: the step record is full; read it first");
         }
         let stage = self.current_stage();
-        let batch = task::make_batch(
-            self.set,
-            &self.cfg.task,
-            stage,
-            self.cfg.seed,
-            self.step,
-            self.cfg.batch,
-        )?;
+        let task = &self.cfg.task;
+        let spec = TaskBatchSpec {
+            seed: self.cfg.seed,
+            step: self.step,
+            t_max: stage.t_max,
+            vocab: stage.vocab,
+            delta_min: task.delta_min,
+            batch: self.cfg.batch,
+            noise_mean: task.noise_mean,
+            noise_std: task.noise_std,
+        };
         let b = self.backend;
-        let (x, targets, weights) = (
-            b.upload(&batch.x)?,
-            b.upload(&targets_f32(&batch))?,
-            b.upload(&batch.weights)?,
-        );
-        let xs = match self.penalty_inputs() {
-            Some(xs) => Some(b.upload(&xs)?),
+        let batch = b.task_batch(&self.digits, &spec)?;
+        let xs = match &self.penalty {
+            Some(p) => Some(b.delay_inputs(
+                self.penalty_seed,
+                self.step,
+                p.set.n,
+                self.set.pixels,
+                task.noise_mean,
+                task.noise_std,
+            )?),
             None => None,
         };
         let g = batch_gradients(
@@ -731,10 +756,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &self.cell,
             &self.params,
             &self.readout,
-            &batch,
-            &x,
-            &targets,
-            &weights,
+            SeqShape::new(stage.t_max, self.cfg.batch)?,
+            &batch.x,
+            &batch.targets,
+            &batch.weights,
             self.penalty_args(xs.as_ref()),
         )?;
         // The guard's loss: L_CE + λ Σ S.

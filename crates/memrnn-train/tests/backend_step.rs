@@ -5,14 +5,18 @@
 //! its numbers back only at its intervals checkpoints exactly what a run reading every
 //! step does, and the transfers over ten steps are counted.
 
-use memrnn_core::{adam_update_host, Backend, CellKind, Model, SeqUpstream};
+#[path = "common/old_host_step.rs"]
+mod old_host_step;
+
+use memrnn_core::CellKind;
 use memrnn_cpu::CpuBackend;
 use memrnn_testkit::Counting;
 use memrnn_train::idx::{bundled_data_dir, load_mnist_dir};
-use memrnn_train::objective::{readout_ce, speed_penalty_grad, SpeedPenalty, SpeedSet};
+use memrnn_train::objective::{SpeedPenalty, SpeedSet};
 use memrnn_train::task::{self, Curriculum, DigitSet, StageSchedule};
 use memrnn_train::train::{RunOutput, TrainConfig, Trainer};
 use memrnn_train::TrainError;
+use old_host_step::OldHost;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -44,102 +48,6 @@ fn cfg() -> TrainConfig {
     c
 }
 
-/// The old host path's state: the recurrent parameters and their Adam state on the
-/// backend, the readout and its Adam state on the host.
-struct Old {
-    params: Vec<f32>,
-    adam: memrnn_core::AdamState<Vec<f32>>,
-    ro: Vec<f32>,
-    ro_m: Vec<f32>,
-    ro_v: Vec<f32>,
-    step: u64,
-}
-
-/// `(loss, report_acc, silence_acc, grad_norm)` of one step of the old host path (a copy
-/// of `Trainer::gradients` + `train_step` before the step moved onto the backend).
-fn old_step(
-    b: &CpuBackend,
-    cfg: &TrainConfig,
-    model: &Model,
-    st: &mut Old,
-    penalty: Option<(&SpeedPenalty, Vec<f32>)>,
-) -> (f64, f64, f64, f64) {
-    let cell = model.cell;
-    let stage = cfg.curriculum.stages(&cfg.task)[0];
-    let batch = task::make_batch(set(), &cfg.task, stage, cfg.seed, st.step, cfg.batch).unwrap();
-    let x = b.upload(&batch.x).unwrap();
-    let fwd = b
-        .seq_forward(&cell, &st.params, batch.shape, &x, None)
-        .unwrap();
-    let h = b.download(&fwd.h_seq).unwrap();
-    let nw = task::CLASSES * cell.hidden;
-    let ce = readout_ce(
-        &h,
-        cell.hidden,
-        &st.ro[..nw],
-        &st.ro[nw..],
-        &batch.targets,
-        &batch.weights,
-    );
-    let dh = b.upload(&ce.dh).unwrap();
-    let g = b
-        .seq_backward(
-            &cell,
-            &st.params,
-            batch.shape,
-            &x,
-            &fwd,
-            SeqUpstream {
-                dh_seq: Some(&dh),
-                ds_final: None,
-            },
-            false,
-        )
-        .unwrap();
-    let mut dparams = b.download(&g.dparams).unwrap();
-    let mut pen = 0.0;
-    if let Some((p, xs)) = penalty {
-        let (v, _, d) = speed_penalty_grad(b, &cell, &st.params, p, &xs).unwrap();
-        pen = v;
-        dparams.iter_mut().zip(&d).for_each(|(a, &v)| *a += v);
-    }
-    let mut dro = ce.dw;
-    dro.extend_from_slice(&ce.db);
-    let norm = dparams
-        .iter()
-        .chain(&dro)
-        .map(|&v| v as f64 * v as f64)
-        .sum::<f64>()
-        .sqrt();
-    if let Some(c) = cfg.clip {
-        if norm > c as f64 {
-            let s = (c as f64 / norm) as f32;
-            dparams
-                .iter_mut()
-                .chain(dro.iter_mut())
-                .for_each(|v| *v *= s);
-        }
-    }
-    let gt = b.upload(&dparams).unwrap();
-    b.adam_update(&mut st.params, &gt, &mut st.adam, &cfg.adam)
-        .unwrap();
-    adam_update_host(
-        &mut st.ro,
-        &dro,
-        &mut st.ro_m,
-        &mut st.ro_v,
-        st.step,
-        &cfg.adam,
-    );
-    st.step += 1;
-    (
-        ce.loss + pen,
-        ce.accuracy.report(),
-        ce.accuracy.silence(),
-        norm,
-    )
-}
-
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-30)
 }
@@ -161,19 +69,10 @@ fn cpu_steps_match_the_old_host_path() {
             SpeedPenalty::new(0.05, SpeedSet::new(v, sd, "fixed").unwrap()).unwrap()
         });
         t.set_penalty(penalty.clone()).unwrap();
-        let mut ro = model.readout.clone().unwrap().weight;
-        ro.extend_from_slice(&model.readout.clone().unwrap().bias);
-        let mut old = Old {
-            params: model.params.clone(),
-            adam: b.adam_state(model.params.len()).unwrap(),
-            ro_m: vec![0.0; ro.len()],
-            ro_v: vec![0.0; ro.len()],
-            ro,
-            step: 0,
-        };
+        let mut old = OldHost::new(&b, &model);
         for k in 0..cfg.steps {
             let xs = t.penalty_inputs();
-            let want = old_step(&b, &cfg, &model, &mut old, penalty.as_ref().zip(xs));
+            let want = old.step(&b, set(), &cfg, &model, penalty.as_ref().zip(xs));
             let got = t.train_step("none").unwrap();
             let what = format!("step {k}, penalty {with_penalty}");
             assert!(
@@ -266,11 +165,12 @@ fn deferred_reads_change_nothing() {
 }
 
 /// Over ten steps the trainer downloads only its record (once per log interval) and the
-/// final checkpoint's six tensors; it uploads only the batches (x, targets, weights).
+/// final checkpoint's six tensors, and uploads nothing: batches and the penalty's inputs
+/// are drawn on the backend.
 #[test]
 fn ten_steps_transfer_only_the_record() {
     let b = Counting::new(CpuBackend::new());
-    for (log_every, reads) in [(10u64, 1usize), (5, 2)] {
+    for (log_every, reads, penalty) in [(10u64, 1usize, false), (5, 2, true)] {
         let mut c = cfg();
         c.steps = 10;
         c.log_every = log_every;
@@ -281,6 +181,12 @@ fn ten_steps_transfer_only_the_record() {
             progress: false,
         };
         let mut t = Trainer::new(&b, set(), c).unwrap();
+        if penalty {
+            let sd = t.cell.state_size();
+            let v = SpeedSet::new(vec![0.1; 2 * sd], sd, "fixed").unwrap();
+            t.set_penalty(Some(SpeedPenalty::new(0.01, v).unwrap()))
+                .unwrap();
+        }
         b.reset();
         t.run(&out).unwrap();
         let (up, down) = b.transfers();
@@ -291,9 +197,8 @@ fn ten_steps_transfer_only_the_record() {
              checkpoint's params, readout and 4 Adam moments"
         );
         assert_eq!(
-            up,
-            3 * 10,
-            "log every {log_every}: {up} uploads (the batches)"
+            up, 0,
+            "log every {log_every} (penalty {penalty}): {up} uploads"
         );
     }
 }
@@ -343,5 +248,64 @@ fn divergence_read_late_rewinds_to_the_bad_step() {
     match r.train_step("x") {
         Err(TrainError::Diverged { step, .. }) => assert_eq!(step, 6),
         other => panic!("expected divergence again, got {other:?}"),
+    }
+}
+
+/// The backend's batches are `make_batch`'s, bit for bit, on the bundled digits: at the
+/// final task and at curriculum stages with shorter sequences and fewer digits.
+#[test]
+fn backend_batches_are_make_batch() {
+    use memrnn_core::{Backend, DigitTable, TaskBatchSpec};
+    let b = CpuBackend::new();
+    let s = set();
+    let table = DigitTable::new(&b, &s.images_by_digit(), s.counts(), s.pixels).unwrap();
+    let task = task::TaskConfig::default();
+    for (stage, step, batch) in [
+        (
+            task::Stage {
+                t_max: 20,
+                vocab: 10,
+            },
+            0u64,
+            5usize,
+        ),
+        (
+            task::Stage {
+                t_max: 6,
+                vocab: 10,
+            },
+            77,
+            3,
+        ),
+        (
+            task::Stage {
+                t_max: 20,
+                vocab: 2,
+            },
+            123_456,
+            1,
+        ),
+    ] {
+        let want = task::make_batch(s, &task, stage, 9, step, batch).unwrap();
+        let spec = TaskBatchSpec {
+            seed: 9,
+            step,
+            t_max: stage.t_max,
+            vocab: stage.vocab,
+            delta_min: task.delta_min,
+            batch,
+            noise_mean: task.noise_mean,
+            noise_std: task.noise_std,
+        };
+        let got = b.task_batch(&table, &spec).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.x), bits(&want.x), "{stage:?} step {step}: x");
+        let tf: Vec<f32> = want.targets.iter().map(|&t| t as f32).collect();
+        assert_eq!(got.targets, tf, "{stage:?} step {step}: targets");
+        assert_eq!(
+            bits(&got.weights),
+            bits(&want.weights),
+            "{stage:?} step {step}"
+        );
     }
 }
