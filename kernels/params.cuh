@@ -159,3 +159,71 @@ struct MrCompactParams {
     int* idx;
     int* count;
 };
+
+// readout_ce_rows_f32: one warp per row of h [rows, H]; readout = [W_out (C x H) | b_out (C)],
+// C <= 32; writes g [rows, C], dh [rows, H] and row_stats [rows, 5].
+struct MrReadoutParams {
+    const float* h;
+    const float* readout;
+    const float* targets;
+    const float* weights;
+    float* g;
+    float* dh;
+    float* row_stats;
+    int rows, H, C;
+    float inv_rows;
+};
+
+// axpy_f32: y[i] += alpha * x[i], i < n.
+struct MrAxpyParams {
+    float* y;
+    const float* x;
+    long long n;
+    float alpha;
+};
+
+namespace mr {
+
+// One parameter tensor of a clipped Adam update: values, gradient, moments, length (0 for
+// an unused slot).
+struct AdamGroupArgs {
+    float* p;
+    const float* g;
+    float* m;
+    float* v;
+    long long n;
+};
+
+}  // namespace mr
+
+// clip_norm_f32 (one block) and clip_adam_f32 (grid-stride over all groups): the global
+// gradient norm over up to four groups into clip[0], the clip scale into clip[1], and in
+// clip[2] whether the update is skipped (a non-finite norm; with has_guard, also *halted
+// already set or a loss *loss that is not finite or above max_loss, which sets *halted);
+// then Adam on every group with its gradient times clip[1] unless clip[2] is set.
+struct MrClipAdamParams {
+    mr::AdamGroupArgs g0, g1, g2, g3;
+    float* clip;
+    const float* loss;
+    float* halted;
+    float max_loss;
+    int has_guard;
+    float max_norm;
+    int has_max;
+    float beta1, beta2, step_size, bc2_sqrt, eps;
+};
+
+// task_batch_f32 / task_delay_f32: x [T, B, P + 1] (task_delay_f32: [B, P + 1], T unused),
+// targets and weights [T, B] (task_batch_f32 only), the digit table images [N, P] and
+// offsets [11] (as f32), the Philox key (k0, k1) of (seed, step), vocab and delta_min, and
+// the noise's mean and std.
+struct MrTaskParams {
+    float* x;
+    float* targets;
+    float* weights;
+    const float* images;
+    const float* offsets;
+    unsigned k0, k1;
+    int T, B, P, vocab, delta_min;
+    float mean, std_;
+};

@@ -15,6 +15,17 @@
 //                     Launch: 1-D, grid-stride over N*S*C.
 //   one_hot_f32       out [N*S, S]: row (n*S + i) is e_i. Launch: 1-D, grid-stride.
 //   fill_f32          out[i] = v (NaN poisoning in tests, zeros). Launch: 1-D, grid-stride.
+//   axpy_f32          y[i] += alpha * x[i] (the speed penalty's gradient joining the
+//                     cross-entropy's). Launch: 1-D, grid-stride.
+//   clip_norm_f32     the global norm of up to four gradients, summed in double, into
+//                     clip[0], the clip scale (max_norm / norm when above max_norm, in
+//                     double, rounded to float, as memrnn_core::clip_scale) into clip[1],
+//                     and the skip decision (non-finite norm, or the divergence guard:
+//                     halted already, or a bad loss) into clip[2].
+//                     Launch: ONE block of CLIP_THREADS threads (the sum order is fixed).
+//   clip_adam_f32     adam_update_f32 over up to four groups in one launch, each gradient
+//                     times clip[1]; nothing is written when clip[2] is set.
+//                     Launch: 1-D, any block size, grid-stride over the groups' total.
 // Every kernel takes one parameter struct (params.cuh), unpacked into locals first.
 // Limits: element counts below 2^31 except where a size_t count is taken.
 
@@ -141,4 +152,75 @@ extern "C" __global__ void fill_f32(const MrFillParams P) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x)
         out[i] = v;
+}
+
+extern "C" __global__ void axpy_f32(const MrAxpyParams P) {
+    float* __restrict__ y = P.y;
+    const float* __restrict__ x = P.x;
+    const long long n = P.n;
+    const float alpha = P.alpha;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        y[i] += alpha * x[i];
+}
+
+#define CLIP_THREADS 256
+
+extern "C" __global__ void clip_norm_f32(const MrClipAdamParams P) {
+    const mr::AdamGroupArgs gs[4] = {P.g0, P.g1, P.g2, P.g3};
+    __shared__ double part[CLIP_THREADS];
+    double acc = 0.0;
+    for (int k = 0; k < 4; ++k) {
+        const float* __restrict__ g = gs[k].g;
+        for (long long i = threadIdx.x; i < gs[k].n; i += CLIP_THREADS) {
+            const double v = (double)g[i];
+            acc += v * v;
+        }
+    }
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    for (int half = CLIP_THREADS / 2; half > 0; half >>= 1) {
+        if ((int)threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        const double norm = sqrt(part[0]);
+        P.clip[0] = (float)norm;
+        P.clip[1] = P.has_max && norm > (double)P.max_norm ? (float)((double)P.max_norm / norm)
+                                                            : 1.0f;
+        bool skip = !isfinite(norm);
+        if (P.has_guard) {
+            const float loss = P.loss[0];
+            if (P.halted[0] != 0.0f || !isfinite(loss) || loss > P.max_loss) {
+                P.halted[0] = 1.0f;
+                skip = true;
+            }
+        }
+        P.clip[2] = skip ? 1.0f : 0.0f;
+    }
+}
+
+extern "C" __global__ void clip_adam_f32(const MrClipAdamParams P) {
+    const mr::AdamGroupArgs gs[4] = {P.g0, P.g1, P.g2, P.g3};
+    if (P.clip[2] != 0.0f) return;
+    const float scale = P.clip[1];
+    const float beta1 = P.beta1, beta2 = P.beta2, step_size = P.step_size;
+    const float bc2_sqrt = P.bc2_sqrt, eps = P.eps;
+    const long long total = gs[0].n + gs[1].n + gs[2].n + gs[3].n;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        int k = 0;
+        long long i = e;
+        while (i >= gs[k].n) i -= gs[k++].n;
+        float* __restrict__ p = gs[k].p;
+        float* __restrict__ m = gs[k].m;
+        float* __restrict__ v = gs[k].v;
+        const float gi = gs[k].g[i] * scale;
+        const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+        const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] -= step_size * mi / denom;
+    }
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds everything a GPU check needs on this (GPU-less) machine and puts it in
 # gpu-bundle/ (git-ignored) for the device tool to carry (name it in `carry`): the CUDA
-# test binaries, the gpu_table and bench_slowpoints timing binaries, the PyTorch
-# comparison scripts and run.sh.
+# test binaries, the gpu_table, bench_slowpoints and train_step timing binaries, the PyTorch
+# comparison scripts (train_loop_torch.py with the bundled digits), and run.sh.
 # PTX is embedded in the binaries. On the GPU machine: `bash gpu-bundle/run.sh`
 # (writes its logs to $OUT when set, else to gpu-bundle/out/).
 # Binaries are stripped (a device call carries 64 MiB in all); the script fails loudly when
@@ -27,6 +27,17 @@ cp benches/compare/slowpoints_torch_gpu.py gpu-bundle/
 cargo build --release -p memrnn-benches --bin gpu_table
 cp target/release/gpu_table gpu-bundle/
 cp benches/compare/gpu_torch.py gpu-bundle/
+# The training pipeline: memrnn's step (old host path and backend path) and the PyTorch loop.
+bin=$(cargo bench -p memrnn-benches --bench train_step --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "train_step":
+        print(m["executable"])')
+cp "$bin" gpu-bundle/train_step
+cp benches/compare/train_loop_torch.py gpu-bundle/
+mkdir -p gpu-bundle/mnist
+cp crates/memrnn-train/data/train-*-idx*-ubyte.gz gpu-bundle/mnist/
 cat > gpu-bundle/run.sh <<'RUN'
 #!/usr/bin/env bash
 # On the GPU machine. cuBLAS comes from PyTorch's pip wheels there.
@@ -51,6 +62,10 @@ PYTHONUNBUFFERED=1 python3 "$here/slowpoints_torch_gpu.py" --data "$out/sp" --me
 rm -rf "$out/sp"
 echo "== timings vs cuDNN"
 PYTHONUNBUFFERED=1 python3 "$here/gpu_torch.py" --memrnn "$here/gpu_table" 2>&1 | tee "$out/compare.md"
+echo "== training pipeline (GRU H 200, batch 128, T 20, 785 inputs; and memrnn run's H 64, batch 64): memrnn old host path vs backend path, then the PyTorch/cuDNN loop"
+"$here/train_step" --backend cuda --shapes paper,run --reps 7 --steps 200 2>&1 | tee "$out/train_step.txt"
+PYTHONUNBUFFERED=1 python3 "$here/train_loop_torch.py" --hidden 200 --batch 128 --iters 2000 --reps 7 --mnist-dir "$here/mnist" 2>&1 | tee "$out/train_loop_torch.txt"
+PYTHONUNBUFFERED=1 python3 "$here/train_loop_torch.py" --hidden 64 --batch 64 --iters 2000 --reps 7 --mnist-dir "$here/mnist" 2>&1 | tee -a "$out/train_loop_torch.txt"
 RUN
 chmod +x gpu-bundle/run.sh
 # Debug info is most of each binary's size and is not needed to run it.

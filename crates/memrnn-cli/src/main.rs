@@ -136,7 +136,12 @@ struct StudyArgs {
     #[arg(long, value_enum, default_value = "gru,lstm", value_delimiter = ',')]
     cells: Vec<CellArg>,
     /// Curricula of the ensemble.
-    #[arg(long, value_enum, default_value = "none,delay,vocab", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "none,delay,vocab",
+        value_delimiter = ','
+    )]
     curricula: Vec<CurriculumArg>,
     /// Seeds of the ensemble.
     #[arg(long, default_value = "1,2,3,4", value_delimiter = ',')]

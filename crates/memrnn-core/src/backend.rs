@@ -344,6 +344,86 @@ pub trait Backend: Send + Sync {
         cfg: &AdamConfig,
     ) -> Result<()>;
 
+    /// The readout `y_r = W_out h_r + b_out` on `rows` hidden states `h [rows, H]` with
+    /// `readout = [W_out (C × H, row-major) | b_out (C)]`, and the weighted softmax
+    /// cross-entropy `L_CE = (1 / rows) Σ_r w_r (log Σ_c e^{y_rc} − y_r,t_r)` against
+    /// `targets [rows]` (class ids `0..C` as f32) with `weights [rows]`: its value and
+    /// accuracy counts ([`ReadoutCe::stats`](crate::ReadoutCe), by
+    /// [`CeStat`](crate::CeStat); target 0 is "silence", any other a report; the argmax is
+    /// the first largest logit), `∂L_CE/∂h [rows, H]` and `∂L_CE/∂readout`. A target
+    /// outside `0..C` makes the loss NaN on every backend. `rows = 0` gives a zero loss
+    /// and zero gradients.
+    #[allow(clippy::too_many_arguments)]
+    fn readout_ce(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &Self::Tensor,
+        readout: &Self::Tensor,
+        targets: &Self::Tensor,
+        weights: &Self::Tensor,
+    ) -> Result<crate::ReadoutCe<Self::Tensor>>;
+
+    /// `y += alpha · x` in place (`x` as long as `y`; empty is valid): how the speed
+    /// penalty's gradient joins the cross-entropy's, and how logged scalars accumulate.
+    fn axpy(&self, y: &mut Self::Tensor, alpha: f32, x: &Self::Tensor) -> Result<()>;
+
+    /// `[Σ x]`: a one-value tensor (0 for an empty `x`).
+    fn sum(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// One Adam update of every group (recurrent parameters, readout, …) with global-norm
+    /// clipping: the norm `‖g‖` over all groups' gradients together, the scale
+    /// [`clip_scale`](crate::clip_scale)`(‖g‖, clip)` applied to every gradient, then
+    /// [`adam_update_host`]'s arithmetic on each element, all without a host round trip.
+    /// Returns `[‖g‖, scale, skipped]` ([`ClipNorm`](crate::ClipNorm)) on the backend.
+    /// The update is skipped (parameters and moments keep their values) when `‖g‖` is not
+    /// finite or the `guard` ([`StepGuard`](crate::StepGuard)) trips; the step counts
+    /// advance either way, since knowing would take a host synchronisation: the caller
+    /// reads `skipped` and rewinds them. The gradients are not modified.
+    fn clip_adam_update(
+        &self,
+        groups: &mut [crate::AdamGroup<'_, Self::Tensor>],
+        clip: Option<f32>,
+        guard: Option<crate::StepGuard<'_, Self::Tensor>>,
+        cfg: &AdamConfig,
+    ) -> Result<Self::Tensor>;
+
+    /// Copies `src[src_offset..src_offset + len]` into `dst[dst_offset..]` (in place, on
+    /// the backend): how a training loop files each step's scalars into the record it
+    /// reads back at the logging interval.
+    fn copy_into(
+        &self,
+        dst: &mut Self::Tensor,
+        dst_offset: usize,
+        src: &Self::Tensor,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()>;
+
+    /// The delayed-classification task's batch `spec` drawn on the backend from the
+    /// digits of `digits`: exactly [`crate::task_gen`]'s host definition (trials by
+    /// `draw_trial`, rows by `fill_task_row`, targets and weights by `task_targets`), bit
+    /// for bit.
+    fn task_batch(
+        &self,
+        digits: &crate::DigitTable<Self::Tensor>,
+        spec: &crate::TaskBatchSpec,
+    ) -> Result<crate::TaskBatch<Self::Tensor>>;
+
+    /// `n` delay-period inputs `[n, P + 1]` for `(seed, step)`: row `i` the noise of
+    /// [`crate::philox::Stream::SpeedInput`] at counter `(j, i, 0, 2)`, trigger 0 (the
+    /// speed penalty's inputs).
+    #[allow(clippy::too_many_arguments)]
+    fn delay_inputs(
+        &self,
+        seed: u64,
+        step: u64,
+        n: usize,
+        pixels: usize,
+        noise_mean: f32,
+        noise_std: f32,
+    ) -> Result<Self::Tensor>;
+
     /// Fresh Adam state (zero moments) for a tensor of `len` values.
     fn adam_state(&self, len: usize) -> Result<AdamState<Self::Tensor>> {
         Ok(AdamState {

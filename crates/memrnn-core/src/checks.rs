@@ -233,6 +233,140 @@ pub fn check_adam_update(
     cfg.validate()
 }
 
+/// [`Backend::readout_ce`](crate::Backend::readout_ce): `hidden` and `classes` at least 1
+/// (else [`Error::Dimension`]), then `h [rows, H]`, `readout [C·H + C]`, `targets [rows]`
+/// and `weights [rows]`, where `rows` is the length of `targets` (zero rows are valid:
+/// the loss is then 0 and every gradient zero).
+pub fn check_readout_ce(
+    hidden: usize,
+    classes: usize,
+    h: usize,
+    readout: usize,
+    targets: usize,
+    weights: usize,
+) -> Result<()> {
+    for (name, v) in [("hidden size", hidden), ("classes", classes)] {
+        if v == 0 || v > MAX_DIM {
+            return Err(Error::Dimension(format!(
+                "readout: {name} is {v}: it must be between 1 and {MAX_DIM}"
+            )));
+        }
+    }
+    let rows = targets;
+    let h_len = mul(rows, hidden, || {
+        format!("readout: h [rows={rows}, H={hidden}]")
+    })?;
+    check_len("h", h_len, h, || {
+        format!("[rows={rows}, H={hidden}]: one hidden state per target")
+    })?;
+    let ro = mul(classes, hidden + 1, || {
+        format!("readout [C={classes}, H={hidden}] + bias")
+    })?;
+    check_len("readout", ro, readout, || {
+        format!("[W_out (C={classes} × H={hidden}) | b_out (C)]")
+    })?;
+    check_len("weights", rows, weights, || {
+        format!("one per target ({rows})")
+    })
+}
+
+/// [`Backend::axpy`](crate::Backend::axpy): `x` as long as `y`.
+pub fn check_axpy(y: usize, x: usize) -> Result<()> {
+    check_len("x", y, x, || format!("as long as y ({y})"))
+}
+
+/// [`Backend::clip_adam_update`](crate::Backend::clip_adam_update): one to
+/// [`MAX_ADAM_GROUPS`](crate::MAX_ADAM_GROUPS) groups;
+/// each group's `grad` and moments as long as its parameters; every group at the same
+/// Adam step (they are one optimiser); the guard's `loss` and `halted` one value each
+/// (given as their lengths, with `max_loss`, which must not be NaN); a clip limit, when given, positive and finite; then the
+/// config. `groups` holds `(params, grad, m, v, step)` per group.
+pub fn check_clip_adam_update(
+    groups: &[(usize, usize, usize, usize, u64)],
+    guard: Option<(usize, usize, f32)>,
+    clip: Option<f32>,
+    cfg: &AdamConfig,
+) -> Result<()> {
+    let Some(&(_, _, _, _, step0)) = groups.first() else {
+        return Err(Error::InvalidArgument(
+            "clip_adam_update needs at least one parameter group".into(),
+        ));
+    };
+    if groups.len() > crate::MAX_ADAM_GROUPS {
+        return Err(Error::InvalidArgument(format!(
+            "clip_adam_update takes at most {} parameter groups, got {}; concatenate some",
+            crate::MAX_ADAM_GROUPS,
+            groups.len()
+        )));
+    }
+    for (k, &(p, g, m, v, step)) in groups.iter().enumerate() {
+        let detail = || format!("one per parameter of group {k}, which holds {p}");
+        check_len("grad", p, g, detail)?;
+        check_len("adam m", p, m, detail)?;
+        check_len("adam v", p, v, detail)?;
+        if step != step0 {
+            return Err(Error::InvalidArgument(format!(
+                "clip_adam_update: group {k} is at Adam step {step} but group 0 at {step0}; the \
+                 groups of one optimiser must move together"
+            )));
+        }
+    }
+    if let Some((loss, halted, max_loss)) = guard {
+        check_len("guard loss", 1, loss, || "[1]: the step's loss".into())?;
+        check_len("guard halted", 1, halted, || "[1]: the halt flag".into())?;
+        if max_loss.is_nan() {
+            return Err(Error::InvalidArgument(
+                "the divergence guard's max_loss is NaN: give a loss limit (∞ for none)".into(),
+            ));
+        }
+    }
+    if let Some(c) = clip {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "gradient clip {c}: it must be a positive, finite norm (None turns clipping off)"
+            )));
+        }
+    }
+    cfg.validate()
+}
+
+/// [`Backend::copy_into`](crate::Backend::copy_into): both ranges inside their tensors.
+pub fn check_copy_into(
+    dst: usize,
+    dst_offset: usize,
+    src: usize,
+    src_offset: usize,
+    len: usize,
+) -> Result<()> {
+    for (what, total, off) in [("dst", dst, dst_offset), ("src", src, src_offset)] {
+        if off.checked_add(len).is_none_or(|end| end > total) {
+            return Err(Error::InvalidArgument(format!(
+                "copy_into: {what} range {off}..{off}+{len} is outside its {total} values"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// [`Backend::delay_inputs`](crate::Backend::delay_inputs): `n < 2³¹` rows (zero is
+/// valid), `1 ≤ pixels`, `n·(pixels + 1)` addressable, a finite noise mean and std.
+pub fn check_delay_inputs(n: usize, pixels: usize, noise_mean: f32, noise_std: f32) -> Result<()> {
+    if pixels == 0 || n > i32::MAX as usize {
+        return Err(Error::Dimension(format!(
+            "delay inputs: {n} rows of {pixels} pixels; need pixels ≥ 1 and fewer than 2^31 rows"
+        )));
+    }
+    mul(n, pixels + 1, || {
+        format!("delay inputs [n={n}, P+1={}]", pixels + 1)
+    })?;
+    if !(noise_mean.is_finite() && noise_std.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "delay inputs: the noise mean and std must be finite".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The lengths of a [`SlowPointSearch`](crate::backend::SlowPointSearch): its `k`, and
 /// the lengths of `states`, `m`, `v` (each `[K, S]`) and `status` (`[K]`).
 #[derive(Clone, Copy, Debug)]

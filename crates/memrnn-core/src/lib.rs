@@ -16,6 +16,10 @@
 //!   matrix-free variant.
 //! - [`Error`]: one error type whose messages name the problem and the fix.
 //! - [`checks`]: the argument checks of every `Backend` operation, shared by the backends.
+//! - [`philox`] and [`task_gen`]: the task's counter-based random numbers and batches,
+//!   defined once so that every backend draws them bit for bit alike.
+//! - [`step`]: the types of the training step's operations (readout cross-entropy,
+//!   clipped Adam over several tensors).
 //!
 //! The equations are in `MATH.md` (the project's copy of the design's contract).
 
@@ -28,16 +32,20 @@ pub mod lm;
 pub mod lm_krylov;
 pub mod lstm_state;
 pub mod model;
+pub mod philox;
 pub mod real;
 pub mod slow_point;
 pub mod state_dict;
+pub mod step;
+pub mod task_gen;
 
 pub use backend::{
     adam_update_host, AdamConfig, AdamState, Backend, SeqForward, SeqGrads, SeqUpstream, SpeedGrad,
 };
 pub use cell::{CellDims, CellKind, ParamBlock, ParamLayout, ParamView, ParamViewMut, SeqShape};
 pub use checks::{
-    check_adam_update, check_cell, check_seq_backward, check_seq_forward, check_shape,
+    check_adam_update, check_axpy, check_cell, check_clip_adam_update, check_copy_into,
+    check_delay_inputs, check_readout_ce, check_seq_backward, check_seq_forward, check_shape,
     check_slow_point_iterations, check_step_jacobian, check_step_jvp, check_step_speed,
     check_step_speed_grad, ForwardInfo, SearchLens, UpstreamLens,
 };
@@ -50,3 +58,8 @@ pub use state_dict::{
     load_state_dict_file, LoadReport, Mismatch, ModelOf, ReadoutOf, StateDict, StateEntry,
     TensorDtype,
 };
+pub use step::{
+    clip_scale, AdamGroup, CeStat, ClipNorm, ReadoutCe, StepGuard, CE_STATS, CLIP_NORM_LEN,
+    MAX_ADAM_GROUPS,
+};
+pub use task_gen::{DigitTable, TaskBatch, TaskBatchSpec};

@@ -3,13 +3,16 @@
 use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions};
 use memrnn_core::backend::{check_slow_point_args, SlowPointConfig, SlowPointSearch};
 use memrnn_core::checks::{
-    check_adam_update, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_jvp,
+    check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
+    check_readout_ce, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_jvp,
     check_step_speed, check_step_speed_grad, ForwardInfo, UpstreamLens,
 };
 use memrnn_core::{
-    adam_update_host, check_finite, AdamConfig, AdamState, Backend, CellDims, Error, Result,
-    SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
+    adam_update_host, check_finite, clip_scale, AdamConfig, AdamGroup, AdamState, Backend,
+    CellDims, ClipNorm, Error, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream,
+    SpeedGrad, StepGuard, CLIP_NORM_LEN,
 };
+use memrnn_core::{philox, task_gen, DigitTable, TaskBatch, TaskBatchSpec};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -428,5 +431,185 @@ impl Backend for CpuBackend {
         });
         state.step += 1;
         Ok(())
+    }
+
+    fn readout_ce(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &Vec<f32>,
+        readout: &Vec<f32>,
+        targets: &Vec<f32>,
+        weights: &Vec<f32>,
+    ) -> Result<ReadoutCe<Vec<f32>>> {
+        check_readout_ce(
+            hidden,
+            classes,
+            h.len(),
+            readout.len(),
+            targets.len(),
+            weights.len(),
+        )?;
+        let (dh, dreadout, stats) = self
+            .install(|| fast::readout::readout_ce(hidden, classes, h, readout, targets, weights));
+        Ok(ReadoutCe {
+            dh,
+            dreadout,
+            stats,
+        })
+    }
+
+    fn axpy(&self, y: &mut Vec<f32>, alpha: f32, x: &Vec<f32>) -> Result<()> {
+        check_axpy(y.len(), x.len())?;
+        y.iter_mut().zip(x).for_each(|(a, &b)| *a += alpha * b);
+        Ok(())
+    }
+
+    fn sum(&self, x: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(vec![x.iter().sum()])
+    }
+
+    fn clip_adam_update(
+        &self,
+        groups: &mut [AdamGroup<'_, Vec<f32>>],
+        clip: Option<f32>,
+        guard: Option<StepGuard<'_, Vec<f32>>>,
+        cfg: &AdamConfig,
+    ) -> Result<Vec<f32>> {
+        let lens: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.params.len(),
+                    g.grad.len(),
+                    g.state.m.len(),
+                    g.state.v.len(),
+                    g.state.step,
+                )
+            })
+            .collect();
+        let guard_lens = guard
+            .as_ref()
+            .map(|g| (g.loss.len(), g.halted.len(), g.max_loss));
+        check_clip_adam_update(&lens, guard_lens, clip, cfg)?;
+        // In order, in f64: the host path's sum, so the clip scale is bit for bit its own.
+        let norm = groups
+            .iter()
+            .flat_map(|g| g.grad.iter())
+            .map(|&v| v as f64 * v as f64)
+            .sum::<f64>()
+            .sqrt();
+        let scale = clip_scale(norm, clip);
+        let mut skip = !norm.is_finite();
+        if let Some(g) = guard {
+            let loss = g.loss[0];
+            if g.halted[0] != 0.0 || !loss.is_finite() || loss > g.max_loss {
+                g.halted[0] = 1.0;
+                skip = true;
+            }
+        }
+        for g in groups.iter_mut() {
+            let step = g.state.step;
+            g.state.step += 1;
+            if skip {
+                continue;
+            }
+            let scaled: Vec<f32>;
+            let grad: &[f32] = if scale == 1.0 {
+                g.grad
+            } else {
+                scaled = g.grad.iter().map(|&v| v * scale).collect();
+                &scaled
+            };
+            const CHUNK: usize = 1 << 14;
+            let (p, m, v) = (&mut *g.params, &mut g.state.m, &mut g.state.v);
+            self.install(|| {
+                p.par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks(CHUNK))
+                    .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+                    .for_each(|((p, g), (m, v))| adam_update_host(p, g, m, v, step, cfg));
+            });
+        }
+        let mut out = vec![0f32; CLIP_NORM_LEN];
+        out[ClipNorm::Norm as usize] = norm as f32;
+        out[ClipNorm::Scale as usize] = scale;
+        out[ClipNorm::Skipped as usize] = skip as u8 as f32;
+        Ok(out)
+    }
+
+    fn copy_into(
+        &self,
+        dst: &mut Vec<f32>,
+        dst_offset: usize,
+        src: &Vec<f32>,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_copy_into(dst.len(), dst_offset, src.len(), src_offset, len)?;
+        dst[dst_offset..dst_offset + len].copy_from_slice(&src[src_offset..src_offset + len]);
+        Ok(())
+    }
+
+    fn task_batch(
+        &self,
+        digits: &DigitTable<Vec<f32>>,
+        spec: &TaskBatchSpec,
+    ) -> Result<TaskBatch<Vec<f32>>> {
+        spec.check()?;
+        let key = philox::key(spec.seed, spec.step);
+        let counts = digits.counts();
+        let trials: Vec<_> = (0..spec.batch as u32)
+            .map(|b| task_gen::draw_trial(counts, key, b, spec.t_max, spec.vocab, spec.delta_min))
+            .collect();
+        let (p, batch) = (digits.pixels(), spec.batch);
+        let images = digits.images();
+        let mut x = vec![0f32; spec.t_max * batch * (p + 1)];
+        self.install(|| {
+            x.par_chunks_mut(p + 1).enumerate().for_each(|(row, out)| {
+                let (t, b) = ((row / batch) as u32, row % batch);
+                let image = |tr: &task_gen::Trial, pix: &mut [f32]| {
+                    let r = digits.offset(tr.digit as usize) + tr.image as usize;
+                    pix.copy_from_slice(&images[r * p..(r + 1) * p]);
+                };
+                task_gen::fill_task_row(
+                    key,
+                    &trials[b],
+                    t,
+                    b as u32,
+                    spec.noise_mean,
+                    spec.noise_std,
+                    image,
+                    out,
+                );
+            })
+        });
+        let (targets, weights) = task_gen::task_targets(&trials, spec.t_max);
+        Ok(TaskBatch {
+            x,
+            targets: targets.iter().map(|&t| t as f32).collect(),
+            weights,
+        })
+    }
+
+    fn delay_inputs(
+        &self,
+        seed: u64,
+        step: u64,
+        n: usize,
+        pixels: usize,
+        noise_mean: f32,
+        noise_std: f32,
+    ) -> Result<Vec<f32>> {
+        check_delay_inputs(n, pixels, noise_mean, noise_std)?;
+        let key = philox::key(seed, step);
+        let mut x = vec![0f32; n * (pixels + 1)];
+        self.install(|| {
+            x.par_chunks_mut(pixels + 1)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    task_gen::fill_delay_row(key, i as u32, noise_mean, noise_std, out)
+                })
+        });
+        Ok(x)
     }
 }

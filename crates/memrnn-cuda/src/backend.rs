@@ -8,14 +8,19 @@ use crate::blas::{gemm_rm, Op};
 use crate::device::real::RealDevice;
 use crate::device::{backend_err, Buf, Device, View};
 use crate::kernels::{Kernel, KernelParams};
+use crate::ops::readout;
 use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath};
 use crate::ops::small::{self, AdamScalars};
 use crate::ops::spec;
+use crate::ops::task;
 use memrnn_core::{
-    check_adam_update, check_seq_backward, check_seq_forward, check_step_jacobian,
-    check_step_speed, check_step_speed_grad, AdamConfig, AdamState, Backend, CellDims, ForwardInfo,
-    ParamBlock, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad, UpstreamLens,
+    check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
+    check_readout_ce, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_speed,
+    check_step_speed_grad, AdamConfig, AdamGroup, AdamState, Backend, CellDims, ForwardInfo,
+    ParamBlock, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
+    StepGuard, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
 };
+use memrnn_core::{philox, DigitTable, TaskBatch, TaskBatchSpec};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// A flat f32 buffer in device memory (or simulated device memory). The allocation holds
@@ -589,16 +594,7 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         check_adam_update(params.len, grad.len, state.m.len, state.v.len, cfg)?;
         let n = params.len;
-        let t = i32::try_from(state.step.saturating_add(1)).unwrap_or(i32::MAX);
-        let bc1 = 1.0 - cfg.beta1.powi(t);
-        let bc2 = 1.0 - cfg.beta2.powi(t);
-        let sc = AdamScalars {
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            step_size: cfg.lr / bc1,
-            bc2_sqrt: bc2.sqrt(),
-            eps: cfg.eps,
-        };
+        let sc = adam_scalars(cfg, state.step);
         if n > 0 {
             small::adam_update(
                 &self.dev,
@@ -612,6 +608,240 @@ impl Backend for CudaBackend {
         }
         state.step += 1;
         Ok(())
+    }
+
+    fn readout_ce(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &CudaTensor,
+        readout: &CudaTensor,
+        targets: &CudaTensor,
+        weights: &CudaTensor,
+    ) -> Result<ReadoutCe<CudaTensor>> {
+        check_readout_ce(
+            hidden,
+            classes,
+            h.len,
+            readout.len,
+            targets.len,
+            weights.len,
+        )?;
+        let rows = targets.len;
+        let ro_len = readout.len;
+        if rows == 0 {
+            return Ok(ReadoutCe {
+                dh: self.zeros(0)?,
+                dreadout: self.zeros(ro_len)?,
+                stats: self.zeros(CE_STATS)?,
+            });
+        }
+        let g = self.out(rows * classes)?;
+        let row_stats = self.out(rows * CE_STATS)?;
+        let dh = self.out(rows * hidden)?;
+        let dreadout = self.out(ro_len)?;
+        let stats = self.out(CE_STATS)?;
+        readout::readout_ce(
+            &self.dev,
+            hidden,
+            classes,
+            rows,
+            h.v(),
+            readout.v(),
+            targets.v(),
+            weights.v(),
+            &readout::ReadoutBuffers {
+                g: g.all(),
+                row_stats: row_stats.all(),
+                dh: dh.all(),
+                dreadout: dreadout.all(),
+                stats: stats.all(),
+            },
+        )?;
+        Ok(ReadoutCe {
+            dh: self.tensor(dh, rows * hidden),
+            dreadout: self.tensor(dreadout, ro_len),
+            stats: self.tensor(stats, CE_STATS),
+        })
+    }
+
+    fn axpy(&self, y: &mut CudaTensor, alpha: f32, x: &CudaTensor) -> Result<()> {
+        check_axpy(y.len, x.len)?;
+        if y.len > 0 {
+            small::axpy(&self.dev, y.v(), alpha, x.v(), y.len)?;
+        }
+        Ok(())
+    }
+
+    fn sum(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let out = self.out(1)?;
+        if x.len == 0 {
+            small::fill(&self.dev, out.all(), 0.0)?;
+        } else {
+            small::col_sum(&self.dev, x.v(), x.len, 1, out.all())?;
+        }
+        Ok(self.tensor(out, 1))
+    }
+
+    fn clip_adam_update(
+        &self,
+        groups: &mut [AdamGroup<'_, CudaTensor>],
+        clip: Option<f32>,
+        guard: Option<StepGuard<'_, CudaTensor>>,
+        cfg: &AdamConfig,
+    ) -> Result<CudaTensor> {
+        let lens: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.params.len,
+                    g.grad.len,
+                    g.state.m.len,
+                    g.state.v.len,
+                    g.state.step,
+                )
+            })
+            .collect();
+        let guard_lens = guard
+            .as_ref()
+            .map(|g| (g.loss.len, g.halted.len, g.max_loss));
+        check_clip_adam_update(&lens, guard_lens, clip, cfg)?;
+        let out = self.out(CLIP_NORM_LEN)?;
+        let sc = adam_scalars(cfg, groups[0].state.step);
+        let views: Vec<small::GroupViews<'_>> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.params.v(),
+                    g.grad.v(),
+                    g.state.m.v(),
+                    g.state.v.v(),
+                    g.params.len,
+                )
+            })
+            .collect();
+        let guard_views = guard
+            .as_ref()
+            .map(|g| (g.loss.v(), g.halted.v(), g.max_loss));
+        small::clip_adam(&self.dev, &views, out.all(), guard_views, clip, &sc)?;
+        drop(views);
+        for g in groups.iter_mut() {
+            g.state.step += 1;
+        }
+        Ok(self.tensor(out, CLIP_NORM_LEN))
+    }
+
+    fn copy_into(
+        &self,
+        dst: &mut CudaTensor,
+        dst_offset: usize,
+        src: &CudaTensor,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_copy_into(dst.len, dst_offset, src.len, src_offset, len)?;
+        if len > 0 {
+            self.dev.copy(
+                src.buf.view(src_offset..src_offset + len),
+                dst.buf.view(dst_offset..dst_offset + len),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn task_batch(
+        &self,
+        digits: &DigitTable<CudaTensor>,
+        spec: &TaskBatchSpec,
+    ) -> Result<TaskBatch<CudaTensor>> {
+        spec.check()?;
+        let (t, b, p) = (spec.t_max, spec.batch, digits.pixels());
+        let rows = t * b;
+        let x = self.out(rows * (p + 1))?;
+        let targets = self.out(rows)?;
+        let weights = self.out(rows)?;
+        self.task_draw(
+            &x,
+            Some((&targets, &weights, digits)),
+            philox::key(spec.seed, spec.step),
+            (t, b, p, spec.vocab, spec.delta_min),
+            (spec.noise_mean, spec.noise_std),
+        )?;
+        Ok(TaskBatch {
+            x: self.tensor(x, rows * (p + 1)),
+            targets: self.tensor(targets, rows),
+            weights: self.tensor(weights, rows),
+        })
+    }
+
+    fn delay_inputs(
+        &self,
+        seed: u64,
+        step: u64,
+        n: usize,
+        pixels: usize,
+        noise_mean: f32,
+        noise_std: f32,
+    ) -> Result<CudaTensor> {
+        check_delay_inputs(n, pixels, noise_mean, noise_std)?;
+        let x = self.out(n * (pixels + 1))?;
+        if n > 0 {
+            self.task_draw(
+                &x,
+                None,
+                philox::key(seed, step),
+                (1, n, pixels, 1, 0),
+                (noise_mean, noise_std),
+            )?;
+        }
+        Ok(self.tensor(x, n * (pixels + 1)))
+    }
+}
+
+impl CudaBackend {
+    fn task_draw(
+        &self,
+        x: &Buf<f32>,
+        extra: Option<(&Buf<f32>, &Buf<f32>, &DigitTable<CudaTensor>)>,
+        key: [u32; 2],
+        sizes: (usize, usize, usize, usize, usize),
+        noise: (f32, f32),
+    ) -> Result<()> {
+        let (t, b, p, vocab, delta_min) = sizes;
+        task::draw(
+            &self.dev,
+            &task::TaskArgs {
+                x: x.all(),
+                targets: extra.map(|e| e.0.all()),
+                weights: extra.map(|e| e.1.all()),
+                images: extra.map(|e| e.2.images().v()),
+                offsets: extra.map(|e| e.2.offsets().v()),
+                key,
+                t,
+                b,
+                p,
+                vocab,
+                delta_min,
+                mean: noise.0,
+                std: noise.1,
+                n_images: extra.map_or(0, |e| e.2.counts().iter().map(|&c| c as usize).sum()),
+            },
+        )
+    }
+}
+
+/// Adam's scalars for the update after `step` updates, computed exactly as
+/// `memrnn_core::adam_update_host` does.
+fn adam_scalars(cfg: &AdamConfig, step: u64) -> AdamScalars {
+    let t = i32::try_from(step.saturating_add(1)).unwrap_or(i32::MAX);
+    let bc1 = 1.0 - cfg.beta1.powi(t);
+    let bc2 = 1.0 - cfg.beta2.powi(t);
+    AdamScalars {
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        step_size: cfg.lr / bc1,
+        bc2_sqrt: bc2.sqrt(),
+        eps: cfg.eps,
     }
 }
 

@@ -220,6 +220,86 @@ pub(crate) struct CompactParams {
     pub count: DevPtr,
 }
 
+/// `MrReadoutParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadoutParams {
+    pub h: DevPtr,
+    pub readout: DevPtr,
+    pub targets: DevPtr,
+    pub weights: DevPtr,
+    pub g: DevPtr,
+    pub dh: DevPtr,
+    pub row_stats: DevPtr,
+    pub rows: i32,
+    pub h_len: i32,
+    pub c: i32,
+    pub inv_rows: f32,
+}
+
+/// `MrAxpyParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AxpyParams {
+    pub y: DevPtr,
+    pub x: DevPtr,
+    pub n: i64,
+    pub alpha: f32,
+}
+
+/// `mr::AdamGroupArgs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct AdamGroupArgs {
+    pub p: DevPtr,
+    pub g: DevPtr,
+    pub m: DevPtr,
+    pub v: DevPtr,
+    pub n: i64,
+}
+
+/// `MrClipAdamParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClipAdamParams {
+    pub g0: AdamGroupArgs,
+    pub g1: AdamGroupArgs,
+    pub g2: AdamGroupArgs,
+    pub g3: AdamGroupArgs,
+    pub clip: DevPtr,
+    pub loss: DevPtr,
+    pub halted: DevPtr,
+    pub max_loss: f32,
+    pub has_guard: i32,
+    pub max_norm: f32,
+    pub has_max: i32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub step_size: f32,
+    pub bc2_sqrt: f32,
+    pub eps: f32,
+}
+
+/// `MrTaskParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TaskParams {
+    pub x: DevPtr,
+    pub targets: DevPtr,
+    pub weights: DevPtr,
+    pub images: DevPtr,
+    pub offsets: DevPtr,
+    pub k0: u32,
+    pub k1: u32,
+    pub t: i32,
+    pub b: i32,
+    pub p: i32,
+    pub vocab: i32,
+    pub delta_min: i32,
+    pub mean: f32,
+    pub std: f32,
+}
+
 /// A parameter struct of some kernel: plain old data, `#[repr(C)]`, mirrored in
 /// `kernels/params.cuh`.
 ///
@@ -256,6 +336,10 @@ params!(
     SlowPointsParams,
     PackParams,
     CompactParams,
+    ReadoutParams,
+    AxpyParams,
+    ClipAdamParams,
+    TaskParams,
 );
 
 /// The PTX module a kernel lives in: one per `kernels/*.cu`, named after the file in
@@ -355,6 +439,12 @@ kernels! {
     LSTM_SLOWPOINTS_NARROW = lstm_slowpoints_narrow_f32(SlowPointsParams) in Slowpoints, big_smem;
     SLOWPOINTS_PACK = slowpoints_pack_f32(PackParams) in Slowpoints;
     SLOWPOINTS_COMPACT = slowpoints_compact_f32(CompactParams) in Slowpoints;
+    AXPY = axpy_f32(AxpyParams) in Small;
+    CLIP_NORM = clip_norm_f32(ClipAdamParams) in Small;
+    CLIP_ADAM = clip_adam_f32(ClipAdamParams) in Small;
+    READOUT_CE_ROWS = readout_ce_rows_f32(ReadoutParams) in Readout;
+    TASK_BATCH = task_batch_f32(TaskParams) in Task;
+    TASK_DELAY = task_delay_f32(TaskParams) in Task;
 }
 
 /// The four recurrence entry points of one cell family (kernels/common.cuh).
@@ -450,6 +540,29 @@ mod tests {
         fields!(v, "MrCompactParams", CompactParams,
             status: DevPtr => "status", k: i32 => "K", with_max_iters: i32 => "with_max_iters",
             idx: DevPtr => "idx", count: DevPtr => "count");
+        fields!(v, "MrReadoutParams", ReadoutParams,
+            h: DevPtr => "h", readout: DevPtr => "readout", targets: DevPtr => "targets",
+            weights: DevPtr => "weights", g: DevPtr => "g", dh: DevPtr => "dh",
+            row_stats: DevPtr => "row_stats", rows: i32 => "rows", h_len: i32 => "H",
+            c: i32 => "C", inv_rows: f32 => "inv_rows");
+        fields!(v, "MrAxpyParams", AxpyParams,
+            y: DevPtr => "y", x: DevPtr => "x", n: i64 => "n", alpha: f32 => "alpha");
+        fields!(v, "mr::AdamGroupArgs", AdamGroupArgs,
+            p: DevPtr => "p", g: DevPtr => "g", m: DevPtr => "m", v: DevPtr => "v",
+            n: i64 => "n");
+        fields!(v, "MrClipAdamParams", ClipAdamParams,
+            g0: AdamGroupArgs => "g0", g1: AdamGroupArgs => "g1", g2: AdamGroupArgs => "g2",
+            g3: AdamGroupArgs => "g3", clip: DevPtr => "clip", loss: DevPtr => "loss",
+            halted: DevPtr => "halted", max_loss: f32 => "max_loss",
+            has_guard: i32 => "has_guard", max_norm: f32 => "max_norm",
+            has_max: i32 => "has_max", beta1: f32 => "beta1", beta2: f32 => "beta2",
+            step_size: f32 => "step_size", bc2_sqrt: f32 => "bc2_sqrt", eps: f32 => "eps");
+        fields!(v, "MrTaskParams", TaskParams,
+            x: DevPtr => "x", targets: DevPtr => "targets", weights: DevPtr => "weights",
+            images: DevPtr => "images", offsets: DevPtr => "offsets", k0: u32 => "k0",
+            k1: u32 => "k1", t: i32 => "T", b: i32 => "B", p: i32 => "P",
+            vocab: i32 => "vocab", delta_min: i32 => "delta_min", mean: f32 => "mean",
+            std: f32 => "std_");
         v
     }
 

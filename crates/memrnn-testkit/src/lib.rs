@@ -1,9 +1,13 @@
 //! Dev-only helpers shared by memrnn's tests: seeded random data (the seed is printed on
 //! failure and can be forced with `MEMRNN_TEST_SEED`), relative errors in norm, NaN
 //! poisoning, the awkward shapes every backend is tested on, and [`conformance`]: the one
-//! suite every backend runs ([`backend_conformance!`] instantiates it).
+//! suite every backend runs ([`backend_conformance!`] instantiates it); [`Counting`], a
+//! backend wrapper that counts host transfers.
 
 pub mod conformance;
+pub mod counting;
+
+pub use counting::Counting;
 
 use memrnn_core::{CellDims, CellKind, Real, SeqShape};
 use rand::{RngExt, SeedableRng};

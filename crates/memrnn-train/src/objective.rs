@@ -14,8 +14,10 @@
 //! The paper's `λ = 1e-3` was stated for a cross-entropy about 1/11 of this one and 100
 //! points; MATH.md §5 reports `λ ≈ 0.01` working at this normalisation with 100 points.
 //!
-//! The readout and the cross-entropy run on the host; they are generic over
-//! [`Real`] so the f64 gradient check can run them too.
+//! Training runs the readout and cross-entropy on the backend (`Backend::readout_ce`,
+//! see [`crate::train`]); [`readout_ce`] and [`speed_penalty_grad`] here are their host
+//! definitions, generic over [`Real`], which the f64 gradient check and the comparison
+//! with the former host training step (tests/backend_step.rs) run.
 
 use crate::error::{config_err, Result};
 use memrnn_core::{Backend, CellDims, Real};

@@ -19,8 +19,8 @@
 
 use crate::error::{config_err, Result, TrainError};
 use crate::idx::Mnist;
-use crate::philox::{self, Stream};
-use memrnn_core::SeqShape;
+use crate::philox;
+use memrnn_core::{task_gen, SeqShape};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -197,6 +197,21 @@ impl DigitSet {
         self.by_class[digit].len()
     }
 
+    /// Images per digit.
+    pub fn counts(&self) -> [u32; 10] {
+        std::array::from_fn(|d| self.by_class[d].len() as u32)
+    }
+
+    /// Every image as pixel values `k / 255`, grouped by digit in file order (`[N, P]`):
+    /// what [`memrnn_core::DigitTable::new`] uploads.
+    pub fn images_by_digit(&self) -> Vec<f32> {
+        let lut = pixel_lut();
+        (0..10)
+            .flat_map(|d| (0..self.count(d)).map(move |k| (d, k)))
+            .flat_map(|(d, k)| self.image(d, k).iter().map(|&v| lut[v as usize]))
+            .collect()
+    }
+
     /// The `k`-th image of `digit`.
     pub fn image(&self, digit: usize, k: usize) -> &[u8] {
         self.data.image(self.by_class[digit][k] as usize)
@@ -207,30 +222,11 @@ impl DigitSet {
     }
 }
 
-/// One trial's draws.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Trial {
-    pub digit: u8,
-    /// Index of the image within its digit's images.
-    pub image: u32,
-    pub t_read: u32,
-    pub t_report: u32,
-}
+pub use memrnn_core::task_gen::Trial;
 
 /// Draws trial `b` of `(seed, step)` for a stage (see the module docs).
 pub fn draw_trial(set: &DigitSet, key: [u32; 2], b: u32, stage: Stage, delta_min: usize) -> Trial {
-    let x = philox::philox4x32_10([0, b, 0, Stream::TaskTrial as u32], key);
-    let digit = philox::below(x[0], stage.vocab as u32);
-    let image = philox::below(x[1], set.count(digit as usize) as u32);
-    let span = (stage.t_max - delta_min) as u32;
-    let t_read = philox::below(x[2], span);
-    let t_report = t_read + delta_min as u32 + philox::below(x[3], span - t_read);
-    Trial {
-        digit: digit as u8,
-        image,
-        t_read,
-        t_report,
-    }
+    task_gen::draw_trial(&set.counts(), key, b, stage.t_max, stage.vocab, delta_min)
 }
 
 /// A batch of the task.
@@ -291,14 +287,7 @@ pub fn make_batch(
     let input = set.input_size();
     let mut x = vec![0f32; shape.rows() * input];
     fill_inputs(set, task, key, &trials, shape, 0, &mut x);
-    let report_w = (stage.t_max - 1) as f32;
-    let mut targets = vec![0u8; shape.rows()];
-    let mut weights = vec![1f32; shape.rows()];
-    for (b, tr) in trials.iter().enumerate() {
-        let k = tr.t_report as usize * batch + b;
-        targets[k] = tr.digit + 1;
-        weights[k] = report_w;
-    }
+    let (targets, weights) = task_gen::task_targets(&trials, stage.t_max);
     Ok(Batch {
         shape,
         input,
@@ -322,32 +311,28 @@ pub fn fill_inputs(
     x: &mut [f32],
 ) {
     let input = set.input_size();
-    let p = set.pixels;
     let batch = shape.batch;
     debug_assert_eq!(x.len(), shape.rows() * input);
     let lut = pixel_lut();
     x.par_chunks_mut(input).enumerate().for_each(|(row, out)| {
         let t = (t0 + row / batch) as u32;
         let b = row % batch;
-        let tr = &trials[b];
-        let (pix, trig) = out.split_at_mut(p);
-        if t == tr.t_read {
+        let image = |tr: &Trial, pix: &mut [f32]| {
             let img = set.image(tr.digit as usize, tr.image as usize);
             for (o, &v) in pix.iter_mut().zip(img) {
                 *o = lut[v as usize];
             }
-        } else {
-            philox::fill_normal_row(
-                key,
-                Stream::TaskNoise,
-                t,
-                b as u32,
-                task.noise_mean,
-                task.noise_std,
-                pix,
-            );
-        }
-        trig[0] = if t == tr.t_report { 1.0 } else { 0.0 };
+        };
+        task_gen::fill_task_row(
+            key,
+            &trials[b],
+            t,
+            b as u32,
+            task.noise_mean,
+            task.noise_std,
+            image,
+            out,
+        );
     });
 }
 
@@ -357,17 +342,7 @@ pub fn delay_inputs(task: &TaskConfig, input: usize, seed: u64, step: u64, n: us
     let key = philox::key(seed, step);
     let mut x = vec![0f32; n * input];
     x.par_chunks_mut(input).enumerate().for_each(|(i, out)| {
-        let (pix, trig) = out.split_at_mut(input - 1);
-        philox::fill_normal_row(
-            key,
-            Stream::SpeedInput,
-            0,
-            i as u32,
-            task.noise_mean,
-            task.noise_std,
-            pix,
-        );
-        trig[0] = 0.0;
+        task_gen::fill_delay_row(key, i as u32, task.noise_mean, task.noise_std, out);
     });
     x
 }

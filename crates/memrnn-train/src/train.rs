@@ -1,10 +1,15 @@
 //! Training: Adam on the objective of [`crate::objective`], generic over the backend.
 //!
-//! One step: draw the batch ([`crate::task::make_batch`]), `Backend::seq_forward`, the
-//! readout and cross-entropy on the host, `Backend::seq_backward` (no input gradient),
-//! plus the speed penalty's gradient when one is set, global-norm clipping over all
-//! parameters (recurrent and readout), then `Backend::adam_update` for the recurrent
-//! parameters and the host Adam for the readout.
+//! One step, all on the backend: draw the batch (`task_batch`, the same numbers as
+//! [`crate::task::make_batch`], from the digits uploaded once), `seq_forward`,
+//! `readout_ce`, `seq_backward` (no input gradient), the speed penalty's gradient when one
+//! is set, and `clip_adam_update`: global-norm clipping and Adam over the recurrent
+//! parameters and the readout together, guarded against divergence. The network and the
+//! optimiser state live on the backend; each step's numbers are filed in a record there
+//! that [`Trainer::run`] reads back at its logging, checkpoint and tracking intervals (and
+//! [`Trainer::train_step`] after every step), replaying the host's bookkeeping step by
+//! step. Under a curriculum that advances on accuracy the record is read after every step
+//! while stages remain (the next batch depends on it).
 //!
 //! Outputs, under `out_dir` with a run name `name`:
 //! - `name.safetensors`: the checkpoint, every `checkpoint_every` steps and at the end. One
@@ -22,17 +27,24 @@
 //!   that no checkpoint holds; a run that starts (fresh, or resumed at step N) first drops
 //!   lines for steps after its start and restores those its checkpoint carries.
 //!
-//! A NaN / infinite loss, or one above `diverge_loss`, stops the run with
-//! [`TrainError::Diverged`]; nothing is written after the last good step, so the
-//! checkpoint on disk is the last good one.
+//! A NaN / infinite loss, or one above `diverge_loss`, or a non-finite gradient norm,
+//! stops the run with [`TrainError::Diverged`] naming the first bad step; nothing is
+//! written after the last good step, so the checkpoint on disk is the last good one. The
+//! backend's guard skips the bad step's update and every one after it until the record is
+//! read, so the trainer is then back at the state before the bad step (its step count,
+//! stage and Adam step counts rewound), as if it had stopped there.
 
 use crate::error::{config_err, Result, TrainError};
-use crate::objective::{readout_ce, speed_penalty_grad, SpeedPenalty};
+use crate::objective::SpeedPenalty;
+use crate::step::{
+    batch_gradients, targets_f32, PenaltyArgs, StepRow, RECORD_ROWS, RECORD_WIDTH, REC_CLIP,
+    REC_SPEED,
+};
 use crate::task::{self, Curriculum, DigitSet, Stage, StageSchedule, TaskConfig, CLASSES};
 use memrnn_core::checkpoint::{load_checkpoint, read_tensors, save_checkpoint_with_state};
 use memrnn_core::{
-    adam_update_host, AdamConfig, AdamState, Backend, CellDims, CellKind, Model, Readout,
-    SeqUpstream,
+    AdamConfig, AdamGroup, AdamState, Backend, CellDims, CellKind, DigitTable, Model, Readout,
+    SeqShape, StepGuard, TaskBatchSpec, CE_STATS, CLIP_NORM_LEN,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -293,20 +305,45 @@ pub struct Trainer<'a, B: Backend> {
     pub cell: CellDims,
     params: B::Tensor,
     adam: AdamState<B::Tensor>,
-    pub readout: Readout,
-    ro_m: Vec<f32>,
-    ro_v: Vec<f32>,
-    ro_step: u64,
-    /// Steps done.
+    /// `[W_out | b_out]`.
+    readout: B::Tensor,
+    /// The digits' images, uploaded once; batches are drawn from them on the backend.
+    digits: DigitTable<B::Tensor>,
+    ro_adam: AdamState<B::Tensor>,
+    /// Steps done (including those not yet read back from the record).
     pub step: u64,
     stages: Vec<Stage>,
     pub stage: usize,
     stage_start: u64,
     acc_ema: f64,
     penalty: Option<SpeedPenalty>,
+    /// The penalty's points `V` on the backend.
+    penalty_states: Option<B::Tensor>,
     penalty_seed: u64,
     /// Metrics lines of steps after the last saved checkpoint (written with the next one).
     pending_metrics: Vec<String>,
+    /// `[RECORD_ROWS, RECORD_WIDTH]`: the numbers of the steps not yet read back.
+    record: B::Tensor,
+    /// `[1]`: the step's loss, for the divergence guard.
+    step_loss: B::Tensor,
+    /// `[1]`: the guard's halt flag.
+    halted: B::Tensor,
+    /// `[1]`: zero (the record's `Σ S` without a penalty).
+    zero: B::Tensor,
+    /// The host's view of each step in the record, in order.
+    unread: Vec<Unread>,
+}
+
+/// What the host knew when it ran a step whose numbers are still in the record.
+#[derive(Clone, Copy, Debug)]
+struct Unread {
+    /// Steps done before it.
+    step: u64,
+    stage: usize,
+    stage_start: u64,
+    adam_step: u64,
+    /// The curriculum advanced after it (by the step-count schedule).
+    advanced: bool,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -330,10 +367,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg.validate_for(set.input_size(), 0)?;
         let want = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
         check_model(&model, &want)?;
-        let readout = model.readout.clone().ok_or_else(|| {
+        let readout = model.readout.as_ref().ok_or_else(|| {
             TrainError::Config("the model has no readout; train one with `memrnn train`".into())
         })?;
-        let n_ro = readout.weight.len() + readout.bias.len();
+        let mut ro = readout.weight.clone();
+        ro.extend_from_slice(&readout.bias);
         let stages = cfg.curriculum.stages(&cfg.task);
         Ok(Trainer {
             backend,
@@ -341,18 +379,23 @@ impl<'a, B: Backend> Trainer<'a, B> {
             cell: want,
             params: backend.upload(&model.params)?,
             adam: backend.adam_state(model.params.len())?,
-            readout,
-            ro_m: vec![0.0; n_ro],
-            ro_v: vec![0.0; n_ro],
-            ro_step: 0,
+            ro_adam: backend.adam_state(ro.len())?,
+            readout: backend.upload(&ro)?,
+            digits: DigitTable::new(backend, &set.images_by_digit(), set.counts(), set.pixels)?,
             step: 0,
             stages,
             stage: 0,
             stage_start: 0,
             acc_ema: 0.0,
             penalty: None,
+            penalty_states: None,
             penalty_seed: cfg.seed ^ PENALTY_SALT,
             pending_metrics: vec![],
+            record: backend.zeros(RECORD_ROWS * RECORD_WIDTH)?,
+            step_loss: backend.zeros(1)?,
+            halted: backend.zeros(1)?,
+            zero: backend.zeros(1)?,
+            unread: vec![],
             cfg,
         })
     }
@@ -498,17 +541,21 @@ impl<'a, B: Backend> Trainer<'a, B> {
             }
         };
         let n = t.cell.layout().len();
-        let n_ro = t.ro_m.len();
+        let n_ro = backend.len(&t.readout);
         let (pm, pv) = (
             take(STATE_PARAMS_M, n, false)?,
             take(STATE_PARAMS_V, n, true)?,
         );
-        t.ro_m = take(STATE_READOUT_M, n_ro, false)?;
-        t.ro_v = take(STATE_READOUT_V, n_ro, true)?;
+        let (rm, rv) = (
+            take(STATE_READOUT_M, n_ro, false)?,
+            take(STATE_READOUT_V, n_ro, true)?,
+        );
         t.adam.m = backend.upload(&pm)?;
         t.adam.v = backend.upload(&pv)?;
         t.adam.step = adam_step;
-        t.ro_step = adam_step;
+        t.ro_adam.m = backend.upload(&rm)?;
+        t.ro_adam.v = backend.upload(&rv)?;
+        t.ro_adam.step = adam_step;
         if let Some(p) = ck.metadata.get(META_METRICS_PENDING) {
             t.pending_metrics = serde_json::from_str(p).map_err(|e| {
                 at(format!(
@@ -527,6 +574,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             p.set.check(&self.cell)?;
             self.cfg.validate_for(self.cell.input, p.set.n)?;
         }
+        self.penalty_states = match &penalty {
+            Some(p) => Some(self.backend.upload(&p.set.states)?),
+            None => None,
+        };
         self.penalty = penalty;
         Ok(())
     }
@@ -560,156 +611,280 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// The network as a host model.
     pub fn model(&self) -> Result<Model> {
+        let ro = self.backend.download(&self.readout)?;
+        let nw = CLASSES * self.cell.hidden;
         Ok(Model {
             cell: self.cell,
             params: self.backend.download(&self.params)?,
-            readout: Some(self.readout.clone()),
+            readout: Some(Readout {
+                classes: CLASSES,
+                hidden: self.cell.hidden,
+                weight: ro[..nw].to_vec(),
+                bias: ro[nw..].to_vec(),
+            }),
         })
     }
 
     /// The loss and gradients of one batch, without updating anything: `(stats,
-    /// dparams, dreadout)` with `dreadout = [dW_out | db_out]`.
+    /// dparams, dreadout)` with `dreadout = [dW_out | db_out]` (computed on the backend,
+    /// then downloaded; `grad_norm` is left 0).
     pub fn gradients(&self, batch: &task::Batch) -> Result<(StepStats, Vec<f32>, Vec<f32>)> {
         let b = self.backend;
-        let x = b.upload(&batch.x)?;
-        let fwd = b.seq_forward(&self.cell, &self.params, batch.shape, &x, None)?;
-        let h = b.download(&fwd.h_seq)?;
-        let ce = readout_ce(
-            &h,
-            self.cell.hidden,
-            &self.readout.weight,
-            &self.readout.bias,
-            &batch.targets,
-            &batch.weights,
+        let (x, targets, weights) = (
+            b.upload(&batch.x)?,
+            b.upload(&targets_f32(batch))?,
+            b.upload(&batch.weights)?,
         );
-        let dh = b.upload(&ce.dh)?;
-        let g = b.seq_backward(
+        let xs = match self.penalty_inputs() {
+            Some(xs) => Some(b.upload(&xs)?),
+            None => None,
+        };
+        let g = batch_gradients(
+            b,
             &self.cell,
             &self.params,
+            &self.readout,
             batch.shape,
             &x,
-            &fwd,
-            SeqUpstream {
-                dh_seq: Some(&dh),
-                ds_final: None,
-            },
-            false,
+            &targets,
+            &weights,
+            self.penalty_args(xs.as_ref()),
         )?;
-        let mut dparams = b.download(&g.dparams)?;
-        let (mut penalty, mut speed_sum) = (0.0, 0.0);
-        if let (Some(p), Some(xs)) = (&self.penalty, self.penalty_inputs()) {
-            let (v, s, d) = speed_penalty_grad(b, &self.cell, &self.params, p, &xs)?;
-            penalty = v;
-            speed_sum = s;
-            dparams.iter_mut().zip(&d).for_each(|(a, &v)| *a += v);
-        }
-        let mut dro = ce.dw;
-        dro.extend_from_slice(&ce.db);
-        let stage = self.current_stage();
-        let stats = StepStats {
-            step: self.step,
-            loss: ce.loss + penalty,
-            ce: ce.loss,
-            penalty,
-            speed_sum,
-            report_acc: ce.accuracy.report(),
-            silence_acc: ce.accuracy.silence(),
-            grad_norm: 0.0,
-            t_max: stage.t_max,
-            vocab: stage.vocab,
-            stage: self.stage,
-        };
-        Ok((stats, dparams, dro))
+        let mut row = b.download(&g.ce_stats)?;
+        row.push(match &g.speed_sum {
+            Some(s) => b.download(s)?[0],
+            None => 0.0,
+        });
+        row.extend_from_slice(&[0.0; CLIP_NORM_LEN]);
+        let stats = self.stats_of(&StepRow::read(&row, 0), self.step, self.stage);
+        Ok((stats, b.download(&g.dparams)?, b.download(&g.dreadout)?))
     }
 
-    /// One training step. Divergence is reported as an error naming `checkpoint`.
-    pub fn train_step(&mut self, checkpoint: &str) -> Result<StepStats> {
-        let stage = self.current_stage();
-        let batch = task::make_batch(
-            self.set,
-            &self.cfg.task,
+    fn penalty_args<'t>(&'t self, x: Option<&'t B::Tensor>) -> Option<PenaltyArgs<'t, B::Tensor>> {
+        match (&self.penalty, &self.penalty_states, x) {
+            (Some(penalty), Some(states), Some(x)) => Some(PenaltyArgs { penalty, states, x }),
+            _ => None,
+        }
+    }
+
+    /// The [`StepStats`] of step `step` (steps done before it) at curriculum stage `stage`.
+    fn stats_of(&self, row: &StepRow, step: u64, stage: usize) -> StepStats {
+        let lambda = self.penalty.as_ref().map_or(0.0, |p| p.lambda as f64);
+        let penalty = lambda * row.speed_sum;
+        let st = self.stages[stage];
+        StepStats {
+            step,
+            loss: row.ce + penalty,
+            ce: row.ce,
+            penalty,
+            speed_sum: row.speed_sum,
+            report_acc: row.report_acc(),
+            silence_acc: row.silence_acc(),
+            grad_norm: row.grad_norm,
+            t_max: st.t_max,
+            vocab: st.vocab,
             stage,
-            self.cfg.seed,
-            self.step,
-            self.cfg.batch,
-        )?;
-        let (mut stats, mut dparams, mut dro) = self.gradients(&batch)?;
-        let diverged = |reason: String| TrainError::Diverged {
-            step: self.step,
-            reason,
-            checkpoint: checkpoint.to_string(),
-        };
-        if !stats.loss.is_finite() {
-            return Err(diverged(format!("the loss is {}", stats.loss)));
         }
-        if stats.loss > self.cfg.diverge_loss {
-            return Err(diverged(format!(
-                "the loss {:.3e} exceeds the divergence limit {:.3e}",
-                stats.loss, self.cfg.diverge_loss
-            )));
-        }
-        let norm = dparams
-            .iter()
-            .chain(&dro)
-            .map(|&v| v as f64 * v as f64)
-            .sum::<f64>()
-            .sqrt();
-        if !norm.is_finite() {
-            return Err(diverged(format!("the gradient norm is {norm}")));
-        }
-        stats.grad_norm = norm;
-        if let Some(c) = self.cfg.clip {
-            if norm > c as f64 {
-                let s = (c as f64 / norm) as f32;
-                dparams
-                    .iter_mut()
-                    .chain(dro.iter_mut())
-                    .for_each(|v| *v *= s);
+    }
+
+    /// One training step, its numbers read back at once. Divergence is reported as an
+    /// error naming `checkpoint`.
+    pub fn train_step(&mut self, checkpoint: &str) -> Result<StepStats> {
+        self.step_on_backend()?;
+        let stats = self.read_record(checkpoint)?;
+        stats
+            .last()
+            .copied()
+            .ok_or_else(|| TrainError::Config("internal: a training step left no record".into()))
+    }
+
+    /// `n` training steps, their numbers read back only when the record fills, when the
+    /// curriculum needs the accuracy, and after the last (no logging, no checkpoints: what
+    /// [`Self::run`] does between its intervals, for benchmarks and library use).
+    pub fn train_steps(&mut self, n: u64, checkpoint: &str) -> Result<Vec<StepStats>> {
+        let mut out = Vec::new();
+        for k in 0..n {
+            self.step_on_backend()?;
+            if k + 1 == n || self.unread.len() >= RECORD_ROWS || self.needs_each_step() {
+                out.extend(self.read_record(checkpoint)?);
             }
         }
-        let g = self.backend.upload(&dparams)?;
-        self.backend
-            .adam_update(&mut self.params, &g, &mut self.adam, &self.cfg.adam)?;
-        let mut ro: Vec<f32> = self.readout.weight.clone();
-        ro.extend_from_slice(&self.readout.bias);
-        adam_update_host(
-            &mut ro,
-            &dro,
-            &mut self.ro_m,
-            &mut self.ro_v,
-            self.ro_step,
-            &self.cfg.adam,
-        );
-        self.ro_step += 1;
-        let nw = self.readout.weight.len();
-        self.readout.weight.copy_from_slice(&ro[..nw]);
-        self.readout.bias.copy_from_slice(&ro[nw..]);
-        self.step += 1;
-        self.acc_ema = if self.step == self.stage_start + 1 {
-            stats.report_acc
-        } else {
-            0.9 * self.acc_ema + 0.1 * stats.report_acc
-        };
-        self.maybe_advance_stage();
-        Ok(stats)
+        Ok(out)
     }
 
-    fn maybe_advance_stage(&mut self) {
+    /// Whether the curriculum's next move depends on this step's accuracy: then every
+    /// step is read back before the next is drawn.
+    fn needs_each_step(&self) -> bool {
+        self.stage + 1 < self.stages.len()
+            && matches!(self.cfg.schedule, StageSchedule::Accuracy { .. })
+    }
+
+    /// One step on the backend: uploads the batch, reads nothing back; its numbers go to
+    /// the record (read with [`Self::read_record`], which must come before the record is
+    /// full or the curriculum needs the accuracy).
+    fn step_on_backend(&mut self) -> Result<()> {
+        if self.unread.len() >= RECORD_ROWS {
+            return config_err("internal: the step record is full; read it first");
+        }
+        let stage = self.current_stage();
+        let task = &self.cfg.task;
+        let spec = TaskBatchSpec {
+            seed: self.cfg.seed,
+            step: self.step,
+            t_max: stage.t_max,
+            vocab: stage.vocab,
+            delta_min: task.delta_min,
+            batch: self.cfg.batch,
+            noise_mean: task.noise_mean,
+            noise_std: task.noise_std,
+        };
+        let b = self.backend;
+        let batch = b.task_batch(&self.digits, &spec)?;
+        let xs = match &self.penalty {
+            Some(p) => Some(b.delay_inputs(
+                self.penalty_seed,
+                self.step,
+                p.set.n,
+                self.set.pixels,
+                task.noise_mean,
+                task.noise_std,
+            )?),
+            None => None,
+        };
+        let g = batch_gradients(
+            b,
+            &self.cell,
+            &self.params,
+            &self.readout,
+            SeqShape::new(stage.t_max, self.cfg.batch)?,
+            &batch.x,
+            &batch.targets,
+            &batch.weights,
+            self.penalty_args(xs.as_ref()),
+        )?;
+        // The guard's loss: L_CE + λ Σ S.
+        b.copy_into(&mut self.step_loss, 0, &g.ce_stats, 0, 1)?;
+        if let (Some(p), Some(s)) = (&self.penalty, &g.speed_sum) {
+            b.axpy(&mut self.step_loss, p.lambda, s)?;
+        }
+        let unread = Unread {
+            step: self.step,
+            stage: self.stage,
+            stage_start: self.stage_start,
+            adam_step: self.adam.step,
+            advanced: false,
+        };
+        let clip = b.clip_adam_update(
+            &mut [
+                AdamGroup {
+                    params: &mut self.params,
+                    grad: &g.dparams,
+                    state: &mut self.adam,
+                },
+                AdamGroup {
+                    params: &mut self.readout,
+                    grad: &g.dreadout,
+                    state: &mut self.ro_adam,
+                },
+            ],
+            self.cfg.clip,
+            Some(StepGuard {
+                loss: &self.step_loss,
+                // A limit beyond f32's range becomes ∞: then only a non-finite loss trips.
+                max_loss: self.cfg.diverge_loss as f32,
+                halted: &mut self.halted,
+            }),
+            &self.cfg.adam,
+        )?;
+        let row = self.unread.len() * RECORD_WIDTH;
+        b.copy_into(&mut self.record, row, &g.ce_stats, 0, CE_STATS)?;
+        if let Some(s) = &g.speed_sum {
+            b.copy_into(&mut self.record, row + REC_SPEED, s, 0, 1)?;
+        } else {
+            b.copy_into(&mut self.record, row + REC_SPEED, &self.zero, 0, 1)?;
+        }
+        b.copy_into(&mut self.record, row + REC_CLIP, &clip, 0, CLIP_NORM_LEN)?;
+        self.unread.push(unread);
+        self.step += 1;
+        if !self.needs_each_step() && self.stage_due() {
+            self.stage += 1;
+            self.stage_start = self.step;
+            if let Some(u) = self.unread.last_mut() {
+                u.advanced = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the record back and replays the unread steps on the host: their stats, the
+    /// accuracy average driving the curriculum, and the divergence stop at the first step
+    /// the guard skipped (rewinding the trainer to just before it).
+    fn read_record(&mut self, checkpoint: &str) -> Result<Vec<StepStats>> {
+        if self.unread.is_empty() {
+            return Ok(vec![]);
+        }
+        let record = self.backend.download(&self.record)?;
+        let unread = std::mem::take(&mut self.unread);
+        let mut out = Vec::with_capacity(unread.len());
+        for (k, u) in unread.iter().enumerate() {
+            let row = StepRow::read(&record, k);
+            let stats = self.stats_of(&row, u.step, u.stage);
+            if row.skipped {
+                // Back to the state before the bad step: the guard skipped its update and
+                // every later one.
+                self.step = u.step;
+                self.stage = u.stage;
+                self.stage_start = u.stage_start;
+                self.adam.step = u.adam_step;
+                self.ro_adam.step = u.adam_step;
+                self.halted = self.backend.zeros(1)?;
+                // The host path's order: the loss, its limit, then the gradient norm.
+                let reason = if !stats.loss.is_finite() {
+                    format!("the loss is {}", stats.loss)
+                } else if stats.loss > self.cfg.diverge_loss || row.grad_norm.is_finite() {
+                    format!(
+                        "the loss {:.3e} exceeds the divergence limit {:.3e}",
+                        stats.loss, self.cfg.diverge_loss
+                    )
+                } else {
+                    format!("the gradient norm is {}", row.grad_norm)
+                };
+                return Err(TrainError::Diverged {
+                    step: u.step,
+                    reason,
+                    checkpoint: checkpoint.to_string(),
+                });
+            }
+            self.acc_ema = if u.step + 1 == u.stage_start + 1 {
+                stats.report_acc
+            } else {
+                0.9 * self.acc_ema + 0.1 * stats.report_acc
+            };
+            if u.advanced {
+                self.acc_ema = 0.0;
+            }
+            out.push(stats);
+        }
+        if self.needs_each_step() && self.stage_due() {
+            self.stage += 1;
+            self.stage_start = self.step;
+            self.acc_ema = 0.0;
+        }
+        Ok(out)
+    }
+
+    /// The curriculum's schedule says to move to the next stage now.
+    fn stage_due(&self) -> bool {
         if self.stage + 1 >= self.stages.len() {
-            return;
+            return false;
         }
         let in_stage = self.step - self.stage_start;
-        let go = match self.cfg.schedule {
+        match self.cfg.schedule {
             StageSchedule::Every(n) => in_stage >= n,
             StageSchedule::Accuracy {
                 threshold,
                 min_steps,
             } => in_stage >= min_steps && self.acc_ema >= threshold,
-        };
-        if go {
-            self.stage += 1;
-            self.stage_start = self.step;
-            self.acc_ema = 0.0;
         }
     }
 
@@ -717,6 +892,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// the metrics file, in one atomic write (see the module docs).
     pub fn save(&self, out: &RunOutput) -> Result<PathBuf> {
         out.validate()?;
+        if !self.unread.is_empty() {
+            // A checkpoint must never hold a step whose numbers (and divergence check)
+            // were not read: `run` reads the record first.
+            return config_err("internal: saving with training steps not yet read back");
+        }
         std::fs::create_dir_all(&out.dir).map_err(|e| TrainError::io(&out.dir, e))?;
         let err = |e: serde_json::Error| TrainError::Config(e.to_string());
         let mut meta = BTreeMap::new();
@@ -742,6 +922,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let path = out.checkpoint();
         let m = self.backend.download(&self.adam.m)?;
         let v = self.backend.download(&self.adam.v)?;
+        let rm = self.backend.download(&self.ro_adam.m)?;
+        let rv = self.backend.download(&self.ro_adam.v)?;
         save_checkpoint_with_state(
             &path,
             &self.model()?,
@@ -749,8 +931,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &[
                 (STATE_PARAMS_M, vec![m.len()], &m),
                 (STATE_PARAMS_V, vec![v.len()], &v),
-                (STATE_READOUT_M, vec![self.ro_m.len()], &self.ro_m),
-                (STATE_READOUT_V, vec![self.ro_v.len()], &self.ro_v),
+                (STATE_READOUT_M, vec![rm.len()], &rm),
+                (STATE_READOUT_V, vec![rv.len()], &rv),
             ],
         )?;
         Ok(path)
@@ -816,42 +998,64 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let (mut win_rep, mut win_sil, mut win_n) = (0.0, 0.0, 0u64);
         let mut last = StepStats::default();
         while self.step < self.cfg.steps {
+            if let Err(e) = self.step_on_backend() {
+                pb.abandon_with_message("failed");
+                return Err(e);
+            }
+            // Read the record back only where the host needs the numbers: a log line, a
+            // checkpoint, a tracking point, the end, a full record, or a curriculum that
+            // moves on accuracy.
+            let s = self.step;
+            let due = |n: u64| n > 0 && s % n == 0;
+            if !(due(self.cfg.log_every)
+                || due(self.cfg.checkpoint_every)
+                || due(every)
+                || s == self.cfg.steps
+                || self.unread.len() >= RECORD_ROWS
+                || self.needs_each_step())
+            {
+                continue;
+            }
             let ck_name = last_ckpt
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "none (no checkpoint was written before the failure)".into());
-            let stats = match self.train_step(&ck_name) {
-                Ok(s) => s,
+            let steps = match self.read_record(&ck_name) {
+                Ok(v) => v,
                 Err(e) => {
                     pb.abandon_with_message("diverged");
                     return Err(e);
                 }
             };
-            last = stats;
-            win_rep += stats.report_acc;
-            win_sil += stats.silence_acc;
-            win_n += 1;
-            if self.step % self.cfg.log_every == 0 || self.step == self.cfg.steps {
-                let mut v =
-                    serde_json::to_value(stats).map_err(|e| TrainError::Config(e.to_string()))?;
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("step".into(), self.step.into());
-                    o.insert("report_acc_window".into(), (win_rep / win_n as f64).into());
-                    o.insert("elapsed_s".into(), start.elapsed().as_secs_f64().into());
-                }
-                self.pending_metrics.push(v.to_string());
-                pb.set_message(format!(
-                    "loss {:.3} report {:.2} silence {:.3} T {} vocab {}",
-                    stats.loss,
-                    win_rep / win_n as f64,
-                    win_sil / win_n as f64,
-                    stats.t_max,
-                    stats.vocab
-                ));
-                if self.step < self.cfg.steps {
-                    win_rep = 0.0;
-                    win_sil = 0.0;
-                    win_n = 0;
+            for stats in steps {
+                last = stats;
+                win_rep += stats.report_acc;
+                win_sil += stats.silence_acc;
+                win_n += 1;
+                // Steps done after this one, as the host path counted them.
+                let done = stats.step + 1;
+                if done % self.cfg.log_every == 0 || done == self.cfg.steps {
+                    let mut v = serde_json::to_value(stats)
+                        .map_err(|e| TrainError::Config(e.to_string()))?;
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("step".into(), done.into());
+                        o.insert("report_acc_window".into(), (win_rep / win_n as f64).into());
+                        o.insert("elapsed_s".into(), start.elapsed().as_secs_f64().into());
+                    }
+                    self.pending_metrics.push(v.to_string());
+                    pb.set_message(format!(
+                        "loss {:.3} report {:.2} silence {:.3} T {} vocab {}",
+                        stats.loss,
+                        win_rep / win_n as f64,
+                        win_sil / win_n as f64,
+                        stats.t_max,
+                        stats.vocab
+                    ));
+                    if done < self.cfg.steps {
+                        win_rep = 0.0;
+                        win_sil = 0.0;
+                        win_n = 0;
+                    }
                 }
             }
             if self.step % self.cfg.checkpoint_every == 0 && self.step < self.cfg.steps {

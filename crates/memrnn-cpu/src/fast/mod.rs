@@ -30,6 +30,7 @@ macro_rules! with_rows {
 pub mod gemm;
 pub mod gru;
 pub mod lstm;
+pub mod readout;
 pub mod recurrent;
 pub mod rnn;
 pub mod simd;

@@ -10,6 +10,7 @@
 pub mod gru;
 pub mod jvp;
 pub mod lstm;
+pub mod readout;
 pub mod rnn;
 pub mod seq;
 

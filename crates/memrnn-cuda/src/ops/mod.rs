@@ -1,11 +1,14 @@
 //! Typed launchers. [`recurrence`] holds what the three cells share (launch planning, the
 //! persistent and per-step recurrence launches); [`small`] launches the small kernels
-//! (Adam, column sums, transpose, speed, fills); [`slowpoints`] the batched slow-point
+//! (Adam, clipped Adam over several tensors, axpy, column sums, transpose, speed, fills);
+//! [`readout`] the readout's cross-entropy; [`slowpoints`] the batched slow-point
 //! search. Every launcher checks the extents its kernel indexes before it launches.
 
+pub(crate) mod readout;
 pub(crate) mod recurrence;
 pub(crate) mod slowpoints;
 pub(crate) mod small;
+pub(crate) mod task;
 
 use crate::kernels::{self, CellKernels};
 use memrnn_core::CellKind;

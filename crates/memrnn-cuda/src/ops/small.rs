@@ -3,9 +3,10 @@
 //! Every launcher checks the lengths it relies on before it launches.
 
 use crate::device::{backend_err, Device, LaunchDims, View};
+use crate::kernels::DevPtr;
 use crate::kernels::{
-    self, AdamParams, ColSumParams, FillParams, OneHotParams, RepeatRowsParams, SpeedParams,
-    SubParams, TransposeParams,
+    self, AdamGroupArgs, AdamParams, AxpyParams, ClipAdamParams, ColSumParams, FillParams,
+    OneHotParams, RepeatRowsParams, SpeedParams, SubParams, TransposeParams,
 };
 use memrnn_core::Result;
 
@@ -217,4 +218,113 @@ pub(crate) fn fill(dev: &Device, out: View<'_, f32>, v: f32) -> Result<()> {
         n: n as i64,
     };
     dev.launch(&kernels::FILL, grid1d(n, dev.info().sms), params)
+}
+
+/// `y += alpha · x` over `n` elements.
+pub(crate) fn axpy(
+    dev: &Device,
+    y: View<'_, f32>,
+    alpha: f32,
+    x: View<'_, f32>,
+    n: usize,
+) -> Result<()> {
+    need("y", y.len(), n)?;
+    need("x", x.len(), n)?;
+    let params = AxpyParams {
+        y: dev.ptr(y)?,
+        x: dev.ptr(x)?,
+        n: n as i64,
+        alpha,
+    };
+    dev.launch(&kernels::AXPY, grid1d(n, dev.info().sms), params)
+}
+
+/// One group of [`clip_adam`]: params, grad, m, v and the element count.
+pub(crate) type GroupViews<'a> = (
+    View<'a, f32>,
+    View<'a, f32>,
+    View<'a, f32>,
+    View<'a, f32>,
+    usize,
+);
+
+/// Threads of clip_norm_f32's single block (`CLIP_THREADS` in kernels/adam.cu).
+const CLIP_THREADS: u32 = 256;
+
+/// The global norm and clip scale of up to four gradients into `clip [2]`, then Adam on
+/// every group with its gradient scaled (kernels/adam.cu: clip_norm_f32, clip_adam_f32).
+/// The divergence guard of [`clip_adam`]: `loss [1]`, `halted [1]` and the loss limit.
+pub(crate) type GuardViews<'a> = (View<'a, f32>, View<'a, f32>, f32);
+
+pub(crate) fn clip_adam(
+    dev: &Device,
+    groups: &[GroupViews<'_>],
+    clip: View<'_, f32>,
+    guard: Option<GuardViews<'_>>,
+    max_norm: Option<f32>,
+    s: &AdamScalars,
+) -> Result<()> {
+    if groups.len() > 4 {
+        return Err(backend_err(format!(
+            "clipped Adam takes at most 4 groups, got {}",
+            groups.len()
+        )));
+    }
+    need("clip", clip.len(), 3)?;
+    let (loss, halted, max_loss) = match guard {
+        Some((l, h, m)) => {
+            need("guard loss", l.len(), 1)?;
+            need("guard halted", h.len(), 1)?;
+            (dev.ptr(l)?, dev.ptr(h)?, m)
+        }
+        None => (DevPtr(0), DevPtr(0), 0.0),
+    };
+    let mut args = [AdamGroupArgs::default(); 4];
+    for (a, &(p, g, m, v, n)) in args.iter_mut().zip(groups) {
+        for (what, len) in [
+            ("params", p.len()),
+            ("grad", g.len()),
+            ("m", m.len()),
+            ("v", v.len()),
+        ] {
+            need(what, len, n)?;
+        }
+        *a = AdamGroupArgs {
+            p: dev.ptr(p)?,
+            g: dev.ptr(g)?,
+            m: dev.ptr(m)?,
+            v: dev.ptr(v)?,
+            n: n as i64,
+        };
+    }
+    let params = ClipAdamParams {
+        g0: args[0],
+        g1: args[1],
+        g2: args[2],
+        g3: args[3],
+        clip: dev.ptr(clip)?,
+        loss,
+        halted,
+        max_loss,
+        has_guard: guard.is_some() as i32,
+        max_norm: max_norm.unwrap_or(0.0),
+        has_max: max_norm.is_some() as i32,
+        beta1: s.beta1,
+        beta2: s.beta2,
+        step_size: s.step_size,
+        bc2_sqrt: s.bc2_sqrt,
+        eps: s.eps,
+    };
+    // Each kernel touches indices < n of each group's buffers (checked above; unused
+    // slots have n = 0), clip[0..3], and with the guard loss[0] and halted[0].
+    dev.launch(
+        &kernels::CLIP_NORM,
+        LaunchDims::linear(1, CLIP_THREADS, 0),
+        params,
+    )?;
+    let total: usize = groups.iter().map(|g| g.4).sum();
+    if total > 0 {
+        dev.launch(&kernels::CLIP_ADAM, grid1d(total, dev.info().sms), params)?;
+    }
+    Ok(())
 }

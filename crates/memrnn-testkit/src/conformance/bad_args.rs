@@ -619,3 +619,224 @@ pub fn slow_points<B: Backend>(cx: &Cx<'_, B>) {
         b.slow_point_iterations(&cell, &params, &x, &mut search, &cfg),
     );
 }
+
+/// `readout_ce`: a zero hidden size or class count is a Dimension error; each buffer of
+/// the wrong length a Shape error naming it.
+pub fn readout_ce<B: Backend>(cx: &Cx<'_, B>) {
+    let b = cx.b;
+    let (hidden, classes, rows) = (4, 11, 6);
+    let h = cx.zeros(rows * hidden);
+    let ro = cx.zeros(classes * hidden + classes);
+    let t = cx.zeros(rows);
+    let w = cx.zeros(rows);
+    let call = "readout_ce";
+    for (hd, c) in [(0, classes), (hidden, 0)] {
+        expect_err(
+            cx,
+            call,
+            b.readout_ce(hd, c, &h, &ro, &t, &w),
+            "Dimension",
+            "readout",
+        );
+    }
+    let (h_bad, ro_bad, w_bad) = (
+        cx.zeros(rows * hidden + 1),
+        cx.zeros(classes * hidden),
+        cx.zeros(rows - 1),
+    );
+    expect_shape(
+        cx,
+        call,
+        b.readout_ce(hidden, classes, &h_bad, &ro, &t, &w),
+        "h",
+    );
+    expect_shape(
+        cx,
+        call,
+        b.readout_ce(hidden, classes, &h, &ro_bad, &t, &w),
+        "readout",
+    );
+    expect_shape(
+        cx,
+        call,
+        b.readout_ce(hidden, classes, &h, &ro, &t, &w_bad),
+        "weights",
+    );
+    // Targets set the row count: one fewer makes h the wrong length.
+    let t_short = cx.zeros(rows - 1);
+    expect_shape(
+        cx,
+        call,
+        b.readout_ce(hidden, classes, &h, &ro, &t_short, &w),
+        "h",
+    );
+}
+
+/// `clip_adam_update`: no group or too many is InvalidArgument; a short grad or moment a
+/// Shape error naming it; groups at different steps, a bad clip limit or config are
+/// InvalidArgument; and a refused call changes nothing.
+pub fn clip_adam<B: Backend>(cx: &Cx<'_, B>) {
+    use memrnn_core::{AdamGroup, MAX_ADAM_GROUPS};
+    let b = cx.b;
+    let cfg = AdamConfig::default();
+    let call = "clip_adam_update";
+    expect_err(
+        cx,
+        call,
+        b.clip_adam_update(&mut [], Some(1.0), None, &cfg),
+        "InvalidArgument",
+        "at least one",
+    );
+    let n = 7;
+    let p0 = vec![0.5f32; n];
+    let mut ps: Vec<B::Tensor> = (0..=MAX_ADAM_GROUPS).map(|_| cx.up(&p0)).collect();
+    let gs: Vec<B::Tensor> = (0..=MAX_ADAM_GROUPS).map(|_| cx.up(&[0.1; 7])).collect();
+    let mut sts: Vec<_> = (0..=MAX_ADAM_GROUPS)
+        .map(|_| cx.ok("adam_state", b.adam_state(n)))
+        .collect();
+    {
+        let mut groups: Vec<AdamGroup<'_, B::Tensor>> = ps
+            .iter_mut()
+            .zip(&gs)
+            .zip(sts.iter_mut())
+            .map(|((params, grad), state)| AdamGroup {
+                params,
+                grad,
+                state,
+            })
+            .collect();
+        expect_err(
+            cx,
+            call,
+            b.clip_adam_update(&mut groups, Some(1.0), None, &cfg),
+            "InvalidArgument",
+            "at most",
+        );
+        let two = &mut groups[..2];
+        for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+            expect_err(
+                cx,
+                call,
+                b.clip_adam_update(two, Some(bad), None, &cfg),
+                "InvalidArgument",
+                "clip",
+            );
+        }
+        let bad_cfg = AdamConfig { lr: -1.0, ..cfg };
+        expect_err(
+            cx,
+            call,
+            b.clip_adam_update(two, None, None, &bad_cfg),
+            "InvalidArgument",
+            "Adam",
+        );
+        two[1].state.step = 3;
+        expect_err(
+            cx,
+            call,
+            b.clip_adam_update(two, None, None, &cfg),
+            "InvalidArgument",
+            "step",
+        );
+        two[1].state.step = 0;
+    }
+    let short = cx.zeros(n - 1);
+    let mut st = cx.ok("adam_state", b.adam_state(n));
+    let mut p = cx.up(&p0);
+    expect_shape(
+        cx,
+        call,
+        b.clip_adam_update(
+            &mut [AdamGroup {
+                params: &mut p,
+                grad: &short,
+                state: &mut st,
+            }],
+            None,
+            None,
+            &cfg,
+        ),
+        "grad",
+    );
+    st.v = cx.zeros(n + 1);
+    expect_shape(
+        cx,
+        call,
+        b.clip_adam_update(
+            &mut [AdamGroup {
+                params: &mut p,
+                grad: &gs[0],
+                state: &mut st,
+            }],
+            None,
+            None,
+            &cfg,
+        ),
+        "adam v",
+    );
+    assert_eq!(
+        st.step,
+        0,
+        "{}",
+        cx.what("a refused call advanced the step")
+    );
+    for (i, q) in ps.iter().enumerate() {
+        assert!(
+            cx.down(q) == p0,
+            "{}",
+            cx.what(format!("a refused call changed group {i}'s parameters"))
+        );
+    }
+    assert!(
+        cx.down(&p) == p0,
+        "{}",
+        cx.what("a refused call changed the parameters")
+    );
+    expect_shape(cx, "axpy", b.axpy(&mut p, 1.0, &short), "x");
+    // The guard's buffers hold one value each, and its limit is a number.
+    let (one, two) = (cx.zeros(1), cx.zeros(2));
+    for (loss, halted_len, max_loss, want) in [
+        (&two, 1, 1.0f32, "guard loss"),
+        (&one, 2, 1.0, "guard halted"),
+        (&one, 1, f32::NAN, "max_loss"),
+    ] {
+        let mut halted = cx.zeros(halted_len);
+        let r = b.clip_adam_update(
+            &mut [AdamGroup {
+                params: &mut p,
+                grad: &gs[0],
+                state: &mut sts[0],
+            }],
+            None,
+            Some(memrnn_core::StepGuard {
+                loss,
+                max_loss,
+                halted: &mut halted,
+            }),
+            &cfg,
+        );
+        if want == "max_loss" {
+            expect_err(cx, call, r, "InvalidArgument", want);
+        } else {
+            expect_shape(cx, call, r, want);
+        }
+    }
+    assert_eq!(
+        sts[0].step,
+        0,
+        "{}",
+        cx.what("a refused guarded call advanced the step")
+    );
+    // copy_into: ranges outside either tensor.
+    let mut dst = cx.zeros(4);
+    let src = cx.zeros(3);
+    for (doff, soff, len) in [(3, 0, 2), (0, 2, 2), (usize::MAX, 0, 1)] {
+        expect_err(
+            cx,
+            "copy_into",
+            b.copy_into(&mut dst, doff, &src, soff, len),
+            "InvalidArgument",
+            "outside",
+        );
+    }
+}

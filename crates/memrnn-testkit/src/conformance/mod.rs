@@ -13,6 +13,10 @@
 //! - [`speed`]: `step_speed`, `step_speed_grad` with and without `dparams`;
 //! - [`jacobian`]: `step_jacobian`, `step_jvp` (the backend's and the trait's default);
 //! - [`adam`]: `adam_update` against [`memrnn_core::adam_update_host`] over several steps;
+//!   `clip_adam_update` (global-norm clipping + Adam over several tensors) against its host
+//!   definition; `axpy`, `sum`;
+//! - [`readout`]: `readout_ce` against the f64 reference, zero rows, bad targets;
+//! - [`task`]: `task_batch` and `delay_inputs` bit for bit against the host definition;
 //! - [`slowpoints`]: `slow_point_iterations` against the CPU backend's search and the
 //!   trait's default loop, and its edge cases;
 //! - [`bad_args`]: bad lengths, zero sizes, empty point batches, mismatched forward
@@ -39,9 +43,11 @@
 pub mod adam;
 pub mod bad_args;
 pub mod jacobian;
+pub mod readout;
 pub mod sequence;
 pub mod slowpoints;
 pub mod speed;
+pub mod task;
 
 use crate::test_seed;
 pub use memrnn_core::lm::LmSolver;
@@ -206,6 +212,16 @@ macro_rules! backend_conformance {
             jvp_gru => |cx| $crate::conformance::jacobian::jvp(cx, $crate::conformance::CellKind::Gru),
             jvp_lstm => |cx| $crate::conformance::jacobian::jvp(cx, $crate::conformance::CellKind::Lstm),
             adam_matches_host => $crate::conformance::adam::matches_host,
+            adam_clip_matches_host => $crate::conformance::adam::clip_matches_host,
+            adam_axpy_and_sum => $crate::conformance::adam::axpy_and_sum,
+            adam_clip_guard => $crate::conformance::adam::clip_guard,
+            copy_into => $crate::conformance::adam::copy_into,
+            readout_ce_matches_reference => $crate::conformance::readout::matches_reference,
+            readout_ce_edge_cases => $crate::conformance::readout::edge_cases,
+            task_batch_matches_host => $crate::conformance::task::batch_matches_host,
+            task_delay_inputs_match_host => $crate::conformance::task::delay_inputs_match_host,
+            bad_readout_ce => $crate::conformance::bad_args::readout_ce,
+            bad_clip_adam => $crate::conformance::bad_args::clip_adam,
             slowpoints_one_step_rnn => |cx| $crate::conformance::slowpoints::one_step(cx, $crate::conformance::CellKind::Rnn),
             slowpoints_one_step_gru => |cx| $crate::conformance::slowpoints::one_step(cx, $crate::conformance::CellKind::Gru),
             slowpoints_one_step_lstm => |cx| $crate::conformance::slowpoints::one_step(cx, $crate::conformance::CellKind::Lstm),

@@ -1,0 +1,219 @@
+//! [`Counting`]: a [`Backend`] that forwards every call to another and counts the host
+//! transfers (`upload`, `download`), so a test can hold a training loop to the transfers
+//! it promises.
+
+use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
+use memrnn_core::lm::{LmConfig, LmSearch};
+use memrnn_core::{
+    AdamConfig, AdamGroup, AdamState, Backend, CellDims, DigitTable, ReadoutCe, Result, SeqForward,
+    SeqGrads, SeqShape, SeqUpstream, SpeedGrad, StepGuard, TaskBatch, TaskBatchSpec,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// `inner` with its uploads and downloads counted.
+pub struct Counting<B> {
+    pub inner: B,
+    uploads: AtomicUsize,
+    downloads: AtomicUsize,
+}
+
+impl<B> Counting<B> {
+    pub fn new(inner: B) -> Self {
+        Counting {
+            inner,
+            uploads: AtomicUsize::new(0),
+            downloads: AtomicUsize::new(0),
+        }
+    }
+
+    /// `(uploads, downloads)` since the last reset.
+    pub fn transfers(&self) -> (usize, usize) {
+        (
+            self.uploads.load(Ordering::Relaxed),
+            self.downloads.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn reset(&self) {
+        self.uploads.store(0, Ordering::Relaxed);
+        self.downloads.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<B: Backend> Backend for Counting<B> {
+    type Tensor = B::Tensor;
+    type Cache = B::Cache;
+
+    fn name(&self) -> String {
+        format!("counting({})", self.inner.name())
+    }
+    fn upload(&self, host: &[f32]) -> Result<B::Tensor> {
+        self.uploads.fetch_add(1, Ordering::Relaxed);
+        self.inner.upload(host)
+    }
+    fn download(&self, t: &B::Tensor) -> Result<Vec<f32>> {
+        self.downloads.fetch_add(1, Ordering::Relaxed);
+        self.inner.download(t)
+    }
+    fn zeros(&self, len: usize) -> Result<B::Tensor> {
+        self.inner.zeros(len)
+    }
+    fn len(&self, t: &B::Tensor) -> usize {
+        self.inner.len(t)
+    }
+    fn seq_forward(
+        &self,
+        cell: &CellDims,
+        params: &B::Tensor,
+        shape: SeqShape,
+        x: &B::Tensor,
+        s0: Option<&B::Tensor>,
+    ) -> Result<SeqForward<B::Tensor, B::Cache>> {
+        self.inner.seq_forward(cell, params, shape, x, s0)
+    }
+    fn seq_backward(
+        &self,
+        cell: &CellDims,
+        params: &B::Tensor,
+        shape: SeqShape,
+        x: &B::Tensor,
+        fwd: &SeqForward<B::Tensor, B::Cache>,
+        upstream: SeqUpstream<'_, B::Tensor>,
+        want_dx: bool,
+    ) -> Result<SeqGrads<B::Tensor>> {
+        self.inner
+            .seq_backward(cell, params, shape, x, fwd, upstream, want_dx)
+    }
+    fn step_speed(
+        &self,
+        cell: &CellDims,
+        params: &B::Tensor,
+        states: &B::Tensor,
+        x: &B::Tensor,
+        n: usize,
+    ) -> Result<B::Tensor> {
+        self.inner.step_speed(cell, params, states, x, n)
+    }
+    fn step_speed_grad(
+        &self,
+        cell: &CellDims,
+        params: &B::Tensor,
+        states: &B::Tensor,
+        x: &B::Tensor,
+        n: usize,
+        want_dparams: bool,
+    ) -> Result<SpeedGrad<B::Tensor>> {
+        self.inner
+            .step_speed_grad(cell, params, states, x, n, want_dparams)
+    }
+    fn step_jacobian(
+        &self,
+        cell: &CellDims,
+        params: &B::Tensor,
+        states: &B::Tensor,
+        x: &B::Tensor,
+        n: usize,
+    ) -> Result<B::Tensor> {
+        self.inner.step_jacobian(cell, params, states, x, n)
+    }
+    fn step_jvp(
+        &self,
+        cell: &CellDims,
+        params: &B::Tensor,
+        states: &B::Tensor,
+        x: &B::Tensor,
+        v: &B::Tensor,
+        n: usize,
+    ) -> Result<B::Tensor> {
+        self.inner.step_jvp(cell, params, states, x, v, n)
+    }
+    fn slow_point_iterations(
+        &self,
+        cell: &CellDims,
+        params: &B::Tensor,
+        x: &B::Tensor,
+        search: &mut SlowPointSearch<B::Tensor>,
+        cfg: &SlowPointConfig,
+    ) -> Result<()> {
+        self.inner
+            .slow_point_iterations(cell, params, x, search, cfg)
+    }
+    fn slow_point_lm(
+        &self,
+        cell: &CellDims,
+        params: &B::Tensor,
+        x: &B::Tensor,
+        search: &mut LmSearch<B::Tensor>,
+        cfg: &LmConfig,
+    ) -> Result<()> {
+        self.inner.slow_point_lm(cell, params, x, search, cfg)
+    }
+    fn adam_update(
+        &self,
+        params: &mut B::Tensor,
+        grad: &B::Tensor,
+        state: &mut AdamState<B::Tensor>,
+        cfg: &AdamConfig,
+    ) -> Result<()> {
+        self.inner.adam_update(params, grad, state, cfg)
+    }
+    fn readout_ce(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &B::Tensor,
+        readout: &B::Tensor,
+        targets: &B::Tensor,
+        weights: &B::Tensor,
+    ) -> Result<ReadoutCe<B::Tensor>> {
+        self.inner
+            .readout_ce(hidden, classes, h, readout, targets, weights)
+    }
+    fn axpy(&self, y: &mut B::Tensor, alpha: f32, x: &B::Tensor) -> Result<()> {
+        self.inner.axpy(y, alpha, x)
+    }
+    fn sum(&self, x: &B::Tensor) -> Result<B::Tensor> {
+        self.inner.sum(x)
+    }
+    fn clip_adam_update(
+        &self,
+        groups: &mut [AdamGroup<'_, B::Tensor>],
+        clip: Option<f32>,
+        guard: Option<StepGuard<'_, B::Tensor>>,
+        cfg: &AdamConfig,
+    ) -> Result<B::Tensor> {
+        self.inner.clip_adam_update(groups, clip, guard, cfg)
+    }
+    fn copy_into(
+        &self,
+        dst: &mut B::Tensor,
+        dst_offset: usize,
+        src: &B::Tensor,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.inner.copy_into(dst, dst_offset, src, src_offset, len)
+    }
+    fn task_batch(
+        &self,
+        digits: &DigitTable<B::Tensor>,
+        spec: &TaskBatchSpec,
+    ) -> Result<TaskBatch<B::Tensor>> {
+        self.inner.task_batch(digits, spec)
+    }
+    fn delay_inputs(
+        &self,
+        seed: u64,
+        step: u64,
+        n: usize,
+        pixels: usize,
+        noise_mean: f32,
+        noise_std: f32,
+    ) -> Result<B::Tensor> {
+        self.inner
+            .delay_inputs(seed, step, n, pixels, noise_mean, noise_std)
+    }
+    fn adam_state(&self, len: usize) -> Result<AdamState<B::Tensor>> {
+        self.inner.adam_state(len)
+    }
+}
