@@ -9,30 +9,13 @@ mod common;
 
 use common::*;
 use memrnn_core::lm::{
-    damped_solve, gram_lower, half_gradient, slow_point_lm_default, LmConfig, LmSearch, SearchStop,
+    damped_solve, gram_lower, half_gradient, slow_point_lm_default, LmConfig, LmSearch, LmSolver,
+    SearchStop,
 };
 use memrnn_core::{real::convert, Backend, CellDims, CellKind, Model};
 use memrnn_cpu::{lm as cpu_lm, reference, CpuBackend};
 use memrnn_slowpoints::{find_slow_points, FinderConfig, SearchMethod};
-use memrnn_testkit::{assert_all_close, random_params, rng, test_seed, uniform};
-
-struct Problem {
-    cell: CellDims,
-    params: Vec<f32>,
-    x: Vec<f32>,
-    cands: Vec<f32>,
-}
-
-fn problem(kind: CellKind, input: usize, hidden: usize, k: usize, gain: f64, seed: u64) -> Problem {
-    let cell = CellDims::new(kind, input, hidden).unwrap();
-    let mut r = rng(seed);
-    Problem {
-        cell,
-        params: random_params(&mut r, &cell, gain),
-        x: uniform(&mut r, input, -1.0, 1.0),
-        cands: uniform(&mut r, k * cell.state_size(), -0.8, 0.8),
-    }
-}
+use memrnn_testkit::{assert_all_close, test_seed};
 
 /// `W_ih x̄ + b_ih` in f64.
 fn a_bar(cell: &CellDims, params: &[f64], x: &[f64]) -> Vec<f64> {
@@ -176,17 +159,29 @@ fn cpu_analytic_jacobian_matches_step_jacobian() {
     }
 }
 
-fn lm_finder() -> FinderConfig {
+/// The LM finder with the given linear solver.
+fn lm_finder(solver: LmSolver) -> FinderConfig {
+    let d = FinderConfig::default();
     FinderConfig {
         method: SearchMethod::Lm,
-        ..FinderConfig::default()
+        lm: LmConfig { solver, ..d.lm },
+        ..d
     }
 }
 
 /// The diagonal RNN of `closed_form.rs` (five units, one bistable, one with λ = 0.98):
-/// every fixed point reached, to the closed form, in few iterations.
+/// every fixed point reached, to the closed form, in few iterations, by either solver.
 #[test]
-fn closed_form_fixed_points_in_few_iterations() {
+fn closed_form_fixed_points_in_few_iterations_dense() {
+    closed_form_fixed_points_in_few_iterations(LmSolver::Dense);
+}
+
+#[test]
+fn closed_form_fixed_points_in_few_iterations_krylov() {
+    closed_form_fixed_points_in_few_iterations(LmSolver::Krylov);
+}
+
+fn closed_form_fixed_points_in_few_iterations(solver: LmSolver) {
     let w = [0.5, -0.7, 2.0, 1.0, 0.3];
     let h3 = (0.02f64).sqrt();
     let c = [
@@ -207,7 +202,7 @@ fn closed_form_fixed_points_in_few_iterations() {
     let cfg = FinderConfig {
         dedup_tol: 1e-2,
         max_speed_sq: 1e-8,
-        ..lm_finder()
+        ..lm_finder(solver)
     };
     let report =
         find_slow_points(&CpuBackend::new(), &net.model, &net.x_bar, &cands, &cfg).unwrap();
@@ -254,7 +249,7 @@ fn closed_form_fixed_points_in_few_iterations() {
     iters.sort();
     assert!(
         iters[iters.len() / 2] <= 12 && iters[iters.len() - 1] <= 100,
-        "LM should need few iterations: {iters:?}"
+        "LM ({solver:?}) should need few iterations: {iters:?}"
     );
 }
 
@@ -263,9 +258,18 @@ fn closed_form_fixed_points_in_few_iterations() {
 /// there, `S` has a minimum `ε²`); unit 1 is a plain stable unit. Candidates left of the
 /// ghost end at its minimum and are reported as such, kept with their speed although
 /// `S = ε²` is far above `max_speed_sq`; candidates to the right converge to the fixed
-/// point.
+/// point. Either solver; Adam stalls instead.
 #[test]
-fn ghost_minimum_of_speed_is_found_and_reported() {
+fn ghost_minimum_of_speed_is_found_and_reported_dense() {
+    ghost_minimum_of_speed_is_found_and_reported(LmSolver::Dense);
+}
+
+#[test]
+fn ghost_minimum_of_speed_is_found_and_reported_krylov() {
+    ghost_minimum_of_speed_is_found_and_reported(LmSolver::Krylov);
+}
+
+fn ghost_minimum_of_speed_is_found_and_reported(solver: LmSolver) {
     let eps = 0.01f64;
     let a = (1.0f64 / 2.0f64.sqrt()).atanh(); // tanh(a) = 1/√2, where f' = 0 (w = 2)
     let b = -a + 2.0f64.sqrt() + 2.0 * eps;
@@ -291,7 +295,7 @@ fn ghost_minimum_of_speed_is_found_and_reported() {
         &cands,
         &FinderConfig {
             dedup_tol: 1e-3,
-            ..lm_finder()
+            ..lm_finder(solver)
         },
     )
     .unwrap();
@@ -306,7 +310,7 @@ fn ghost_minimum_of_speed_is_found_and_reported() {
         .filter(|p| p.stop == SearchStop::Converged)
         .collect();
     assert!(report.counts.minima > 0, "{:?}", report.counts);
-    assert_eq!(ghost.len(), 1, "one minimum of S: {report:?}");
+    assert_eq!(ghost.len(), 1, "{solver:?}: one minimum of S: {report:?}");
     let g = ghost[0];
     assert!(
         (g.state[0] as f64 - h_ghost).abs() < 1e-3,
@@ -373,7 +377,8 @@ fn adam_and_lm_agree_on_points_both_find() {
             readout: None,
         };
         let be = CpuBackend::new();
-        let lm = find_slow_points(&be, &model, &p.x, &p.cands, &lm_finder()).unwrap();
+        let lm =
+            find_slow_points(&be, &model, &p.x, &p.cands, &lm_finder(LmSolver::Dense)).unwrap();
         let adam = find_slow_points(
             &be,
             &model,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use memrnn_core::{CellDims, CellKind, Model, Readout};
+use memrnn_testkit::{random_params, rng, uniform};
 
 /// The roots of `tanh(w h + c) − h` in `[−1, 1]`, in f64, by bisection on a fine grid.
 pub fn scalar_fixed_points(w: f64, c: f64) -> Vec<f64> {
@@ -102,4 +103,30 @@ pub fn spread_candidates(k: usize, h: usize) -> Vec<f32> {
             -0.9 + 1.8 * v
         })
         .collect()
+}
+
+/// A random network, a constant input and candidates: the LM tests' problem.
+pub struct Problem {
+    pub cell: CellDims,
+    pub params: Vec<f32>,
+    pub x: Vec<f32>,
+    pub cands: Vec<f32>,
+}
+
+pub fn problem(
+    kind: CellKind,
+    input: usize,
+    hidden: usize,
+    k: usize,
+    gain: f64,
+    seed: u64,
+) -> Problem {
+    let cell = CellDims::new(kind, input, hidden).unwrap();
+    let mut r = rng(seed);
+    Problem {
+        cell,
+        params: random_params(&mut r, &cell, gain),
+        x: uniform(&mut r, input, -1.0, 1.0),
+        cands: uniform(&mut r, k * cell.state_size(), -0.8, 0.8),
+    }
 }
