@@ -20,6 +20,19 @@ use crate::cell::{CellDims, SeqShape};
 use crate::error::{Error, Result};
 pub use crate::lm_krylov::LmSolver;
 
+/// Nielsen's damping update after an accepted step, from the gain ratio
+/// `ρ = (S − S_trial) / predicted decrease` (1 when the model predicted none): μ shrinks by
+/// up to 3× on a step the model predicted well and grows towards 2× on a poor one. Shared
+/// by the dense and the matrix-free searches so that they damp alike.
+pub(crate) fn damping_after_accept(mu: f64, speed: f64, trial: f64, pred: f64) -> f64 {
+    let rho = if pred > 0.0 {
+        (speed - trial) / pred
+    } else {
+        1.0
+    };
+    (mu * (1.0 - (2.0 * rho - 1.0).powi(3)).max(1.0 / 3.0)).max(1e-12)
+}
+
 /// How a candidate of a slow-point search ended, over both methods: Adam's
 /// [`StopReason`]s plus [`SearchStop::Minimum`], which only the LM search reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -575,13 +588,7 @@ impl LmCandidate {
             return LmNext::Done;
         }
         if accepted {
-            let rho = if self.pred > 0.0 {
-                (self.speed - sq) / self.pred
-            } else {
-                1.0
-            };
-            self.mu *= (1.0 - (2.0 * rho - 1.0).powi(3)).max(1.0 / 3.0);
-            self.mu = self.mu.max(1e-12);
+            self.mu = damping_after_accept(self.mu, self.speed, sq, self.pred);
             self.nu = 2.0;
             std::mem::swap(&mut self.s, &mut self.trial);
             self.set_point(f, st);

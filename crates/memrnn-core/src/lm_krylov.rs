@@ -33,7 +33,7 @@
 use crate::backend::{Backend, SeqUpstream};
 use crate::cell::{CellDims, SeqShape};
 use crate::error::Result;
-use crate::lm::{check_lm_args, LmConfig, LmSearch, LmStatus, SearchStop};
+use crate::lm::{check_lm_args, damping_after_accept, LmConfig, LmSearch, LmStatus, SearchStop};
 
 /// How the LM search solves its damped Gauss–Newton system.
 #[derive(
@@ -563,13 +563,7 @@ impl KrylovCandidate {
             return KrylovNext::Done;
         }
         if accepted {
-            let rho = if self.pred > 0.0 {
-                (self.speed - sq) / self.pred
-            } else {
-                1.0
-            };
-            self.mu *= (1.0 - (2.0 * rho - 1.0).powi(3)).max(1.0 / 3.0);
-            self.mu = self.mu.max(1e-12);
+            self.mu = damping_after_accept(self.mu, self.speed, sq, self.pred);
             self.nu = 2.0;
             self.accept(f, st);
             st.damping = self.mu as f32;
