@@ -70,7 +70,7 @@ RUN
 chmod +x gpu-bundle/run.sh
 # Debug info is most of each binary's size and is not needed to run it.
 for f in gpu-bundle/*; do
-  if head -c 4 "$f" | grep -q ELF; then
+  if [ -f "$f" ] && head -c 4 "$f" | grep -q ELF; then
     strip --strip-debug "$f"
   fi
 done
