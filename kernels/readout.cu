@@ -10,7 +10,7 @@
 //                        NaN gradients for its row (every backend does the same).
 //                        Launch: block 256 (8 rows), grid ceil(rows / 8).
 // The host then forms dW_out = g^T h (cuBLAS), db_out and the batch's stats as column sums
-// of g and row_stats (adam.cu's col_sum_f32): no atomics, so the result is deterministic.
+// of g and row_stats (small.cu's col_sum_f32): no atomics, so the result is deterministic.
 
 #include "common.cuh"
 

@@ -248,11 +248,11 @@ pub(crate) type GroupViews<'a> = (
     usize,
 );
 
-/// Threads of clip_norm_f32's single block (`CLIP_THREADS` in kernels/adam.cu).
+/// Threads of clip_norm_f32's single block (`CLIP_THREADS` in kernels/small.cu).
 const CLIP_THREADS: u32 = 256;
 
 /// The global norm and clip scale of up to four gradients into `clip [2]`, then Adam on
-/// every group with its gradient scaled (kernels/adam.cu: clip_norm_f32, clip_adam_f32).
+/// every group with its gradient scaled (kernels/small.cu: clip_norm_f32, clip_adam_f32).
 /// The divergence guard of [`clip_adam`]: `loss [1]`, `halted [1]` and the loss limit.
 pub(crate) type GuardViews<'a> = (View<'a, f32>, View<'a, f32>, f32);
 
