@@ -33,6 +33,26 @@ pub(crate) fn damping_after_accept(mu: f64, speed: f64, trial: f64, pred: f64) -
     (mu * (1.0 - (2.0 * rho - 1.0).powi(3)).max(1.0 / 3.0)).max(1e-12)
 }
 
+/// What both trait-default LM searches start from: the arguments checked, the constant
+/// input and the candidates' states on the host, and the candidates still to work on.
+pub(crate) fn lm_default_inputs<B: Backend + ?Sized>(
+    backend: &B,
+    cell: &CellDims,
+    params: &B::Tensor,
+    x: &B::Tensor,
+    search: &LmSearch<B::Tensor>,
+    cfg: &LmConfig,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<usize>)> {
+    check_lm_args(backend, cell, params, x, search, cfg)?;
+    let x_host = backend.download(x)?;
+    crate::error::check_finite("x", &x_host)?;
+    let states = backend.download(&search.states)?;
+    let active = (0..search.k)
+        .filter(|&i| search.status[i].stop.is_active())
+        .collect();
+    Ok((x_host, states, active))
+}
+
 /// How a candidate of a slow-point search ended, over both methods: Adam's
 /// [`StopReason`]s plus [`SearchStop::Minimum`], which only the LM search reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -737,14 +757,8 @@ pub fn slow_point_lm_default<B: Backend + ?Sized>(
     search: &mut LmSearch<B::Tensor>,
     cfg: &LmConfig,
 ) -> Result<()> {
-    check_lm_args(backend, cell, params, x, search, cfg)?;
     let sd = cell.state_size();
-    let x_host = backend.download(x)?;
-    crate::error::check_finite("x", &x_host)?;
-    let mut states = backend.download(&search.states)?;
-    let active: Vec<usize> = (0..search.k)
-        .filter(|&i| search.status[i].stop.is_active())
-        .collect();
+    let (x_host, mut states, active) = lm_default_inputs(backend, cell, params, x, search, cfg)?;
     let forward = |rows: &[f32], n: usize| -> Result<Vec<f32>> {
         let xs: Vec<f32> = x_host
             .iter()

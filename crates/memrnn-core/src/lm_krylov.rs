@@ -33,7 +33,9 @@
 use crate::backend::{Backend, SeqUpstream};
 use crate::cell::{CellDims, SeqShape};
 use crate::error::Result;
-use crate::lm::{check_lm_args, damping_after_accept, LmConfig, LmSearch, LmStatus, SearchStop};
+use crate::lm::{
+    damping_after_accept, lm_default_inputs, LmConfig, LmSearch, LmStatus, SearchStop,
+};
 
 /// How the LM search solves its damped Gauss–Newton system.
 #[derive(
@@ -789,14 +791,8 @@ pub fn slow_point_lm_krylov_default<B: Backend + ?Sized>(
     search: &mut LmSearch<B::Tensor>,
     cfg: &LmConfig,
 ) -> Result<()> {
-    check_lm_args(backend, cell, params, x, search, cfg)?;
     let sd = cell.state_size();
-    let x_host = backend.download(x)?;
-    crate::error::check_finite("x", &x_host)?;
-    let mut states = backend.download(&search.states)?;
-    let active: Vec<usize> = (0..search.k)
-        .filter(|&i| search.status[i].stop.is_active())
-        .collect();
+    let (x_host, mut states, active) = lm_default_inputs(backend, cell, params, x, search, cfg)?;
     let mut ops = TraitOps {
         backend,
         cell,
