@@ -81,6 +81,11 @@ pub struct DiagnoseArgs {
     config: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The memory curve beyond the window: a linear probe reads the digit from the
+    /// state at log-spaced lags 1, 2, 4, … up to this many steps after it (1,000
+    /// trials; written to long_memory.json). 0 skips it.
+    #[arg(long, default_value_t = 1000)]
+    long_lags: usize,
 }
 
 /// A checkpoint that fits the task on `set` (input size, an 11-class readout when it has
@@ -238,8 +243,26 @@ pub fn cmd_diagnose<B: Backend>(b: &B, a: DiagnoseArgs, progress: bool) -> Resul
     );
     let report = diagnose(b, &model, &inputs, &cfg)?;
     pb.finish_and_clear();
-    let files = report.write_all(&a.out)?;
+    let mut files = report.write_all(&a.out)?;
     println!("{}", report.summary_table());
+    if a.long_lags > 0 {
+        let pb = spinner(progress, "memory curve at long lags");
+        let long = memrnn_train::memprobe::long_memory(
+            b,
+            &model,
+            &set,
+            &task,
+            1000,
+            a.long_lags,
+            a.seed ^ 0x3E3,
+        )?;
+        pb.finish_and_clear();
+        println!("{}", long.summary());
+        let path = a.out.join("long_memory.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&long)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        files.push(path);
+    }
     for f in files {
         println!("wrote {}", f.display());
     }

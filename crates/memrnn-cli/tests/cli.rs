@@ -185,9 +185,12 @@ fn slow_points_and_diagnose_write_their_reports() {
         "40",
         "--steps",
         "12",
+        "--long-lags",
+        "20",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     for f in [
+        "long_memory.json",
         "report.json",
         "lipschitz.svg",
         "lyapunov.svg",
@@ -197,6 +200,11 @@ fn slow_points_and_diagnose_write_their_reports() {
         assert!(dg.join(f).is_file(), "missing {f}: {}", text(&o));
     }
     assert!(text(&o).contains("Lipschitz"), "{}", text(&o));
+    assert!(
+        text(&o).contains("memory at long lags") && text(&o).contains("at lag 20"),
+        "{}",
+        text(&o)
+    );
     // A checkpoint that is not there, and one of the wrong input size, are clear errors.
     let o = memrnn(&[
         "--quiet",

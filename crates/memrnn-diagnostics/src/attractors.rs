@@ -28,13 +28,18 @@ pub struct AttractorConfig {
     pub runs: usize,
     /// Initial states are uniform in `[−init_scale, init_scale]^S`.
     pub init_scale: f32,
-    /// Steps dropped before recording.
+    /// Steps dropped before the first record.
     pub transient: usize,
+    /// Runs with no period after `transient` steps go on, the transient doubling each
+    /// round, up to this many steps before their last record.
+    pub max_steps: usize,
     /// States recorded per run after the transient (`M`).
     pub record: usize,
     /// The longest period looked for (`< record`).
     pub max_period: usize,
     /// A run has period `p` when `max_t ‖s_{t+p} − s_t‖_∞ < period_tol` over its record.
+    /// The default, 1e-6, is a few f32 ulps of a state near 1: a run that still moves
+    /// 1e-4 per step along a slow manifold is not a fixed point (it may travel far yet).
     pub period_tol: f32,
     /// Two orbits of one period are one attractor when, for some phase shift, their
     /// points are within `cluster_tol` (∞-norm).
@@ -49,9 +54,10 @@ impl Default for AttractorConfig {
             runs: 64,
             init_scale: 1.0,
             transient: 1000,
+            max_steps: 65_536,
             record: 64,
             max_period: 16,
-            period_tol: 1e-4,
+            period_tol: 1e-6,
             cluster_tol: 1e-2,
             projection: Projection::FirstPrincipalComponent,
             seed: 0xa77,
@@ -65,6 +71,7 @@ impl AttractorConfig {
             && self.record >= 2
             && self.max_period >= 1
             && self.max_period < self.record
+            && self.max_steps >= self.transient
             && self.init_scale.is_finite()
             && self.init_scale >= 0.0
             && self.period_tol > 0.0
@@ -73,7 +80,7 @@ impl AttractorConfig {
             Ok(())
         } else {
             Err(Error::InvalidArgument(format!(
-                "an attractor search needs runs ≥ 1, 1 ≤ max_period < record, init_scale ≥ 0 and positive tolerances; got {self:?}"
+                "an attractor search needs runs ≥ 1, 1 ≤ max_period < record, max_steps ≥ transient, init_scale ≥ 0 and positive tolerances; got {self:?}"
             )))
         }
     }
@@ -102,6 +109,13 @@ pub struct OrbitRun {
     /// Index into [`AttractorReport::attractors`], `None` when no period was found.
     pub attractor: Option<usize>,
     pub values: Vec<f64>,
+    /// Steps the run took before its last `M` states.
+    #[serde(default)]
+    pub steps: usize,
+    /// `max_t ‖s_{t+1} − s_t‖_∞` over those states: how far from settled an unresolved
+    /// run still was (a slow drift along a slow manifold, or a long cycle, or chaos).
+    #[serde(default)]
+    pub drift: f64,
 }
 
 /// The data of an orbit diagram: runs (sorted by attractor) against their projected
@@ -125,13 +139,20 @@ pub struct AttractorReport {
     pub attractors: Vec<Attractor>,
     /// How many of them are fixed points.
     pub fixed_points: usize,
-    /// Runs with no period up to `max_period` (not converged, longer cycles, chaos).
+    /// Runs with no period up to `max_period` after `max_steps` steps (still drifting,
+    /// longer cycles, chaos).
     pub unresolved: usize,
     pub runs: usize,
+    /// The most steps a run was followed before its last record (the config's).
+    #[serde(default)]
+    pub max_steps: usize,
+    /// The period tolerance used (the config's).
+    #[serde(default)]
+    pub period_tol: f32,
     pub orbit: OrbitDiagram,
 }
 
-pub(crate) const ATTRACTOR_DEF: &str = "Attractors of s ↦ F(s, x̄) under a constant input: runs from random initial states, transient dropped; a run has period p when its last states repeat every p steps within period_tol; orbits of one period within cluster_tol (up to phase) are one attractor; basin size = runs ending on it. Orbit diagram: each run's last states projected on an axis (first principal component or one unit).";
+pub(crate) const ATTRACTOR_DEF: &str = "Attractors of s ↦ F(s, x̄) under a constant input: runs from random initial states, transient dropped; a run has period p when its last states repeat every p steps within period_tol (runs without one go on, the transient doubling, up to max_steps); orbits of one period within cluster_tol (up to phase) are one attractor; basin size = runs ending on it. Orbit diagram: each run's last states projected on an axis (first principal component or one unit).";
 
 /// Searches the attractors of `F(·, x̄)` for `x̄ = x_const [I]`.
 pub fn attractors<B: Backend>(
@@ -162,27 +183,15 @@ pub fn attractors<B: Backend>(
             }
         })
         .collect();
-    let s_end = net.run_constant(x_const, &s0, n, cfg.transient)?;
-    // Record M states: s_end, then M − 1 more steps.
-    let xs: Vec<f32> = (0..(m - 1) * n)
-        .flat_map(|_| x_const.iter().copied())
-        .collect();
-    let traj = net.trajectory(&xs, SeqShape::new(m - 1, n)?, Some(&s_end))?; // [M, N, S]
-    let state = |t: usize, r: usize| &traj[(t * n + r) * sd..(t * n + r + 1) * sd];
+    let search = follow_runs(net, x_const, &s0, cfg)?;
+    let (periods, records) = (&search.periods, &search.records);
+    let state = |t: usize, r: usize| &records[r][t * sd..(t + 1) * sd];
     let dist = |a: &[f32], b: &[f32]| {
         a.iter()
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max)
     };
-
-    // Period of each run.
-    let periods: Vec<Option<usize>> = (0..n)
-        .map(|r| {
-            (1..=cfg.max_period)
-                .find(|&p| (0..m - p).all(|t| dist(state(t + p, r), state(t, r)) < cfg.period_tol))
-        })
-        .collect();
 
     // Cluster orbits: (period, points, members).
     let mut clusters: Vec<(usize, Vec<Vec<f32>>, usize)> = Vec::new();
@@ -231,7 +240,8 @@ pub fn attractors<B: Backend>(
             (format!("unit {u}"), d, vec![0.0; sd])
         }
         Projection::FirstPrincipalComponent => {
-            let (d, c) = first_pc(&traj, m * n, sd)?;
+            let all: Vec<f32> = records.iter().flatten().copied().collect();
+            let (d, c) = first_pc(&all, m * n, sd)?;
             ("pc1".to_string(), d, c)
         }
     };
@@ -284,6 +294,10 @@ pub fn attractors<B: Backend>(
         .map(|r| OrbitRun {
             attractor: run_cluster[r],
             values: (0..m).map(|t| project(state(t, r))).collect(),
+            steps: search.steps[r],
+            drift: (1..m)
+                .map(|t| dist(state(t, r), state(t - 1, r)) as f64)
+                .fold(0.0, f64::max),
         })
         .collect();
     runs.sort_by_key(|r| r.attractor.unwrap_or(usize::MAX));
@@ -293,6 +307,8 @@ pub fn attractors<B: Backend>(
         fixed_points: list.iter().filter(|a| a.period == 1).count(),
         unresolved: periods.iter().filter(|p| p.is_none()).count(),
         runs: n,
+        max_steps: cfg.max_steps,
+        period_tol: cfg.period_tol,
         attractors: list,
         orbit: OrbitDiagram {
             axis,
@@ -301,6 +317,85 @@ pub fn attractors<B: Backend>(
             runs,
         },
     })
+}
+
+/// Where the runs ended: each run's period (if found), its last `M` states `[M·S]`, and
+/// the steps it ran before them.
+struct RunSearch {
+    periods: Vec<Option<usize>>,
+    records: Vec<Vec<f32>>,
+    steps: Vec<usize>,
+}
+
+/// The period of one record `[M·S]`: the least `p ≤ max_period` with
+/// `max_t ‖s_{t+p} − s_t‖_∞ < period_tol`.
+fn period_of(record: &[f32], sd: usize, cfg: &AttractorConfig) -> Option<usize> {
+    let m = record.len() / sd;
+    let state = |t: usize| &record[t * sd..(t + 1) * sd];
+    (1..=cfg.max_period).find(|&p| {
+        (0..m - p).all(|t| {
+            state(t + p)
+                .iter()
+                .zip(state(t))
+                .all(|(a, b)| (a - b).abs() < cfg.period_tol)
+        })
+    })
+}
+
+/// Runs every initial state until its last `M` states repeat, in rounds: after
+/// `transient` steps each run records `M` states; runs without a period go on, the
+/// transient doubling each round, until `max_steps`. Near a slow point of a trained
+/// network a run can take tens of thousands of steps to settle, and a fixed transient
+/// leaves every run unresolved. All rounds run on the folded network
+/// ([`Net::with_constant_input`]), only the runs still going.
+fn follow_runs<B: Backend>(
+    net: &Net<'_, B>,
+    x_const: &[f32],
+    s0: &[f32],
+    cfg: &AttractorConfig,
+) -> Result<RunSearch> {
+    let (sd, n, m) = (net.state_size(), cfg.runs, cfg.record);
+    let folded = net.with_constant_input(x_const)?;
+    let x0 = &Net::<B>::FOLDED_INPUT;
+    let mut out = RunSearch {
+        periods: vec![None; n],
+        records: vec![Vec::new(); n],
+        steps: vec![0; n],
+    };
+    let mut going: Vec<usize> = (0..n).collect();
+    let mut states = s0.to_vec(); // [going, S]
+    let (mut done, mut target) = (0usize, cfg.transient);
+    loop {
+        let rows = going.len();
+        let s = folded.run_constant(x0, &states, rows, target - done)?;
+        let xs = vec![0f32; (m - 1) * rows];
+        let traj = folded.trajectory(&xs, SeqShape::new(m - 1, rows)?, Some(&s))?; // [M, rows, S]
+        done = target + m - 1;
+        let mut still = Vec::new();
+        states.clear();
+        for (k, &r) in going.iter().enumerate() {
+            let rec: Vec<f32> = (0..m)
+                .flat_map(|t| {
+                    traj[(t * rows + k) * sd..(t * rows + k + 1) * sd]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            out.periods[r] = period_of(&rec, sd, cfg);
+            out.steps[r] = target;
+            if out.periods[r].is_none() {
+                still.push(r);
+                states.extend_from_slice(&rec[(m - 1) * sd..]);
+            }
+            out.records[r] = rec;
+        }
+        going = still;
+        let next = target.saturating_mul(2).max(done).min(cfg.max_steps);
+        if going.is_empty() || next <= target || next < done {
+            return Ok(out);
+        }
+        target = next;
+    }
 }
 
 /// The first principal component (unit, largest component positive) and the mean of

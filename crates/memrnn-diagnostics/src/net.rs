@@ -23,6 +23,51 @@ impl<'a, B: Backend> Net<'a, B> {
         })
     }
 
+    /// The map `s ↦ F(s, x̄)` as a network of its own: the constant input's product
+    /// `W_ih x̄` is folded into `b_ih` (summed in f64, rounded once), and the folded
+    /// network has one input, always zero. Every input enters the pre-activations
+    /// additively beside `b_ih` (the GRU's too: `W_in x + b_in` sits outside the reset
+    /// gate), so this is the same map up to f32 rounding of that sum, and a step costs
+    /// the recurrent product only, not the `[N, I] × [I, G·H]` input product: on a
+    /// 785-input task network that is most of the work of a long autonomous run.
+    /// Feed it [`Net::FOLDED_INPUT`].
+    pub fn with_constant_input(&self, x_const: &[f32]) -> Result<Net<'a, B>> {
+        check_len("constant input", self.cell.input, x_const.len(), || {
+            format!("[I={}]", self.cell.input)
+        })?;
+        memrnn_core::check_finite("constant input", x_const)?;
+        let flat = self.backend.download(&self.params)?;
+        let v = self.cell.layout().split(&flat);
+        let folded_cell = CellDims::new(self.cell.kind, 1, self.cell.hidden)?;
+        let gh = self.cell.gate_rows();
+        let mut out = Vec::with_capacity(folded_cell.layout().len());
+        out.resize(gh, 0.0); // W_ih [G·H, 1] = 0
+        out.extend_from_slice(v.w_hh);
+        out.extend(
+            v.w_ih
+                .chunks_exact(self.cell.input)
+                .zip(v.b_ih)
+                .map(|(row, &b)| {
+                    let dot: f64 = row
+                        .iter()
+                        .zip(x_const)
+                        .map(|(&w, &x)| w as f64 * x as f64)
+                        .sum();
+                    (b as f64 + dot) as f32
+                }),
+        );
+        out.extend_from_slice(v.b_hh);
+        folded_cell.layout().check("folded parameters", out.len())?;
+        Ok(Net {
+            backend: self.backend,
+            cell: folded_cell,
+            params: self.backend.upload(&out)?,
+        })
+    }
+
+    /// The input a network from [`Net::with_constant_input`] runs on.
+    pub const FOLDED_INPUT: [f32; 1] = [0.0];
+
     /// `S`.
     pub fn state_size(&self) -> usize {
         self.cell.state_size()

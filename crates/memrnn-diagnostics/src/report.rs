@@ -197,12 +197,25 @@ impl DiagnosticsReport {
         }
         if let Some(a) = &self.attractors {
             s += &format!(
-                "  attractors under x̄              {:>10} ({} fixed points, {} runs unresolved of {})\n",
+                "  attractors under x̄              {:>10} ({} fixed points; {} of {} runs settled)\n",
                 a.attractors.len(),
                 a.fixed_points,
-                a.unresolved,
-                a.runs
+                a.runs - a.unresolved,
+                a.runs,
             );
+            if a.unresolved > 0 {
+                let drift: Vec<f64> = (a.orbit.runs.iter())
+                    .filter(|r| r.attractor.is_none())
+                    .map(|r| r.drift)
+                    .collect();
+                s += &format!(
+                    "    {} runs still moving after {} steps: median step ‖Δs‖∞ {:.1e} (a period needs < {:.0e})\n",
+                    a.unresolved,
+                    a.max_steps,
+                    crate::linalg::quantile(&drift, 0.5),
+                    a.period_tol,
+                );
+            }
         }
         if let Some(m) = &self.memory {
             s += &format!(

@@ -306,6 +306,105 @@ fn bistable_network_has_two_fixed_points_and_their_product_in_higher_dimension()
 }
 
 #[test]
+fn the_folded_network_is_the_same_map_under_the_constant_input() {
+    for kind in CellKind::ALL {
+        for (i, h, n) in [(1, 1, 1), (7, 5, 3), (13, 9, 4)] {
+            let cell = CellDims::new(kind, i, h).unwrap();
+            let seed = test_seed(&format!("fold-{kind}-{i}-{h}"), 1);
+            let mut r = rng(seed);
+            let sd = cell.state_size();
+            let p: Vec<f32> = random_params(&mut r, &cell, 1.5);
+            let model = Model {
+                cell,
+                params: p,
+                readout: None,
+            };
+            let be = be();
+            let net = Net::new(&be, &model).unwrap();
+            let xbar: Vec<f32> = uniform(&mut r, i, -1.0, 1.0);
+            let s: Vec<f32> = uniform(&mut r, n * sd, -0.9, 0.9);
+            let xs: Vec<f32> = (0..n).flat_map(|_| xbar.iter().copied()).collect();
+            let want = net.step(&s, &xs, n).unwrap();
+            let folded = net.with_constant_input(&xbar).unwrap();
+            assert_eq!((folded.cell.input, folded.cell.hidden), (1, h));
+            let zero = vec![0f32; n];
+            let got = folded.step(&s, &zero, n).unwrap();
+            assert_close(
+                &format!("{kind} folded step"),
+                &convert::<f32, f64>(&got),
+                &convert::<f32, f64>(&want),
+                1e-6,
+                seed,
+            );
+        }
+    }
+    let be = be();
+    let net = Net::new(&be, &scaled_identity(1.0, &[0.5], 1, 1).unwrap()).unwrap();
+    let e = net.with_constant_input(&[f32::NAN]).err().unwrap();
+    assert!(e.to_string().contains("constant input"), "{e}");
+}
+
+/// `h ↦ tanh(h)` settles at 0 like `√(3/2t)`: its step falls below 1e-6 only after
+/// about 7,000 steps. A fixed transient of 100 leaves every run moving; following the
+/// runs (the transient doubling) settles all of them at the one fixed point.
+#[test]
+fn slowly_settling_runs_are_followed_until_they_settle() {
+    let be = be();
+    let net = Net::new(&be, &scaled_identity(1.0, &[0.0], 1, 1).unwrap()).unwrap();
+    let cfg = AttractorConfig {
+        runs: 12,
+        transient: 100,
+        max_steps: 100,
+        record: 16,
+        max_period: 4,
+        period_tol: 1e-6,
+        cluster_tol: 0.05,
+        ..Default::default()
+    };
+    let cut = attractors(&net, &[0.0], &cfg).unwrap();
+    // (A run that starts within ~0.01 of 0 is already settled.)
+    assert!(cut.unresolved >= 10, "{cut:?}");
+    assert!(cut.orbit.runs.iter().all(|r| r.steps == 100));
+    let moving = cut.orbit.runs.iter().filter(|r| r.attractor.is_none());
+    assert!(moving.clone().all(|r| r.drift > cfg.period_tol as f64));
+    let followed = attractors(
+        &net,
+        &[0.0],
+        &AttractorConfig {
+            max_steps: 20_000,
+            ..cfg
+        },
+    )
+    .unwrap();
+    assert_eq!(followed.unresolved, 0, "{followed:?}");
+    assert_eq!((followed.attractors.len(), followed.fixed_points), (1, 1));
+    let a = &followed.attractors[0];
+    assert!(a.points[0][0].abs() < 0.02 && a.basin_size == 12, "{a:?}");
+    assert!(followed
+        .orbit
+        .runs
+        .iter()
+        .all(|r| r.steps <= 20_000 && r.drift < 1e-6));
+    // The runs still moving at 100 steps (|h| > 0.1) need |h| < 0.0144: thousands of steps.
+    let long = followed
+        .orbit
+        .runs
+        .iter()
+        .filter(|r| r.steps >= 6400)
+        .count();
+    assert!(
+        long >= cut.unresolved,
+        "{long} runs went ≥ 6400 steps: {followed:?}"
+    );
+    let bad = AttractorConfig {
+        max_steps: 50,
+        ..cfg
+    };
+    let e = attractors(&net, &[0.0], &bad).unwrap_err();
+    assert!(e.to_string().contains("max_steps ≥ transient"), "{e}");
+}
+
+#[test]
 fn negative_feedback_network_has_two_cycles() {
     let be = be();
     let model = scaled_identity(-2.0, &[0.0], 1, 1).unwrap();

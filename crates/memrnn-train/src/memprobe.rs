@@ -31,6 +31,28 @@ pub struct LongMemory {
     pub past_window: bool,
 }
 
+impl LongMemory {
+    /// One line for the diagnostics table: the span, as a lower bound when the probe
+    /// still reads the digit at the last lag.
+    pub fn summary(&self) -> String {
+        let last = self.lags.last().copied().unwrap_or(0);
+        let at = |i: usize| self.accuracy.get(i).copied().unwrap_or(f64::NAN);
+        let reach = if self.past_window {
+            format!(
+                "≥ {} steps (still read at lag {last}: past the window)",
+                self.span
+            )
+        } else {
+            format!("{} steps", self.span)
+        };
+        format!(
+            "  memory at long lags: half-margin span {reach}; probe accuracy {:.3} at lag 1, {:.3} at lag {last}",
+            at(0),
+            at(self.accuracy.len().saturating_sub(1)),
+        )
+    }
+}
+
 /// Chance for ten classes.
 const CHANCE: f64 = 0.1;
 
@@ -170,5 +192,23 @@ mod tests {
         // The lag-1 probe at chance: no memory to measure.
         assert_eq!(span_of(&lags, &[0.1, 0.9, 0.9, 0.9]), (0, false));
         assert_eq!(span_of(&[], &[]), (0, false));
+    }
+
+    #[test]
+    fn the_summary_says_when_the_span_is_a_lower_bound() {
+        let m = |accuracy: Vec<f64>, span, past_window| LongMemory {
+            lags: vec![1, 2, 4],
+            accuracy,
+            span,
+            past_window,
+        };
+        let s = m(vec![0.9, 0.8, 0.7], 4, true).summary();
+        assert!(
+            s.contains("≥ 4 steps") && s.contains("past the window"),
+            "{s}"
+        );
+        assert!(s.contains("0.900 at lag 1, 0.700 at lag 4"), "{s}");
+        let s = m(vec![0.9, 0.3, 0.1], 1, false).summary();
+        assert!(s.contains("span 1 steps;") && !s.contains("past"), "{s}");
     }
 }
