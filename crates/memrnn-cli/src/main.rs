@@ -723,6 +723,9 @@ fn cmd_run<B: Backend>(b: &B, a: RunArgs, progress: bool) -> Result<()> {
     println!("\nThe trained network's slow points:\n{}", r.slow_points);
     println!("{}", r.slow_point_table());
     println!("{}", r.table());
+    if let Some(l) = r.gain_line() {
+        println!("{l}\n");
+    }
     println!(
         "V: {} points ({}); backend {}; {:.0} s in all\nreport folder {} (extrapolation curves: {})",
         r.v_points,

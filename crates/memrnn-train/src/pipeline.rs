@@ -137,6 +137,8 @@ pub struct PipelineReport {
     pub slow_points: String,
     pub svg: PathBuf,
     pub seconds: f64,
+    /// Evaluation trials per delay (for the uncertainty of one run's accuracies).
+    pub eval_trials: usize,
 }
 
 impl PipelineReport {
@@ -155,6 +157,27 @@ impl PipelineReport {
             s.push('\n');
         }
         s
+    }
+
+    /// How sure this one run is of the penalty's effect at the longest delay: the
+    /// difference speed − control with a 95% interval from the evaluation trials alone
+    /// (normal approximation to two binomial proportions, as if the two evaluations were
+    /// independent: they share trials, so this is conservative), and the reminder that
+    /// seeds vary far more than trials do.
+    pub fn gain_line(&self) -> Option<String> {
+        let at_longest = |name: &str| {
+            let r = self.rows.iter().find(|r| r.name == name)?;
+            r.accuracy.last().copied()
+        };
+        let ((d, speed), (_, control)) = (at_longest("speed")?, at_longest("control")?);
+        let (diff, half) = crate::stats::accuracy_diff_ci95(speed, control, self.eval_trials);
+        Some(format!(
+            "speed − control at delay {d}: {diff:+.3} ± {:.3} (95%, from the {} evaluation trials \
+             only). One seed: how much the penalty helps varies from seed to seed far more \
+             than that; `memrnn sweep` measures the paired gain over seeds with its interval \
+             (benches/RESULTS.md has this configuration's and a larger one's).",
+            half, self.eval_trials
+        ))
     }
 
     pub fn table(&self) -> String {
@@ -378,12 +401,14 @@ pub fn run_pipeline<B: Backend>(
         slow_points: finder_table,
         svg,
         seconds: start.elapsed().as_secs_f64(),
+        eval_trials: cfg.eval.trials,
     };
     write_json(&cfg.out_dir.join("summary.json"), &report)?;
     let txt = cfg.out_dir.join("summary.txt");
     let text = format!(
-        "{}\n{}\n{}",
+        "{}{}\n{}\n{}",
         report.table(),
+        report.gain_line().map(|l| l + "\n").unwrap_or_default(),
         report.slow_point_table(),
         report.slow_points
     );

@@ -215,8 +215,25 @@ pub fn spearman_bootstrap(x: &[f64], y: &[f64], resamples: usize, seed: u64) -> 
     out
 }
 
+/// The difference `p1 − p2` of two accuracies measured on `n` trials each, with the
+/// half-width of its 95% interval (normal approximation to two independent binomial
+/// proportions: conservative when the two share trials).
+pub fn accuracy_diff_ci95(p1: f64, p2: f64, n: usize) -> (f64, f64) {
+    let n = n.max(1) as f64;
+    let se = (p1 * (1.0 - p1) / n + p2 * (1.0 - p2) / n).sqrt();
+    (p1 - p2, 1.959964 * se)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn accuracy_difference_interval_by_hand() {
+        // 0.8 and 0.7 on 500 trials: se = √(0.16/500 + 0.21/500) = 0.0272029.
+        let (d, h) = accuracy_diff_ci95(0.8, 0.7, 500);
+        assert!((d - 0.1).abs() < 1e-12 && (h - 1.959964 * 0.027202941).abs() < 1e-8);
+        assert_eq!(accuracy_diff_ci95(1.0, 0.0, 10), (1.0, 0.0));
+    }
     use super::*;
 
     fn close(a: f64, b: f64, tol: f64) {

@@ -350,6 +350,25 @@ fn pipeline_writes_its_report() {
             .all(|s| s.is_finite() && *s >= 0.0));
     }
     assert!(r.slow_point_table().contains("digit 9"));
+    // The one-run uncertainty line: the difference at the longest delay, as the table has it.
+    let acc = |name: &str| {
+        r.rows
+            .iter()
+            .find(|x| x.name == name)
+            .unwrap()
+            .accuracy
+            .last()
+            .unwrap()
+            .1
+    };
+    let line = r.gain_line().unwrap();
+    assert!(
+        line.contains(&format!("{:+.3}", acc("speed") - acc("control"))) && line.contains("seed"),
+        "{line}"
+    );
+    assert!(std::fs::read_to_string(dir.join("summary.txt"))
+        .unwrap()
+        .contains("speed − control"));
     assert!(r.table().contains("control"));
     let mut neg = cfg.clone();
     neg.lambda = -1.0;
