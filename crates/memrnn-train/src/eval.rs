@@ -305,9 +305,11 @@ pub fn plot_curves(path: &Path, title: &str, curves: &[(&str, &EvalResult)]) -> 
         .min()
         .unwrap_or(1)
         .max(1) as f64;
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    // The legend sits in a strip right of the plot, never on the curves.
+    let root = SVGBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
+    let (left, right) = root.split_horizontally(800);
+    let mut chart = ChartBuilder::on(&left)
         .caption(title, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(45)
@@ -321,6 +323,7 @@ pub fn plot_curves(path: &Path, title: &str, curves: &[(&str, &EvalResult)]) -> 
         .draw()
         .map_err(|e| err(e.to_string()))?;
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let mut entries = vec![];
     for (i, (name, r)) in curves.iter().enumerate() {
         let c = colors[i % colors.len()];
         let pts: Vec<(f64, f64)> = r
@@ -331,27 +334,20 @@ pub fn plot_curves(path: &Path, title: &str, curves: &[(&str, &EvalResult)]) -> 
             .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-            .map_err(|e| err(e.to_string()))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            .map_err(|e| err(e.to_string()))?;
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
             .map_err(|e| err(e.to_string()))?;
+        entries.push((name.to_string(), c));
     }
     chart
         .draw_series(LineSeries::new(
             vec![(min_d, 0.1), (max_d, 0.1)],
             BLACK.mix(0.3),
         ))
-        .map_err(|e| err(e.to_string()))?
-        .label("chance (0.1)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
         .map_err(|e| err(e.to_string()))?;
+    entries.push(("chance (0.1)".into(), RGBColor(170, 170, 170)));
+    crate::sweep_plot::legend(&right, &entries, path)?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
 }

@@ -24,7 +24,7 @@ fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
 }
 
 /// The legend strip: one line per entry, a colour swatch and its label.
-fn legend(
+pub(crate) fn legend(
     area: &DrawingArea<SVGBackend, Shift>,
     entries: &[(String, RGBColor)],
     path: &Path,
