@@ -87,27 +87,41 @@ impl Precision {
         }
     }
 
-    /// `params` (flat, `cell`'s layout) with `W_hh` rounded to this format: the weights
-    /// a half-precision backend computes with. Borrowed unchanged for f32. A weight that
-    /// overflows the format is an error naming it and the way out.
-    pub fn round_recurrent<'a>(self, cell: &CellDims, params: &'a [f32]) -> Result<Cow<'a, [f32]>> {
+    /// Checks that every finite weight of `W_hh` in `params` (flat, `cell`'s layout)
+    /// stays finite in this format: an error naming the first that overflows (an f16
+    /// beyond 65504) and the way out.
+    pub fn check_recurrent(self, cell: &CellDims, params: &[f32]) -> Result<()> {
         if self == Precision::F32 {
-            return Ok(Cow::Borrowed(params));
+            return Ok(());
         }
         let layout = cell.layout();
         layout.check("params", params.len())?;
+        let w_hh = layout.split(params).w_hh;
+        match w_hh
+            .iter()
+            .position(|w| w.is_finite() && !self.round(*w).is_finite())
+        {
+            None => Ok(()),
+            Some(i) => Err(Error::InvalidArgument(format!(
+                "W_hh[{i}] = {} does not fit in {self} (largest finite value {}): \
+                 run with --precision bf16 or f32",
+                w_hh[i],
+                self.max_finite()
+            ))),
+        }
+    }
+
+    /// `params` (flat, `cell`'s layout) with `W_hh` rounded to this format: the weights
+    /// a half-precision backend computes with. Borrowed unchanged for f32. A weight that
+    /// overflows the format is an error ([`Self::check_recurrent`]).
+    pub fn round_recurrent<'a>(self, cell: &CellDims, params: &'a [f32]) -> Result<Cow<'a, [f32]>> {
+        self.check_recurrent(cell, params)?;
+        if self == Precision::F32 {
+            return Ok(Cow::Borrowed(params));
+        }
         let mut out = params.to_vec();
-        let w_hh = layout.split_mut(&mut out).w_hh;
-        for (i, w) in w_hh.iter_mut().enumerate() {
-            let r = self.round(*w);
-            if w.is_finite() && !r.is_finite() {
-                return Err(Error::InvalidArgument(format!(
-                    "W_hh[{i}] = {w} does not fit in {self} (largest finite value {}): \
-                     run with --precision bf16 or f32",
-                    self.max_finite()
-                )));
-            }
-            *w = r;
+        for w in cell.layout().split_mut(&mut out).w_hh.iter_mut() {
+            *w = self.round(*w);
         }
         Ok(Cow::Owned(out))
     }
