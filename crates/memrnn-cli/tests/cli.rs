@@ -401,7 +401,9 @@ fn precision_is_recorded_and_checked() {
     let metrics = std::fs::read_to_string(dir.join("half.metrics.jsonl")).unwrap();
     assert!(metrics.lines().count() >= 2, "{metrics}");
     assert!(
-        metrics.lines().all(|l| l.contains("\"precision\":\"bf16\"")),
+        metrics
+            .lines()
+            .all(|l| l.contains("\"precision\":\"bf16\"")),
         "{metrics}"
     );
 

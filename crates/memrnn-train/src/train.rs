@@ -1064,10 +1064,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                         o.insert("step".into(), done.into());
                         o.insert("report_acc_window".into(), (win_rep / win_n as f64).into());
                         o.insert("elapsed_s".into(), start.elapsed().as_secs_f64().into());
-                        o.insert(
-                            "precision".into(),
-                            self.backend.precision().name().into(),
-                        );
+                        o.insert("precision".into(), self.backend.precision().name().into());
                     }
                     self.pending_metrics.push(v.to_string());
                     pb.set_message(format!(
