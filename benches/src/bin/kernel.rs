@@ -35,7 +35,6 @@ use memrnn_testkit::{random_params, rel_err_norm, rng, uniform};
 /// tolerance of the conformance suite).
 const TOL: f64 = 1e-4;
 
-
 fn fail(msg: String) -> ! {
     eprintln!("kernel: {msg}");
     std::process::exit(1);
