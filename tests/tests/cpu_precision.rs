@@ -178,7 +178,6 @@ fn bad_combinations_give_clear_errors() {
     };
     let err = f32b
         .seq_backward(&cell, &params, shape, &x, &fwd, up, false)
-        .err()
-        .expect("a bf16 cache in an f32 backward must be refused");
+        .expect_err("a bf16 cache in an f32 backward must be refused");
     assert!(err.to_string().contains("bf16"), "{err}");
 }
