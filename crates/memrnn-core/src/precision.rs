@@ -180,7 +180,7 @@ mod tests {
     /// the normal and subnormal ranges.
     #[test]
     fn rounding_error_is_within_the_stated_bound() {
-        let seed = 0x5eed_15u64;
+        let seed = 0x005e_ed15_u64;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         for p in Precision::ALL {
             for _ in 0..100_000 {
