@@ -5,12 +5,19 @@ Run on the GPU machine, from a bundle made by `benches/gpu/bundle.sh` (which car
 `gpu_table` binary):
 
     python3 benches/compare/gpu_torch.py --memrnn ./gpu_table [--reps 20] [--shapes paper,long,small-batch,wide]
+        [--precisions f32,bf16,f16]
 
 cuDNN is timed with CUDA events around each call (median of --reps after warm-up, fresh
 random data, no zeros); memrnn's figures come from the `gpu_table` binary (median of
 synchronised runs). fwd = forward over the sequence; train = forward + backward with a
 loss on every step and no input gradient (weight gradients only). The `long` shape is
 forward only (evaluation at long delays). GFLOP/s by TARGETS.md's counting.
+
+Precisions: cuDNN's side of bf16 / f16 is the module and its input converted with
+`.to(dtype)` (cuDNN's half-precision RNN: weights and activations in that format). memrnn's
+CUDA backend stores W_hh in f32 only so far (its half-precision kernels are not built), so
+a half-precision row sets cuDNN in that precision beside memrnn f32, and says so in the
+`memrnn` column. A precision this cuDNN cannot run falls back to f32, labelled.
 """
 import argparse
 import json
@@ -24,7 +31,9 @@ SHAPES = {
     "small-batch": dict(batch=8, input=64, hidden=256, steps=500),
     "long": dict(batch=1024, input=785, hidden=200, steps=1000),
     "wide": dict(batch=64, input=256, hidden=1024, steps=100),
+    "tiny": dict(batch=3, input=5, hidden=7, steps=4),
 }
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 GATES = {"gru": 3, "lstm": 4}
 
 
@@ -49,12 +58,34 @@ def cuda_time(fn, reps):
     return statistics.median(times)
 
 
+def torch_case(cell, s, dtype, dev):
+    """The module, input and upstream gradient of one case in `dtype` on `dev`, and its
+    two passes."""
+    torch.manual_seed(0)
+    net = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](s["input"], s["hidden"]).to(dev, dtype)
+    x = torch.rand(s["steps"], s["batch"], s["input"], device=dev).to(dtype)
+    g = (torch.rand(s["steps"], s["batch"], s["hidden"], device=dev) * 2e-3 - 1e-3).to(dtype)
+
+    def fwd():
+        with torch.no_grad():
+            net(x)
+
+    def train():
+        net.zero_grad(set_to_none=True)
+        out, _ = net(x)
+        (out * g).sum().backward()
+
+    return fwd, train
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--memrnn", required=True, help="path to the gpu_table binary")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--cells", default="gru,lstm")
     ap.add_argument("--shapes", default="paper,long,small-batch,wide")
+    ap.add_argument("--precisions", default="f32",
+                    help="precisions to time cuDNN in, comma-separated: f32, bf16, f16")
     args = ap.parse_args()
     out = subprocess.run([args.memrnn, "--reps", str(args.reps), "--cells", args.cells, "--shapes", args.shapes],
                          check=True, capture_output=True, text=True).stdout
@@ -62,33 +93,31 @@ def main():
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | cuDNN {torch.backends.cudnn.version()}")
-    print("| cell | shape | pass | cuDNN ms (GF/s) | memrnn ms (GF/s), path | speed-up |")
-    print("| --- | --- | --- | ---: | ---: | ---: |")
+    print("| cell | shape | pass | cuDNN in | cuDNN ms (GF/s) | memrnn | memrnn ms (GF/s), path | speed-up |")
+    print("| --- | --- | --- | --- | ---: | --- | ---: | ---: |")
     for name in args.shapes.split(","):
         s = SHAPES[name]
         for cell in args.cells.split(","):
-            torch.manual_seed(0)
-            net = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](s["input"], s["hidden"]).to(dev)
-            x = torch.rand(s["steps"], s["batch"], s["input"], device=dev)
-            g = torch.rand(s["steps"], s["batch"], s["hidden"], device=dev) * 2e-3 - 1e-3
-
-            def fwd():
-                with torch.no_grad():
-                    net(x)
-
-            def train():
-                net.zero_grad(set_to_none=True)
-                out, _ = net(x)
-                (out * g).sum().backward()
-
-            passes = [("fwd", fwd)] + ([] if name == "long" else [("train", train)])
-            for pass_, fn in passes:
-                secs = cuda_time(fn, args.reps)
-                gf = flops(cell, s, pass_ == "train") / secs / 1e9
-                for r in mine:
-                    if (r["cell"], r["shape"], r["pass"]) == (cell, name, pass_):
-                        print(f"| {cell} | {name} | {pass_} | {secs*1e3:.3f} ({gf:.0f}) | "
-                              f"{r['ms']:.3f} ({r['gflops']:.0f}), {r['path']} | {secs*1e3/r['ms']:.2f}x |")
+            for prec in args.precisions.split(","):
+                label = prec
+                try:
+                    fwd, train = torch_case(cell, s, DTYPES[prec], dev)
+                    fwd()
+                    train()
+                except Exception as e:  # this cuDNN cannot run it: time f32, say so
+                    label = f"f32 ({prec} not offered: {str(e).splitlines()[0][:60]})"
+                    fwd, train = torch_case(cell, s, torch.float32, dev)
+                # memrnn's CUDA backend: W_hh in f32 only so far.
+                mine_in = "f32" if prec == "f32" else "f32 (no half kernels yet)"
+                passes = [("fwd", fwd)] + ([] if name == "long" else [("train", train)])
+                for pass_, fn in passes:
+                    secs = cuda_time(fn, args.reps)
+                    gf = flops(cell, s, pass_ == "train") / secs / 1e9
+                    for r in mine:
+                        if (r["cell"], r["shape"], r["pass"]) == (cell, name, pass_):
+                            print(f"| {cell} | {name} | {pass_} | {label} | {secs*1e3:.3f} ({gf:.0f}) | "
+                                  f"{mine_in} | {r['ms']:.3f} ({r['gflops']:.0f}), {r['path']} |"
+                                  f" {secs*1e3/r['ms']:.2f}x |")
 
 
 if __name__ == "__main__":

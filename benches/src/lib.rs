@@ -48,8 +48,22 @@ pub const SHAPES: [BenchShape; 4] = [
     },
 ];
 
+/// A tiny shape that only checks that a benchmark runs (B 3, I 5, H 7, T 4).
+pub const TINY: BenchShape = BenchShape {
+    name: "tiny",
+    batch: 3,
+    input: 5,
+    hidden: 7,
+    steps: 4,
+};
+
+/// A TARGETS.md shape by name, or [`TINY`].
 pub fn shape(name: &str) -> Option<BenchShape> {
-    SHAPES.iter().copied().find(|s| s.name == name)
+    SHAPES
+        .iter()
+        .copied()
+        .chain([TINY])
+        .find(|s| s.name == name)
 }
 
 /// Forward FLOPs: `2·B·G·H·(I + H)` per step, times `T`.
@@ -201,14 +215,19 @@ pub fn sgemm_square(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
 }
 
 /// The criterion body shared by `benches/{rnn,gru,lstm}.rs`: forward and training step of
-/// `kind` at the paper and small-batch shapes on the CPU backend, throughput in FLOP/s by
-/// TARGETS.md's counting (criterion shows it as elements/s: 1 element = 1 FLOP).
+/// `kind` at the paper and small-batch shapes on the CPU backend, with `W_hh` stored in
+/// f32, bf16 and f16 (groups `cpu/{cell}/{shape}/{precision}`; filter with criterion's
+/// usual name argument), throughput in FLOP/s by TARGETS.md's counting (criterion shows
+/// it as elements/s: 1 element = 1 FLOP).
 pub fn criterion_cpu_cell(c: &mut criterion::Criterion, kind: CellKind) {
-    let be = memrnn_cpu::CpuBackend::new();
-    for name in ["paper", "small-batch"] {
+    for (name, precision) in ["paper", "small-batch"]
+        .into_iter()
+        .flat_map(|n| memrnn_core::Precision::ALL.map(|p| (n, p)))
+    {
+        let be = memrnn_cpu::CpuBackend::new().with_precision(precision);
         let sh = shape(name).expect("known shape");
         let dev = DeviceData::upload(&be, &BenchData::new(kind, &sh, 7)).expect("host upload");
-        let mut g = c.benchmark_group(format!("cpu/{}/{name}", kind.name()));
+        let mut g = c.benchmark_group(format!("cpu/{}/{name}/{precision}", kind.name()));
         g.sample_size(10);
         g.throughput(criterion::Throughput::Elements(
             forward_flops(kind, &sh) as u64

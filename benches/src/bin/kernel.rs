@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p memrnn-benches --bin kernel -- FAMILY [--backend cpu|cuda|cuda-sim]
 //!     [--shape tiny|paper|small-batch|long|wide] [--reps N] [--threads N]
-//!     [--points N] [--cell gru]
+//!     [--points N] [--cell gru] [--precision f32|bf16|f16]
 //! ```
 //!
 //! Families: `rnn`, `gru`, `lstm` (sequence forward, then forward + backward: a training
@@ -18,10 +18,15 @@
 //! says which. `cuda-sim` needs `--features sim` and tiny shapes (the simulated device runs
 //! every CUDA thread on one CPU thread). Output: a line per check, then one JSON line per
 //! timed pass (median of `--reps` after one warm-up, each run ended by a device sync).
+//! `--precision` stores `W_hh` in bf16 or f16 (CPU backend; f32 arithmetic): validation
+//! then runs the reference on the weights rounded to that format (what the backend
+//! computes with, `Precision::round_recurrent`), at the same tolerance, and every JSON
+//! line names the precision.
 
 use memrnn_benches::{arg, median_secs, shape, BenchShape};
 use memrnn_core::{
-    adam_update_host, real::convert, AdamConfig, Backend, CellDims, CellKind, SeqShape, SeqUpstream,
+    adam_update_host, real::convert, AdamConfig, Backend, CellDims, CellKind, Precision, SeqShape,
+    SeqUpstream,
 };
 use memrnn_cpu::{reference, CpuBackend};
 use memrnn_testkit::{random_params, rel_err_norm, rng, uniform};
@@ -29,14 +34,6 @@ use memrnn_testkit::{random_params, rel_err_norm, rng, uniform};
 /// Relative error in norm allowed between an f32 backend and the f64 reference (the
 /// tolerance of the conformance suite).
 const TOL: f64 = 1e-4;
-
-const TINY: BenchShape = BenchShape {
-    name: "tiny",
-    batch: 3,
-    input: 5,
-    hidden: 7,
-    steps: 4,
-};
 
 fn fail(msg: String) -> ! {
     eprintln!("kernel: {msg}");
@@ -70,6 +67,17 @@ impl<B: Backend> Run<'_, B> {
             .upload(v)
             .unwrap_or_else(|e| fail(format!("upload: {e}")))
     }
+    /// `params` (f32 values) with `W_hh` rounded to the backend's storage precision:
+    /// the weights the backend computes with, for the reference.
+    fn storable(&self, cell: &CellDims, params: Vec<f64>) -> Vec<f64> {
+        let p32: Vec<f32> = convert(&params);
+        let r = self
+            .be
+            .precision()
+            .round_recurrent(cell, &p32)
+            .unwrap_or_else(|e| fail(e.to_string()));
+        r.iter().map(|&v| v as f64).collect()
+    }
     fn down(&self, t: &B::Tensor) -> Vec<f32> {
         self.be
             .download(t)
@@ -81,9 +89,10 @@ impl<B: Backend> Run<'_, B> {
             (self.sync)();
         });
         println!(
-            "{{\"impl\":\"memrnn\",\"backend\":\"{}\",\"family\":\"{family}\",\"shape\":\"{}\",\"pass\":\"{pass}\",\"ms\":{:.4}}}",
+            "{{\"impl\":\"memrnn\",\"backend\":\"{}\",\"family\":\"{family}\",\"shape\":\"{}\",\"precision\":\"{}\",\"pass\":\"{pass}\",\"ms\":{:.4}}}",
             self.be.name(),
             self.shape.name,
+            self.be.precision(),
             secs * 1e3
         );
     }
@@ -112,7 +121,7 @@ impl<B: Backend> Run<'_, B> {
             full.steps
         );
         let mut r = rng(0x6E7C);
-        let params: Vec<f64> = random_params(&mut r, &cell, 1.0);
+        let params = self.storable(&cell, random_params(&mut r, &cell, 1.0));
         let x: Vec<f64> = uniform(&mut r, vshape.rows() * s.input, 0.0, 1.0);
         let dh: Vec<f64> = uniform(&mut r, vshape.rows() * s.hidden, -1.0, 1.0);
         let want_f = reference::seq_forward(&cell, &params, vshape, &x, None)
@@ -184,7 +193,7 @@ impl<B: Backend> Run<'_, B> {
             self.be.name()
         );
         let mut r = rng(0x5BEED);
-        let params: Vec<f64> = random_params(&mut r, &cell, 1.0);
+        let params = self.storable(&cell, random_params(&mut r, &cell, 1.0));
         let states: Vec<f64> = uniform(&mut r, points * cell.state_size(), -0.9, 0.9);
         let x: Vec<f64> = uniform(&mut r, points * s.input, 0.0, 1.0);
         let want = reference::step_speed_grad(&cell, &params, &states, &x, points, true)
@@ -272,19 +281,29 @@ fn main() {
         fail("usage: kernel FAMILY [--backend cpu|cuda|cuda-sim] [--shape NAME] [--reps N] (FAMILY: rnn, gru, lstm, speed, adam)".into());
     };
     let shape_name: String = arg(&args, "--shape").unwrap_or_else(|| "tiny".into());
-    let s = if shape_name == "tiny" {
-        TINY
-    } else {
-        shape(&shape_name).unwrap_or_else(|| {
-            fail(format!(
-                "unknown shape {shape_name:?}: give tiny, paper, small-batch, long or wide"
-            ))
-        })
-    };
+    let s = shape(&shape_name).unwrap_or_else(|| {
+        fail(format!(
+            "unknown shape {shape_name:?}: give tiny, paper, small-batch, long or wide"
+        ))
+    });
     let backend: String = arg(&args, "--backend").unwrap_or_else(|| "cpu".into());
+    let precision = match args.iter().position(|a| a == "--precision") {
+        None => Precision::F32,
+        Some(i) => args
+            .get(i + 1)
+            .ok_or_else(|| "--precision needs a value: f32, bf16 or f16".to_string())
+            .and_then(|v| v.parse::<Precision>().map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| fail(e)),
+    };
+    if backend != "cpu" && precision != Precision::F32 {
+        fail(format!(
+            "--precision {precision}: the {backend} backend stores W_hh in f32 only so far; \
+             use --backend cpu"
+        ));
+    }
     match backend.as_str() {
         "cpu" => {
-            let mut be = CpuBackend::new();
+            let mut be = CpuBackend::new().with_precision(precision);
             if let Some(t) = arg::<usize>(&args, "--threads") {
                 be = be.with_threads(t).unwrap_or_else(|e| fail(e.to_string()));
             }

@@ -35,6 +35,11 @@ struct Cli {
     /// CPU threads (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Storage of the recurrent weights W_hh in every recurrent product: f32, bf16 or f16
+    /// (all arithmetic, the master weights and Adam's state stay f32). Recorded in
+    /// checkpoints and metrics; the CPU backend offers all three, CUDA f32 only so far.
+    #[arg(long, default_value = "f32", global = true)]
+    precision: memrnn_core::Precision,
     /// No progress bars.
     #[arg(long, global = true)]
     quiet: bool,
@@ -383,7 +388,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                  give --workers 1 (or --backend cpu)"
             ),
         }
-        let backends = sweep_cmd::cpu_workers(workers, cli.threads)?;
+        let backends = sweep_cmd::cpu_workers(workers, cli.threads, cli.precision)?;
         eprintln!("memrnn: backend {}", backends[0].name());
         return match cli.cmd {
             Cmd::Sweep(a) => sweep_cmd::cmd_sweep(&backends, a, progress),
@@ -392,7 +397,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         };
     }
     let cpu = || -> Result<CpuBackend> {
-        let mut b = CpuBackend::new();
+        let mut b = CpuBackend::new().with_precision(cli.precision);
         if let Some(t) = cli.threads {
             b = b.with_threads(t)?;
         }
@@ -405,6 +410,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             run_cmd(&b, cli.cmd, progress)
         }
         BackendChoice::Cuda => {
+            cuda_precision(cli.precision, "--backend cuda")?;
             let b = memrnn_cuda::CudaBackend::new(0)
                 .context("--backend cuda: no usable GPU (use --backend cpu or auto)")?;
             eprintln!("memrnn: backend {}", b.name());
@@ -412,6 +418,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             run_cmd(&b, cli.cmd, progress)
         }
         BackendChoice::CudaSim => {
+            cuda_precision(cli.precision, "--backend cuda-sim")?;
             let props = match cli.sim_device {
                 SimDevice::H100 => memrnn_cuda::SimProps::h100_like(),
                 SimDevice::Small => memrnn_cuda::SimProps::small(),
@@ -426,6 +433,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         BackendChoice::Auto => match memrnn_cuda::CudaBackend::new(0) {
             Ok(b) => {
+                cuda_precision(cli.precision, "--backend auto found a GPU, and")?;
                 eprintln!("memrnn: backend {} (auto: a GPU was found)", b.name());
                 threads_unused(cli.threads);
                 run_cmd(&b, cli.cmd, progress)
@@ -437,6 +445,18 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
         },
     }
+}
+
+/// The CUDA backend stores `W_hh` in f32 only (its half-precision kernels are not built
+/// yet): any other `--precision` is refused, naming the way out.
+fn cuda_precision(precision: memrnn_core::Precision, context: &str) -> Result<()> {
+    if precision != memrnn_core::Precision::F32 {
+        bail!(
+            "{context} --precision {precision}: the CUDA backend stores W_hh in f32 only so far; \
+             run with --backend cpu (which offers bf16 and f16) or --precision f32"
+        );
+    }
+    Ok(())
 }
 
 /// `--threads` sets the CPU backend's pool: say so when another backend runs.

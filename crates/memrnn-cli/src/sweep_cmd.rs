@@ -118,7 +118,11 @@ pub(crate) fn workers(cmd: &crate::Cmd) -> usize {
 }
 
 /// `workers` CPU backends with `threads` threads each (default: the cores shared out).
-pub(crate) fn cpu_workers(workers: usize, threads: Option<usize>) -> Result<Vec<CpuBackend>> {
+pub(crate) fn cpu_workers(
+    workers: usize,
+    threads: Option<usize>,
+    precision: memrnn_core::Precision,
+) -> Result<Vec<CpuBackend>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if workers == 0 || workers > 4 * cores.max(16) {
         bail!(
@@ -128,7 +132,11 @@ pub(crate) fn cpu_workers(workers: usize, threads: Option<usize>) -> Result<Vec<
     }
     let threads = threads.unwrap_or((cores / workers).max(1));
     let v = (0..workers)
-        .map(|_| CpuBackend::new().with_threads(threads))
+        .map(|_| {
+            CpuBackend::new()
+                .with_precision(precision)
+                .with_threads(threads)
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     eprintln!("memrnn: {workers} workers side by side, {threads} CPU thread(s) each");
     Ok(v)

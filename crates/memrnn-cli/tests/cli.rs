@@ -364,3 +364,97 @@ fn cuda_sim_backend_trains_like_the_cpu_and_says_it_is_simulated() {
     assert!(t.contains("SIMULATED"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--precision bf16` trains on the CPU, names the precision in the backend line, and is
+/// recorded in the checkpoint's metadata and every metrics line; resuming in another
+/// precision and asking the CUDA backend for half precision are refused with the fix.
+#[test]
+fn precision_is_recorded_and_checked() {
+    let dir = tmp("precision");
+    let d = dir.to_str().unwrap();
+    let net = [
+        "--hidden",
+        "8",
+        "--batch",
+        "4",
+        "--steps",
+        "4",
+        "--log-every",
+        "2",
+        "--t-max",
+        "6",
+    ];
+    let mut a = vec![
+        "--quiet",
+        "--backend",
+        "cpu",
+        "--precision",
+        "bf16",
+        "train",
+        "--out",
+        d,
+        "--name",
+        "half",
+    ];
+    a.extend(net);
+    let o = memrnn(&a);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("W_hh in bf16"), "{}", text(&o));
+    let ck = dir.join("half.safetensors");
+    let (_, meta) = memrnn_core::checkpoint::read_tensors(&ck).expect("checkpoint");
+    assert_eq!(
+        meta.get("memrnn.train.precision").map(String::as_str),
+        Some("bf16")
+    );
+    let metrics = std::fs::read_to_string(dir.join("half.metrics.jsonl")).unwrap();
+    assert!(metrics.lines().count() >= 2, "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .all(|l| l.contains("\"precision\":\"bf16\"")),
+        "{metrics}"
+    );
+
+    // Resuming in f32 is refused, naming the precision to use.
+    let mut a = vec![
+        "--quiet",
+        "--backend",
+        "cpu",
+        "train",
+        "--out",
+        d,
+        "--name",
+        "half",
+        "--resume",
+        ck.to_str().unwrap(),
+    ];
+    a.extend(net);
+    let steps = a.iter().position(|x| *x == "--steps").unwrap() + 1;
+    a[steps] = "8"; // past the checkpoint's 4
+    let o = memrnn(&a);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--precision bf16"), "{}", text(&o));
+
+    // The CUDA backend offers f32 only: refused before any work, naming the fix.
+    let o = memrnn(&[
+        "--backend",
+        "cuda-sim",
+        "--precision",
+        "f16",
+        "train",
+        "--out",
+        d,
+        "--steps",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("f32 only") && text(&o).contains("--backend cpu"),
+        "{}",
+        text(&o)
+    );
+    let o = memrnn(&["--precision", "f8", "train", "--out", d]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("f32, bf16, f16"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}

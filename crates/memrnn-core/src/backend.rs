@@ -202,6 +202,15 @@ pub trait Backend: Send + Sync {
     /// A human-readable name: "cpu (avx2+fma, 2 threads)", "cuda (NVIDIA H100)".
     fn name(&self) -> String;
 
+    /// The storage precision of `W_hh` in every operation that reads it (forward,
+    /// backward, speeds, Jacobians, slow-point searches): each computes exactly what it
+    /// computes in f32 on `W_hh` rounded to this format
+    /// ([`Precision::round_recurrent`](crate::Precision::round_recurrent)), with f32
+    /// arithmetic. Parameters, gradients and Adam state stay f32 whatever it is.
+    fn precision(&self) -> crate::Precision {
+        crate::Precision::F32
+    }
+
     fn upload(&self, host: &[f32]) -> Result<Self::Tensor>;
     fn download(&self, tensor: &Self::Tensor) -> Result<Vec<f32>>;
     fn zeros(&self, len: usize) -> Result<Self::Tensor>;

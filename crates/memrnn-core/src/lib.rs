@@ -14,6 +14,8 @@
 //! - [`Backend`]: the trait the CPU and CUDA backends implement; [`lm`]: the shared
 //!   logic of its Levenberg–Marquardt slow-point search (dense), [`lm_krylov`]: its
 //!   matrix-free variant.
+//! - [`Precision`]: the storage precision of the recurrent weights (f32, bf16, f16;
+//!   f32 arithmetic everywhere).
 //! - [`Error`]: one error type whose messages name the problem and the fix.
 //! - [`checks`]: the argument checks of every `Backend` operation, shared by the backends.
 //! - [`philox`] and [`task_gen`]: the task's counter-based random numbers and batches,
@@ -33,6 +35,7 @@ pub mod lm_krylov;
 pub mod lstm_state;
 pub mod model;
 pub mod philox;
+pub mod precision;
 pub mod real;
 pub mod slow_point;
 pub mod state_dict;
@@ -53,6 +56,7 @@ pub use error::{check_finite, check_len, Error, Result};
 pub use lm::{LmConfig, LmSearch, LmSolver, LmStatus, SearchStop};
 pub use lstm_state::{pack_lstm_grad, pack_lstm_state, split_lstm_state};
 pub use model::{init_params, Model, Readout};
+pub use precision::Precision;
 pub use real::Real;
 pub use state_dict::{
     load_state_dict_file, LoadReport, Mismatch, ModelOf, ReadoutOf, StateDict, StateEntry,

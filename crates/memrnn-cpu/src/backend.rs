@@ -71,6 +71,13 @@ impl CpuBackend {
         Ok(self)
     }
 
+    /// Stores `W_hh` in `precision` for every operation that reads it (f32 arithmetic
+    /// throughout; see [`memrnn_core::Precision`]).
+    pub fn with_precision(mut self, precision: memrnn_core::Precision) -> Self {
+        self.opts.precision = precision;
+        self
+    }
+
     /// NaN-fills internal scratch before each kernel (for tests: see [`FastOptions`]).
     pub fn with_poisoned_scratch(mut self, on: bool) -> Self {
         self.opts.poison_scratch = on;
@@ -140,11 +147,19 @@ impl Backend for CpuBackend {
     type Cache = FastCache;
 
     fn name(&self) -> String {
+        let precision = match self.opts.precision {
+            memrnn_core::Precision::F32 => String::new(),
+            p => format!(", W_hh in {p}"),
+        };
         format!(
-            "cpu ({}, {} threads)",
+            "cpu ({}, {} threads{precision})",
             self.opts.simd.name(),
             self.threads()
         )
+    }
+
+    fn precision(&self) -> memrnn_core::Precision {
+        self.opts.precision
     }
 
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
@@ -343,7 +358,10 @@ impl Backend for CpuBackend {
         Self::check_point_values(states)?;
         check_finite("v", v)?;
         let (sd, id) = (cell.state_size(), cell.input);
-        let p = cell.layout().split(params.as_slice());
+        // The reference's tangent equations on the rounded W_hh: what the storage
+        // precision computes (f32 arithmetic either way).
+        let params = self.opts.precision.round_recurrent(cell, params)?;
+        let p = cell.layout().split(&params[..]);
         let mut out = vec![0f32; n * sd];
         self.install(|| {
             out.par_chunks_mut(sd).enumerate().for_each(|(k, o)| {
@@ -398,6 +416,9 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         memrnn_core::lm::check_lm_args(self, cell, params, x, search, cfg)?;
         let memrnn_core::lm::LmSearch { states, status, .. } = search;
+        // Analytic Jacobians on the rounded W_hh: what the storage precision computes.
+        let params = self.opts.precision.round_recurrent(cell, params)?;
+        let params = &params[..];
         match cfg.solver.resolve(cell) {
             memrnn_core::LmSolver::Krylov => self.install(|| {
                 crate::lm_krylov::slow_point_lm_krylov(cell, params, x, states, status, cfg)

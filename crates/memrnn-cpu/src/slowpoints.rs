@@ -9,7 +9,9 @@
 //! ([`FastCell::bwd_gates`] and `recurrent_grad` from the upstream gradient `2 (F(s) − s)`), and the Adam
 //! update ([`adam_update_host`]), in chunk-local padded buffers. The input side
 //! `ā = W_ih x̄ + b_ih` is computed once per call, and the recurrent weights are packed
-//! once and shared read-only by every chunk.
+//! once and shared read-only by every chunk. A half precision ([`FastOptions::precision`])
+//! runs on f32 panels of the rounded `W_hh`: the same numbers as half-width panels, at
+//! f32's memory traffic.
 //!
 //! A candidate that stops leaves the chunk's working rows (the last running row moves
 //! into its slot), so the tiles stay full of running candidates. The arithmetic of one
@@ -65,9 +67,12 @@ pub fn slow_point_iterations(
             opts.simd.name()
         )));
     }
+    // The panels here are f32; W_hh rounded to the storage precision first makes the
+    // search compute exactly what half-width panels would (the widening is exact).
+    let params = opts.precision.round_recurrent(cell, params)?;
     let (h, g, input) = (cell.hidden, cell.gates(), cell.input);
     let hp = padded(h);
-    let p = cell.layout().split(params);
+    let p = cell.layout().split(&params[..]);
     let mut a_bar = vec![0.0f32; g * hp];
     let mut b_hh = vec![0.0f32; g * hp];
     for gate in 0..g {
@@ -366,7 +371,7 @@ impl<C: FastCell> SimdJob for ChunkJob<'_, C> {
                     C::bwd_gates(s, &bctx, &carry, 0, b, cnt, 0..hp / LANES);
                     with_rows!(
                         cnt,
-                        recurrent_grad::<S>(s, &bctx, 0, b, carry.next_h, 0..hp / (2 * LANES)),
+                        recurrent_grad::<S, f32>(s, &bctx, 0, b, carry.next_h, 0..hp / (2 * LANES)),
                         [1, 2, 3, 4]
                     );
                 }

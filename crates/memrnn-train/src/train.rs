@@ -21,7 +21,8 @@
 //!   over it. A failed or killed save leaves the previous checkpoint whole (and a failed
 //!   one leaves no temporary file).
 //! - `name.metrics.jsonl`: one JSON object per `log_every` steps (step, loss, ce,
-//!   penalty, report_acc, silence_acc, grad_norm, stage, t_max, vocab, elapsed_s). Lines
+//!   penalty, report_acc, silence_acc, grad_norm, stage, t_max, vocab, elapsed_s,
+//!   precision: the storage of W_hh, also in the checkpoint as `memrnn.train.precision`). Lines
 //!   are held back until a checkpoint covering their steps is saved (the checkpoint also
 //!   carries them, `memrnn.train.metrics_pending`), so the file never describes steps
 //!   that no checkpoint holds; a run that starts (fresh, or resumed at step N) first drops
@@ -61,6 +62,9 @@ pub const META_ACC_EMA: &str = "memrnn.train.acc_ema";
 pub const META_ADAM_STEP: &str = "memrnn.train.adam_step";
 /// The speed penalty a run was trained with (`λ on V's source`), when it had one.
 pub const META_PENALTY: &str = "memrnn.train.penalty";
+/// The storage precision of `W_hh` the run trained with (`Backend::precision`: f32,
+/// bf16, f16; master weights and Adam state are f32 whatever it is). Absent means f32.
+pub const META_PRECISION: &str = "memrnn.train.precision";
 /// Metrics lines of the steps this checkpoint covers that were not yet in the metrics file.
 pub const META_METRICS_PENDING: &str = "memrnn.train.metrics_pending";
 
@@ -454,6 +458,21 @@ impl<'a, B: Backend> Trainer<'a, B> {
             TrainError::Config(m) => at(m),
             other => other,
         })?;
+        // Precision: a run continues in the precision it trained with (absent: f32,
+        // checkpoints from before precisions existed).
+        let trained_in = match ck.metadata.get(META_PRECISION) {
+            Some(p) => p
+                .parse::<memrnn_core::Precision>()
+                .map_err(|e| at(format!("its {META_PRECISION} metadata: {e}")))?,
+            None => memrnn_core::Precision::F32,
+        };
+        if trained_in != backend.precision() {
+            return Err(at(format!(
+                "it trained with W_hh in {trained_in}, this run stores W_hh in {}: resume with \
+                 --precision {trained_in}, or {fine_tune}",
+                backend.precision()
+            )));
+        }
         t.step = num(META_STEP)?;
         let stage = num(META_STAGE)? as usize;
         if stage >= t.stages.len() {
@@ -909,6 +928,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         meta.insert(META_STAGE_START.to_string(), self.stage_start.to_string());
         meta.insert(META_ACC_EMA.to_string(), self.acc_ema.to_string());
         meta.insert(META_ADAM_STEP.to_string(), self.adam.step.to_string());
+        meta.insert(
+            META_PRECISION.to_string(),
+            self.backend.precision().to_string(),
+        );
         if let Some(p) = &self.penalty {
             meta.insert(
                 META_PENALTY.to_string(),
@@ -1041,6 +1064,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                         o.insert("step".into(), done.into());
                         o.insert("report_acc_window".into(), (win_rep / win_n as f64).into());
                         o.insert("elapsed_s".into(), start.elapsed().as_secs_f64().into());
+                        o.insert("precision".into(), self.backend.precision().name().into());
                     }
                     self.pending_metrics.push(v.to_string());
                     pb.set_message(format!(

@@ -2,7 +2,7 @@
 //! product. Cache per step and row: `[i | f | g | o]`, `4·Hp` floats; the cell states
 //! `c_0..c_T` are kept beside the hidden states.
 
-use super::recurrent::{microkernel, BwdCtx, Carry, FwdCtx};
+use super::recurrent::{microkernel, BwdCtx, Carry, FwdCtx, WeightElem};
 use super::simd::{sigmoid, tanh, Simd, LANES};
 use super::FastCell;
 use std::ops::Range;
@@ -18,15 +18,21 @@ impl FastCell for Lstm {
     const ROW_TILE: usize = R_FWD;
 
     #[inline(always)]
-    unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize) {
+    unsafe fn fwd_block<S: Simd, E: WeightElem>(
+        s: S,
+        ctx: &FwdCtx<E>,
+        t: usize,
+        b0: usize,
+        n: usize,
+    ) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe { with_rows!(n, fwd_rows::<S>(s, ctx, t, b0), [1, 2]) }
+        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2]) }
     }
 
     #[inline(always)]
-    unsafe fn bwd_gates<S: Simd>(
+    unsafe fn bwd_gates<S: Simd, E: WeightElem>(
         s: S,
-        ctx: &BwdCtx,
+        ctx: &BwdCtx<E>,
         carry: &Carry,
         t: usize,
         b0: usize,
@@ -34,12 +40,23 @@ impl FastCell for Lstm {
         units: Range<usize>,
     ) {
         // SAFETY: forwarded contract (FastCell::bwd_gates).
-        unsafe { with_rows!(n, bwd_rows::<S>(s, ctx, carry, t, b0, units), [1, 2, 3, 4]) }
+        unsafe {
+            with_rows!(
+                n,
+                bwd_rows::<S, E>(s, ctx, carry, t, b0, units),
+                [1, 2, 3, 4]
+            )
+        }
     }
 }
 
 #[inline(always)]
-unsafe fn fwd_rows<S: Simd, const R: usize>(s: S, ctx: &FwdCtx, t: usize, b0: usize) {
+unsafe fn fwd_rows<S: Simd, E: WeightElem, const R: usize>(
+    s: S,
+    ctx: &FwdCtx<E>,
+    t: usize,
+    b0: usize,
+) {
     let (hp, h) = (ctx.hp, ctx.h);
     let gh = 4 * hp;
     let mut prev = [std::ptr::null::<f32>(); R];
@@ -61,7 +78,9 @@ unsafe fn fwd_rows<S: Simd, const R: usize>(s: S, ctx: &FwdCtx, t: usize, b0: us
         };
         let mut acc = [bias; R];
         // SAFETY: prev rows hold Hp ≥ H floats; panel q holds H · 4 · 8 floats.
-        unsafe { microkernel::<S, 4, R>(s, &prev, h, ctx.panels.add(q * h * 4 * LANES), &mut acc) };
+        unsafe {
+            microkernel::<S, E, 4, R>(s, &prev, h, ctx.panels.add(q * h * 4 * LANES), &mut acc)
+        };
         for (r, u) in acc.iter().enumerate() {
             let row = t * ctx.batch + b0 + r;
             // SAFETY: see above.
@@ -87,9 +106,9 @@ unsafe fn fwd_rows<S: Simd, const R: usize>(s: S, ctx: &FwdCtx, t: usize, b0: us
 }
 
 #[inline(always)]
-unsafe fn bwd_rows<S: Simd, const R: usize>(
+unsafe fn bwd_rows<S: Simd, E: WeightElem, const R: usize>(
     s: S,
-    ctx: &BwdCtx,
+    ctx: &BwdCtx<E>,
     carry: &Carry,
     t: usize,
     b0: usize,

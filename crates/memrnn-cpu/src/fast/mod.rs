@@ -14,14 +14,19 @@
 //!
 //! Results do not depend on the thread count: each row's arithmetic is the same whichever
 //! task runs it, the SGEMMs split only their outputs, and column sums run rows in order.
+//!
+//! Precision ([`FastOptions::precision`]): the recurrent product reads `W_hh` from panels
+//! stored in f32, bf16 or f16 (`recurrent::WeightElem`), packed from the f32 master
+//! weights at every call, so the half-width copy can never be stale; everything else
+//! (the input products, the gates, the caches, the weight gradients) is f32.
 
-/// Calls `f::<S, N>(args…)` with the const row count `N` equal to the run-time `n`, for
+/// Calls `f::<S, E, N>(args…)` (`E`: the weight storage) with the const row count `N` equal to the run-time `n`, for
 /// the counts listed: how `fwd_block`, `bwd_gates` and `recurrent_grad` reach their
 /// monomorphised row tiles (also used by the fused slow-point search).
 macro_rules! with_rows {
-    ($n:expr, $f:ident::<$s:ty> $args:tt, [$($k:literal),+]) => {
+    ($n:expr, $f:ident::<$s:ty, $e:ty> $args:tt, [$($k:literal),+]) => {
         match $n {
-            $($k => $f::<$s, $k> $args,)+
+            $($k => $f::<$s, $e, $k> $args,)+
             other => unreachable!("row tile of {other} rows: balanced_tile never exceeds the cell's maximum"),
         }
     };
@@ -37,9 +42,11 @@ pub mod simd;
 mod team;
 
 use gemm::{column_sums_acc, matmul, MatRef};
-use memrnn_core::{check_finite, check_len, CellDims, CellKind, Error, Result, SeqShape};
+use memrnn_core::{
+    check_finite, check_len, CellDims, CellKind, Error, Precision, Result, SeqShape,
+};
 use rayon::prelude::*;
-use recurrent::{padded, recurrent_grad, BwdCtx, Carry, FwdCtx};
+use recurrent::{padded, recurrent_grad, BwdCtx, Carry, FwdCtx, WeightElem};
 use simd::{Simd, SimdJob, SimdLevel, LANES};
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -52,6 +59,8 @@ pub struct FastOptions {
     /// Fill every scratch buffer the kernels must write with NaN first, so that an
     /// element a kernel forgets to write shows up in the outputs (tests turn this on).
     pub poison_scratch: bool,
+    /// Storage of `W_hh` in the recurrent product (f32 arithmetic whatever it is).
+    pub precision: Precision,
 }
 
 impl Default for FastOptions {
@@ -59,6 +68,7 @@ impl Default for FastOptions {
         FastOptions {
             simd: SimdLevel::detect(),
             poison_scratch: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -75,7 +85,13 @@ pub trait FastCell {
     /// # Safety
     /// The buffers behind `ctx` have the documented sizes, the rows belong to the calling
     /// task, and steps before `t` have been computed for them.
-    unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize);
+    unsafe fn fwd_block<S: Simd, E: WeightElem>(
+        s: S,
+        ctx: &FwdCtx<E>,
+        t: usize,
+        b0: usize,
+        n: usize,
+    );
 
     /// The gate part of backward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ 4`) and the
     /// 8-unit tiles `units`: `∂L/∂a`, `∂L/∂u` and the direct part of `∂L/∂s_{t−1}`;
@@ -86,9 +102,9 @@ pub trait FastCell {
     /// touches the block (rows `b0..b0+n`, unit tiles `units`) of `da`, `du`,
     /// `carry.next_h` and `carry.next_c` meanwhile; steps after `t` are complete for
     /// these rows (all of `carry.cur_h`/`cur_c`'s columns for them).
-    unsafe fn bwd_gates<S: Simd>(
+    unsafe fn bwd_gates<S: Simd, E: WeightElem>(
         s: S,
-        ctx: &BwdCtx,
+        ctx: &BwdCtx<E>,
         carry: &Carry,
         t: usize,
         b0: usize,
@@ -104,6 +120,7 @@ const BWD_TILE: usize = 4;
 pub struct FastCache {
     cell: CellDims,
     shape: SeqShape,
+    precision: Precision,
     hp: usize,
     /// `h_0..h_T`, `[T+1, B, Hp]`.
     hs: Vec<f32>,
@@ -212,14 +229,14 @@ fn fill_nan_if(poison: bool, v: &mut [f32]) {
     }
 }
 
-struct FwdJob<C> {
-    ctx: FwdCtx,
+struct FwdJob<C, E> {
+    ctx: FwdCtx<E>,
     steps: usize,
     rows: Range<usize>,
     cell: PhantomData<C>,
 }
 
-impl<C: FastCell> SimdJob for FwdJob<C> {
+impl<C: FastCell, E: WeightElem> SimdJob for FwdJob<C, E> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
@@ -236,15 +253,15 @@ impl<C: FastCell> SimdJob for FwdJob<C> {
     }
 }
 
-struct BwdJob<C> {
-    ctx: BwdCtx,
+struct BwdJob<C, E> {
+    ctx: BwdCtx<E>,
     carry: Carry,
     steps: usize,
     rows: Range<usize>,
     cell: PhantomData<C>,
 }
 
-impl<C: FastCell> SimdJob for BwdJob<C> {
+impl<C: FastCell, E: WeightElem> SimdJob for BwdJob<C, E> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(mut self, s: S) {
@@ -260,7 +277,7 @@ impl<C: FastCell> SimdJob for BwdJob<C> {
                     C::bwd_gates(s, &self.ctx, &self.carry, t, b, n, units);
                     with_rows!(
                         n,
-                        recurrent_grad::<S>(s, &self.ctx, t, b, self.carry.next_h, cols),
+                        recurrent_grad::<S, E>(s, &self.ctx, t, b, self.carry.next_h, cols),
                         [1, 2, 3, 4]
                     );
                 }
@@ -293,15 +310,15 @@ fn split_units(batch: usize, hp: usize, threads: usize) -> bool {
 /// two phases: the gate part for a part's unit tiles (the recurrent part reads every
 /// unit's ∂L/∂u, so it waits for the whole phase), then the recurrent part for its column
 /// tiles (the next step's gate part reads every column of ∂L/∂h).
-struct BwdUnitJob<'a, C> {
-    ctx: BwdCtx,
+struct BwdUnitJob<'a, C, E> {
+    ctx: BwdCtx<E>,
     carry: Carry,
     steps: usize,
     team: &'a PhaseTeam,
     cell: PhantomData<fn() -> C>,
 }
 
-impl<C: FastCell> SimdJob for BwdUnitJob<'_, C> {
+impl<C: FastCell, E: WeightElem> SimdJob for BwdUnitJob<'_, C, E> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(mut self, s: S) {
@@ -335,7 +352,7 @@ impl<C: FastCell> SimdJob for BwdUnitJob<'_, C> {
                     unsafe {
                         with_rows!(
                             n,
-                            recurrent_grad::<S>(s, ctx, t, b, carry.next_h, cols.clone()),
+                            recurrent_grad::<S, E>(s, ctx, t, b, carry.next_h, cols.clone()),
                             [1, 2, 3, 4]
                         )
                     };
@@ -360,6 +377,7 @@ pub fn seq_forward(
     cell.layout().check("params", params.len())?;
     shape.check_inputs(cell, x.len(), s0.map(<[f32]>::len))?;
     check_finite("params", params)?;
+    opts.precision.check_recurrent(cell, params)?;
     check_finite_par("x", x)?;
     if let Some(s0) = s0 {
         check_finite("s0", s0)?;
@@ -412,7 +430,6 @@ fn forward_impl<C: FastCell>(
         MatRef::new(&w_ihp, gh, input, input).t(),
     );
 
-    let panels = recurrent::pack_forward(cell, p.w_hh);
     let lstm = cell.kind == CellKind::Lstm;
     let sd = cell.state_size();
     let mut hs = vec![0.0f32; (steps + 1) * batch * hp];
@@ -436,22 +453,18 @@ fn forward_impl<C: FastCell>(
         hp,
         a: a.as_ptr(),
         b_hh: b_hhp.as_ptr(),
-        panels: panels.as_ptr(),
+        // Set by `run_forward`, which packs the panels in the chosen precision.
+        panels: std::ptr::null(),
         hs: hs.as_mut_ptr(),
         cs: cs.as_mut_ptr(),
         gates: gates.as_mut_ptr(),
         cw: C::CACHE_WIDTH * hp,
     };
-    batch_tasks(batch, C::ROW_TILE)
-        .into_par_iter()
-        .for_each(|rows| {
-            opts.simd.run(FwdJob::<C> {
-                ctx,
-                steps,
-                rows,
-                cell: PhantomData,
-            })
-        });
+    match opts.precision {
+        Precision::F32 => run_forward::<C, f32>(opts, cell, p.w_hh, ctx, steps),
+        Precision::Bf16 => run_forward::<C, half::bf16>(opts, cell, p.w_hh, ctx, steps),
+        Precision::F16 => run_forward::<C, half::f16>(opts, cell, p.w_hh, ctx, steps),
+    }
 
     let mut h_seq = vec![0.0f32; rows * h];
     copy_rows(&hs[batch * hp..], hp, &mut h_seq, h, h);
@@ -469,6 +482,7 @@ fn forward_impl<C: FastCell>(
         cache: FastCache {
             cell: *cell,
             shape,
+            precision: opts.precision,
             hp,
             hs,
             cs,
@@ -499,6 +513,14 @@ pub fn seq_backward(
             cache.cell.kind, cache.cell.input, cache.cell.hidden, cache.shape, cell.kind, cell.input, cell.hidden
         )));
     }
+    if cache.precision != opts.precision {
+        return Err(Error::InvalidArgument(format!(
+            "the forward cache was made with W_hh in {}, this backward call uses {}: run both \
+             with the same precision",
+            cache.precision, opts.precision
+        )));
+    }
+    opts.precision.check_recurrent(cell, params)?;
     if let Some(d) = dh_seq {
         check_len("dh_seq", shape.rows() * cell.hidden, d.len(), || {
             format!("[T={}, B={}, H={}]", shape.steps, shape.batch, cell.hidden)
@@ -583,7 +605,6 @@ fn backward_impl<C: FastCell>(
     } else {
         Vec::new()
     };
-    let panels = recurrent::pack_backward(cell, p.w_hh);
     let da_ptr = da.as_mut_ptr();
     let du_ptr = if du_own.is_empty() {
         da_ptr
@@ -602,7 +623,8 @@ fn backward_impl<C: FastCell>(
         dh_seq: dh_p.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
         da: da_ptr,
         du: du_ptr,
-        panels: panels.as_ptr(),
+        // Set by `run_backward`, which packs the panels in the chosen precision.
+        panels: std::ptr::null(),
     };
     let [h0, h1] = &mut carry_h;
     let [c0, c1] = &mut carry_c;
@@ -612,39 +634,10 @@ fn backward_impl<C: FastCell>(
         cur_c: c0.as_mut_ptr(),
         next_c: c1.as_mut_ptr(),
     };
-    let threads = rayon::current_num_threads();
-    if split_units(batch, hp, threads) {
-        // Parts run on the backend's own pool (the caller installed it); no part waits
-        // for a member that has not started (see `team`), so this cannot deadlock
-        // however rayon schedules the tasks.
-        let team = PhaseTeam::new(2 * steps, threads);
-        let member = || {
-            opts.simd.run(BwdUnitJob::<C> {
-                ctx,
-                carry,
-                steps,
-                team: &team,
-                cell: PhantomData,
-            })
-        };
-        rayon::scope(|scope| {
-            for _ in 1..threads {
-                scope.spawn(|_| member());
-            }
-            member();
-        });
-    } else {
-        batch_tasks(batch, BWD_TILE)
-            .into_par_iter()
-            .for_each(|rows| {
-                opts.simd.run(BwdJob::<C> {
-                    ctx,
-                    carry,
-                    steps,
-                    rows,
-                    cell: PhantomData,
-                })
-            });
+    match opts.precision {
+        Precision::F32 => run_backward::<C, f32>(opts, cell, p.w_hh, ctx, carry, steps),
+        Precision::Bf16 => run_backward::<C, half::bf16>(opts, cell, p.w_hh, ctx, carry, steps),
+        Precision::F16 => run_backward::<C, half::f16>(opts, cell, p.w_hh, ctx, carry, steps),
     }
     // After T swaps the latest carry (∂L/∂s_0) is in buffer T mod 2.
     let last = steps % 2;
@@ -705,4 +698,76 @@ fn backward_impl<C: FastCell>(
     });
     drop(du_own);
     FastGrads { dparams, ds0, dx }
+}
+
+/// The forward time loop with `W_hh` packed into panels of `E` (`ctx` complete but for
+/// its panels).
+fn run_forward<C: FastCell, E: WeightElem>(
+    opts: FastOptions,
+    cell: &CellDims,
+    w_hh: &[f32],
+    ctx: FwdCtx,
+    steps: usize,
+) {
+    let panels = recurrent::pack_forward::<E>(cell, w_hh);
+    let ctx = ctx.with_panels(panels.as_ptr());
+    batch_tasks(ctx.batch, C::ROW_TILE)
+        .into_par_iter()
+        .for_each(|rows| {
+            opts.simd.run(FwdJob::<C, E> {
+                ctx,
+                steps,
+                rows,
+                cell: PhantomData,
+            })
+        });
+}
+
+/// The backward time loop with `W_hh` packed into panels of `E` (`ctx` complete but for
+/// its panels): the batch split, or the unit split for small batches.
+fn run_backward<C: FastCell, E: WeightElem>(
+    opts: FastOptions,
+    cell: &CellDims,
+    w_hh: &[f32],
+    ctx: BwdCtx,
+    carry: Carry,
+    steps: usize,
+) {
+    let panels = recurrent::pack_backward::<E>(cell, w_hh);
+    let ctx = ctx.with_panels(panels.as_ptr());
+    let (batch, hp) = (ctx.batch, ctx.hp);
+    let threads = rayon::current_num_threads();
+    if split_units(batch, hp, threads) {
+        // Parts run on the backend's own pool (the caller installed it); no part waits
+        // for a member that has not started (see `team`), so this cannot deadlock
+        // however rayon schedules the tasks.
+        let team = PhaseTeam::new(2 * steps, threads);
+        let member = || {
+            opts.simd.run(BwdUnitJob::<C, E> {
+                ctx,
+                carry,
+                steps,
+                team: &team,
+                cell: PhantomData,
+            })
+        };
+        rayon::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(|_| member());
+            }
+            member();
+        });
+    } else {
+        batch_tasks(batch, BWD_TILE)
+            .into_par_iter()
+            .for_each(|rows| {
+                opts.simd.run(BwdJob::<C, E> {
+                    ctx,
+                    carry,
+                    steps,
+                    rows,
+                    cell: PhantomData,
+                })
+            });
+    }
 }

@@ -11,9 +11,67 @@
 //! output tile needs, streamed from L1 while `R` batch rows accumulate in registers.
 //! Backward panel `q` (columns `16q..16q+16` of `∂L/∂h`) holds, for each padded gate row
 //! `j < G·Hp`, the 16 weights `W_hh[j, 16q + l]`.
+//!
+//! Storage precision: the panels hold `W_hh` as f32, bf16 or f16 ([`WeightElem`]); the
+//! micro-kernel widens each weight vector to f32 as it loads it, so the products and sums
+//! are f32 whatever the storage, and a half-width run equals the f32 run on the rounded
+//! weights bit for bit. Half-width panels halve the bytes streamed per step (the small-
+//! batch LSTM's `W_hh` at H 256 is 1 MiB in f32, 0.5 MiB in bf16).
 
 use super::simd::{Simd, LANES};
-use memrnn_core::CellDims;
+use memrnn_core::{CellDims, Precision};
+
+/// The element type of the packed recurrent weights: f32, or a half-width format that
+/// the micro-kernel widens to f32 on load.
+pub trait WeightElem: Copy + Default + Send + Sync + 'static {
+    const PRECISION: Precision;
+    /// `w` rounded to this format (nearest, ties to even).
+    fn from_f32(w: f32) -> Self;
+    /// Loads 8 values from `p`, widened to f32.
+    ///
+    /// # Safety
+    /// `p..p+8` must be readable.
+    unsafe fn load8<S: Simd>(s: S, p: *const Self) -> S::V;
+}
+
+impl WeightElem for f32 {
+    const PRECISION: Precision = Precision::F32;
+    #[inline(always)]
+    fn from_f32(w: f32) -> Self {
+        w
+    }
+    #[inline(always)]
+    unsafe fn load8<S: Simd>(s: S, p: *const f32) -> S::V {
+        // SAFETY: forwarded contract.
+        unsafe { s.load(p) }
+    }
+}
+
+impl WeightElem for half::bf16 {
+    const PRECISION: Precision = Precision::Bf16;
+    #[inline(always)]
+    fn from_f32(w: f32) -> Self {
+        half::bf16::from_f32(w)
+    }
+    #[inline(always)]
+    unsafe fn load8<S: Simd>(s: S, p: *const Self) -> S::V {
+        // SAFETY: forwarded contract; bf16 is a transparent u16.
+        unsafe { s.load_bf16(p.cast()) }
+    }
+}
+
+impl WeightElem for half::f16 {
+    const PRECISION: Precision = Precision::F16;
+    #[inline(always)]
+    fn from_f32(w: f32) -> Self {
+        half::f16::from_f32(w)
+    }
+    #[inline(always)]
+    unsafe fn load8<S: Simd>(s: S, p: *const Self) -> S::V {
+        // SAFETY: forwarded contract; f16 is a transparent u16.
+        unsafe { s.load_f16(p.cast()) }
+    }
+}
 
 /// `⌈h / 16⌉ · 16`.
 pub fn padded(h: usize) -> usize {
@@ -21,11 +79,11 @@ pub fn padded(h: usize) -> usize {
 }
 
 /// Forward panels of `W_hh [G·H, H]`; see the module docs.
-pub fn pack_forward(cell: &CellDims, w_hh: &[f32]) -> Vec<f32> {
+pub fn pack_forward<E: WeightElem>(cell: &CellDims, w_hh: &[f32]) -> Vec<E> {
     let (g, h) = (cell.gates(), cell.hidden);
     let hp = padded(h);
     let tiles = hp / LANES;
-    let mut out = vec![0.0; tiles * h * g * LANES];
+    let mut out = vec![E::default(); tiles * h * g * LANES];
     for q in 0..tiles {
         for k in 0..h {
             for gate in 0..g {
@@ -33,7 +91,7 @@ pub fn pack_forward(cell: &CellDims, w_hh: &[f32]) -> Vec<f32> {
                 for l in 0..LANES {
                     let unit = q * LANES + l;
                     if unit < h {
-                        out[base + l] = w_hh[(gate * h + unit) * h + k];
+                        out[base + l] = E::from_f32(w_hh[(gate * h + unit) * h + k]);
                     }
                 }
             }
@@ -43,12 +101,12 @@ pub fn pack_forward(cell: &CellDims, w_hh: &[f32]) -> Vec<f32> {
 }
 
 /// Backward panels of `W_hh [G·H, H]`; see the module docs.
-pub fn pack_backward(cell: &CellDims, w_hh: &[f32]) -> Vec<f32> {
+pub fn pack_backward<E: WeightElem>(cell: &CellDims, w_hh: &[f32]) -> Vec<E> {
     let (g, h) = (cell.gates(), cell.hidden);
     let hp = padded(h);
     let gh = g * hp;
     let tiles = hp / (2 * LANES);
-    let mut out = vec![0.0; tiles * gh * 2 * LANES];
+    let mut out = vec![E::default(); tiles * gh * 2 * LANES];
     for q in 0..tiles {
         for gate in 0..g {
             for jj in 0..h {
@@ -57,7 +115,7 @@ pub fn pack_backward(cell: &CellDims, w_hh: &[f32]) -> Vec<f32> {
                 for l in 0..2 * LANES {
                     let col = q * 2 * LANES + l;
                     if col < h {
-                        out[base + l] = w_hh[(gate * h + jj) * h + col];
+                        out[base + l] = E::from_f32(w_hh[(gate * h + jj) * h + col]);
                     }
                 }
             }
@@ -66,16 +124,18 @@ pub fn pack_backward(cell: &CellDims, w_hh: &[f32]) -> Vec<f32> {
     out
 }
 
-/// `acc[r][w] += Σ_k a[r][k] · panel[k][w]` for `R` rows and `W` vectors of 8 columns.
+/// `acc[r][w] += Σ_k a[r][k] · panel[k][w]` for `R` rows and `W` vectors of 8 columns,
+/// the panel's weights widened to f32 as they load.
 ///
 /// # Safety
-/// Each `a[r]` must be readable for `k_len` floats and `panel` for `k_len · W · 8`.
+/// Each `a[r]` must be readable for `k_len` floats and `panel` for `k_len · W · 8`
+/// elements.
 #[inline(always)]
-pub unsafe fn microkernel<S: Simd, const W: usize, const R: usize>(
+pub unsafe fn microkernel<S: Simd, E: WeightElem, const W: usize, const R: usize>(
     s: S,
     a: &[*const f32; R],
     k_len: usize,
-    panel: *const f32,
+    panel: *const E,
     acc: &mut [[S::V; W]; R],
 ) {
     let mut p = panel;
@@ -83,7 +143,7 @@ pub unsafe fn microkernel<S: Simd, const W: usize, const R: usize>(
         let mut w = [s.splat(0.0); W];
         for (g, wv) in w.iter_mut().enumerate() {
             // SAFETY: p + g·8 + 8 ≤ panel + k_len·W·8 (caller's contract).
-            *wv = unsafe { s.load(p.add(g * LANES)) };
+            *wv = unsafe { E::load8(s, p.add(g * LANES)) };
         }
         for r in 0..R {
             // SAFETY: k < k_len (caller's contract on a[r]).
@@ -98,9 +158,10 @@ pub unsafe fn microkernel<S: Simd, const W: usize, const R: usize>(
 }
 
 /// Raw views of the forward pass's buffers, shared by the tasks of one call. Every task
-/// owns a disjoint range of batch rows and writes only those rows.
+/// owns a disjoint range of batch rows and writes only those rows. `E`: the panels'
+/// storage.
 #[derive(Clone, Copy)]
-pub struct FwdCtx {
+pub struct FwdCtx<E = f32> {
     pub batch: usize,
     pub h: usize,
     pub hp: usize,
@@ -109,7 +170,7 @@ pub struct FwdCtx {
     /// `b_hh`, padded, `[G·Hp]`.
     pub b_hh: *const f32,
     /// Forward panels (`pack_forward`).
-    pub panels: *const f32,
+    pub panels: *const E,
     /// Hidden states `h_0..h_T`, `[T+1, B, Hp]`.
     pub hs: *mut f32,
     /// Cell states `c_0..c_T` (LSTM), `[T+1, B, Hp]`.
@@ -119,19 +180,49 @@ pub struct FwdCtx {
     pub cw: usize,
 }
 
+impl FwdCtx {
+    /// The same views with `panels` as the forward panels.
+    pub fn with_panels<E: WeightElem>(self, panels: *const E) -> FwdCtx<E> {
+        let FwdCtx {
+            batch,
+            h,
+            hp,
+            a,
+            b_hh,
+            hs,
+            cs,
+            gates,
+            cw,
+            ..
+        } = self;
+        FwdCtx {
+            batch,
+            h,
+            hp,
+            a,
+            b_hh,
+            panels,
+            hs,
+            cs,
+            gates,
+            cw,
+        }
+    }
+}
+
 // SAFETY: the pointers refer to buffers that outlive the parallel region (the caller
 // joins every task before dropping or reading them), inputs are only read, and each task
 // writes only the rows of its own batch range, so no two threads write the same element.
-unsafe impl Send for FwdCtx {}
+unsafe impl<E: WeightElem> Send for FwdCtx<E> {}
 // SAFETY: as above.
-unsafe impl Sync for FwdCtx {}
+unsafe impl<E: WeightElem> Sync for FwdCtx<E> {}
 
 /// Raw views of the backward pass's buffers, shared by the tasks of one call. Tasks write
 /// disjoint blocks: their own batch rows (batch split), or, in the small-batch unit split,
 /// the unit/column tiles of the part the `PhaseTeam` (`fast::team`) gave them
-/// for the current phase, every row.
+/// for the current phase, every row. `E`: the panels' storage.
 #[derive(Clone, Copy)]
-pub struct BwdCtx {
+pub struct BwdCtx<E = f32> {
     pub batch: usize,
     pub h: usize,
     pub hp: usize,
@@ -148,7 +239,41 @@ pub struct BwdCtx {
     /// `∂L/∂u`, `[T, B, G·Hp]`: the same buffer as `da` except for the GRU.
     pub du: *mut f32,
     /// Backward panels (`pack_backward`).
-    pub panels: *const f32,
+    pub panels: *const E,
+}
+
+impl BwdCtx {
+    /// The same views with `panels` as the backward panels.
+    pub fn with_panels<E: WeightElem>(self, panels: *const E) -> BwdCtx<E> {
+        let BwdCtx {
+            batch,
+            h,
+            hp,
+            gh,
+            hs,
+            cs,
+            gates,
+            cw,
+            dh_seq,
+            da,
+            du,
+            ..
+        } = self;
+        BwdCtx {
+            batch,
+            h,
+            hp,
+            gh,
+            hs,
+            cs,
+            gates,
+            cw,
+            dh_seq,
+            da,
+            du,
+            panels,
+        }
+    }
 }
 
 // SAFETY: the pointers refer to buffers that outlive the parallel region (seq_backward
@@ -157,9 +282,9 @@ pub struct BwdCtx {
 // one phase is read by other tasks only in a later phase, after the PhaseTeam's
 // Release/Acquire hand-over, so no element is written by two threads or read while
 // written.
-unsafe impl Send for BwdCtx {}
+unsafe impl<E: WeightElem> Send for BwdCtx<E> {}
 // SAFETY: as above.
-unsafe impl Sync for BwdCtx {}
+unsafe impl<E: WeightElem> Sync for BwdCtx<E> {}
 
 /// The gradient carried between steps: `∂L/∂h` (and `∂L/∂c`) for the step being
 /// processed (`cur`) and the one before it (`next`), `[B, Hp]` each. Every task holds
@@ -196,9 +321,9 @@ unsafe impl Sync for Carry {}
 /// task may touch the block (rows `b0..b0+R`, column tiles `cols`) of `next_h`
 /// meanwhile, and `du` must be complete for step `t` (rows `b0..b0+R`, every column).
 #[inline(always)]
-pub unsafe fn recurrent_grad<S: Simd, const R: usize>(
+pub unsafe fn recurrent_grad<S: Simd, E: WeightElem, const R: usize>(
     s: S,
-    ctx: &BwdCtx,
+    ctx: &BwdCtx<E>,
     t: usize,
     b0: usize,
     next_h: *mut f32,
@@ -222,7 +347,7 @@ pub unsafe fn recurrent_grad<S: Simd, const R: usize>(
         }
         // SAFETY: each du row holds gh floats; panel q holds gh · 16 floats.
         unsafe {
-            microkernel::<S, 2, R>(s, &rows, gh, ctx.panels.add(q * gh * 2 * LANES), &mut acc)
+            microkernel::<S, E, 2, R>(s, &rows, gh, ctx.panels.add(q * gh * 2 * LANES), &mut acc)
         };
         for (r, a) in acc.iter().enumerate() {
             // SAFETY: as for the loads above.

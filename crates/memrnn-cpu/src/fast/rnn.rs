@@ -1,7 +1,7 @@
 //! tanh RNN steps of the fast path (MATH.md §2), fused with the recurrent product. No
 //! gate cache: the backward pass needs only `h_t`, which the forward pass keeps anyway.
 
-use super::recurrent::{microkernel, BwdCtx, Carry, FwdCtx};
+use super::recurrent::{microkernel, BwdCtx, Carry, FwdCtx, WeightElem};
 use super::simd::{tanh, Simd, LANES};
 use super::FastCell;
 use std::ops::Range;
@@ -16,15 +16,21 @@ impl FastCell for Rnn {
     const ROW_TILE: usize = R_FWD;
 
     #[inline(always)]
-    unsafe fn fwd_block<S: Simd>(s: S, ctx: &FwdCtx, t: usize, b0: usize, n: usize) {
+    unsafe fn fwd_block<S: Simd, E: WeightElem>(
+        s: S,
+        ctx: &FwdCtx<E>,
+        t: usize,
+        b0: usize,
+        n: usize,
+    ) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe { with_rows!(n, fwd_rows::<S>(s, ctx, t, b0), [1, 2, 3, 4, 5, 6, 7, 8]) }
+        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2, 3, 4, 5, 6, 7, 8]) }
     }
 
     #[inline(always)]
-    unsafe fn bwd_gates<S: Simd>(
+    unsafe fn bwd_gates<S: Simd, E: WeightElem>(
         s: S,
-        ctx: &BwdCtx,
+        ctx: &BwdCtx<E>,
         carry: &Carry,
         t: usize,
         b0: usize,
@@ -32,12 +38,23 @@ impl FastCell for Rnn {
         units: Range<usize>,
     ) {
         // SAFETY: forwarded contract (FastCell::bwd_gates).
-        unsafe { with_rows!(n, bwd_rows::<S>(s, ctx, carry, t, b0, units), [1, 2, 3, 4]) }
+        unsafe {
+            with_rows!(
+                n,
+                bwd_rows::<S, E>(s, ctx, carry, t, b0, units),
+                [1, 2, 3, 4]
+            )
+        }
     }
 }
 
 #[inline(always)]
-unsafe fn fwd_rows<S: Simd, const R: usize>(s: S, ctx: &FwdCtx, t: usize, b0: usize) {
+unsafe fn fwd_rows<S: Simd, E: WeightElem, const R: usize>(
+    s: S,
+    ctx: &FwdCtx<E>,
+    t: usize,
+    b0: usize,
+) {
     let (hp, h) = (ctx.hp, ctx.h);
     let mut prev = [std::ptr::null::<f32>(); R];
     for (r, p) in prev.iter_mut().enumerate() {
@@ -50,7 +67,7 @@ unsafe fn fwd_rows<S: Simd, const R: usize>(s: S, ctx: &FwdCtx, t: usize, b0: us
         // SAFETY: see above; b_hh has Hp floats.
         let mut acc = [[unsafe { s.load(ctx.b_hh.add(o)) }]; R];
         // SAFETY: prev rows hold Hp ≥ H floats; panel q holds H · 8 floats.
-        unsafe { microkernel::<S, 1, R>(s, &prev, h, ctx.panels.add(q * h * LANES), &mut acc) };
+        unsafe { microkernel::<S, E, 1, R>(s, &prev, h, ctx.panels.add(q * h * LANES), &mut acc) };
         for (r, u) in acc.iter().enumerate() {
             let row = t * ctx.batch + b0 + r;
             // SAFETY: see above.
@@ -63,9 +80,9 @@ unsafe fn fwd_rows<S: Simd, const R: usize>(s: S, ctx: &FwdCtx, t: usize, b0: us
 }
 
 #[inline(always)]
-unsafe fn bwd_rows<S: Simd, const R: usize>(
+unsafe fn bwd_rows<S: Simd, E: WeightElem, const R: usize>(
     s: S,
-    ctx: &BwdCtx,
+    ctx: &BwdCtx<E>,
     carry: &Carry,
     t: usize,
     b0: usize,

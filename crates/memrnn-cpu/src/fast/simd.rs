@@ -3,18 +3,19 @@
 //! compiler vectorises with the baseline instruction set). No `target-cpu=native`.
 //!
 //! How the dispatch works: a job implements [`SimdJob`]; [`SimdLevel::run`] calls its
-//! `run::<S>` either directly (portable) or from a `#[target_feature(enable = "avx2,fma")]`
+//! `run::<S>` either directly (portable) or from a `#[target_feature(enable = "avx2,fma,f16c")]`
 //! function (AVX2). Everything the job calls on the hot path is `#[inline(always)]`, so it
 //! is compiled inside that function with AVX2 and FMA enabled. A value of type
 //! [`Avx2Fma`] is a proof that the CPU has both: only [`SimdLevel::run`] makes one, after
-//! checking.
+//! checking. The AVX2 level also requires F16C (`vcvtph2ps`, how f16 weights widen);
+//! every AVX2 CPU has it, but it is detected like the others.
 
 /// The instruction sets the fast path can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SimdLevel {
     /// Baseline x86-64 (SSE2) or whatever the target guarantees, via plain arrays.
     Portable,
-    /// AVX2 with fused multiply-add (x86-64 only).
+    /// AVX2 with fused multiply-add and F16C (x86-64 only).
     Avx2Fma,
 }
 
@@ -61,12 +62,12 @@ impl SimdLevel {
             SimdLevel::Avx2Fma => {
                 assert!(
                     avx2_fma_detected(),
-                    "AVX2+FMA requested on a CPU without it"
+                    "AVX2+FMA+F16C requested on a CPU without it"
                 );
                 #[cfg(target_arch = "x86_64")]
                 {
-                    // SAFETY: the assert above checked that the CPU supports AVX2 and FMA,
-                    // the features `run_avx2` is compiled with.
+                    // SAFETY: the assert above checked that the CPU supports AVX2, FMA and
+                    // F16C, the features `run_avx2` is compiled with.
                     unsafe { run_avx2(job) }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
@@ -79,7 +80,9 @@ impl SimdLevel {
 fn avx2_fma_detected() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -88,7 +91,7 @@ fn avx2_fma_detected() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn run_avx2<J: SimdJob>(job: J) -> J::Output {
     job.run(Avx2Fma { _proof: () })
 }
@@ -116,6 +119,18 @@ pub trait Simd: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p..p+8` must be writable and not aliased by a live reference.
     unsafe fn store(self, p: *mut f32, v: Self::V);
+    /// Loads 8 bfloat16 values (raw bits) from `p`, widened to f32 (exact: a bf16 is the
+    /// top half of an f32, so the widening is a 16-bit shift).
+    ///
+    /// # Safety
+    /// `p..p+8` must be readable.
+    unsafe fn load_bf16(self, p: *const u16) -> Self::V;
+    /// Loads 8 IEEE half values (raw bits) from `p`, widened to f32 (exact; subnormals,
+    /// infinities and NaN included).
+    ///
+    /// # Safety
+    /// `p..p+8` must be readable.
+    unsafe fn load_f16(self, p: *const u16) -> Self::V;
     fn splat(self, x: f32) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
@@ -186,6 +201,18 @@ impl Simd for Portable {
         unsafe { p.cast::<[f32; LANES]>().write_unaligned(v) }
     }
     #[inline(always)]
+    unsafe fn load_bf16(self, p: *const u16) -> Self::V {
+        // SAFETY: the caller guarantees p..p+8 is readable; read_unaligned needs no alignment.
+        let bits = unsafe { p.cast::<[u16; LANES]>().read_unaligned() };
+        bits.map(|b| f32::from_bits((b as u32) << 16))
+    }
+    #[inline(always)]
+    unsafe fn load_f16(self, p: *const u16) -> Self::V {
+        // SAFETY: as for load_bf16.
+        let bits = unsafe { p.cast::<[u16; LANES]>().read_unaligned() };
+        bits.map(|b| half::f16::from_bits(b).to_f32())
+    }
+    #[inline(always)]
     fn splat(self, x: f32) -> Self::V {
         [x; LANES]
     }
@@ -233,14 +260,14 @@ mod avx2 {
     use super::{Simd, LANES};
     use std::arch::x86_64::*;
 
-    /// A token proving AVX2 and FMA are present; made only by `SimdLevel::run`.
+    /// A token proving AVX2, FMA and F16C are present; made only by `SimdLevel::run`.
     #[derive(Clone, Copy, Debug)]
     pub struct Avx2Fma {
         pub(super) _proof: (),
     }
 
     // SAFETY (for every method below): an `Avx2Fma` exists only inside `run_avx2`, which
-    // is entered after `is_x86_feature_detected!` confirmed AVX2 and FMA, so the
+    // is entered after `is_x86_feature_detected!` confirmed AVX2, FMA and F16C, so the
     // instructions these intrinsics emit are supported. Pointer validity for load/store
     // is the caller's contract, stated on the trait.
     impl Simd for Avx2Fma {
@@ -252,6 +279,18 @@ mod avx2 {
         #[inline(always)]
         unsafe fn store(self, p: *mut f32, v: __m256) {
             unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn load_bf16(self, p: *const u16) -> __m256 {
+            // Zero-extend each u16 to 32 bits and shift it into the top half.
+            unsafe {
+                let bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(bits))
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_f16(self, p: *const u16) -> __m256 {
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
         }
         #[inline(always)]
         fn splat(self, x: f32) -> __m256 {
@@ -313,6 +352,48 @@ mod tests {
                 }
             }
             (t, g)
+        }
+    }
+
+    struct WidenHalves<'a>(&'a [u16]);
+    impl SimdJob for WidenHalves<'_> {
+        type Output = (Vec<f32>, Vec<f32>);
+        fn run<S: Simd>(self, s: S) -> Self::Output {
+            let mut b = vec![0.0; self.0.len()];
+            let mut f = vec![0.0; self.0.len()];
+            for (i, bits) in self.0.chunks_exact(LANES).enumerate() {
+                // SAFETY: each chunk holds exactly LANES values and the outputs as many.
+                unsafe {
+                    s.store(b[i * LANES..].as_mut_ptr(), s.load_bf16(bits.as_ptr()));
+                    s.store(f[i * LANES..].as_mut_ptr(), s.load_f16(bits.as_ptr()));
+                }
+            }
+            (b, f)
+        }
+    }
+
+    /// Every one of the 65,536 bit patterns (zeros, subnormals, normals, infinities,
+    /// NaNs) widens exactly as the `half` crate widens it, at every level.
+    #[test]
+    fn half_loads_widen_every_bit_pattern_exactly() {
+        let all: Vec<u16> = (0..=u16::MAX).collect();
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        for level in SimdLevel::available() {
+            let (b, f) = level.run(WidenHalves(&all));
+            for (i, &bits) in all.iter().enumerate() {
+                let want_b = half::bf16::from_bits(bits).to_f32();
+                let want_f = half::f16::from_bits(bits).to_f32();
+                assert!(
+                    same(b[i], want_b),
+                    "{level:?}: bf16 {bits:#06x}: {} vs {want_b}",
+                    b[i]
+                );
+                assert!(
+                    same(f[i], want_f),
+                    "{level:?}: f16 {bits:#06x}: {} vs {want_f}",
+                    f[i]
+                );
+            }
         }
     }
 

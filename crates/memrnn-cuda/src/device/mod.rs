@@ -8,6 +8,8 @@
 pub(crate) mod real;
 #[cfg(feature = "sim")]
 pub(crate) mod sim;
+#[cfg(all(test, feature = "sim"))]
+mod sim_half_tests;
 
 use crate::kernels::{DevPtr, Kernel, KernelParams};
 use memrnn_core::{Error, Result};

@@ -18,7 +18,8 @@ pub fn jacobian<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
     let seed = cx.seed(12);
     for (k, (i, h, n)) in JAC_CASES.into_iter().enumerate() {
         let s = seed.wrapping_add(k as u64);
-        let p = points(kind, i, h, n, s);
+        let mut p = points(kind, i, h, n, s);
+        p.params = cx.storable_params(&p.cell, p.params);
         let cell = p.cell;
         let what = format!("{kind} I{i} H{h} N{n}");
         let want =
@@ -37,7 +38,8 @@ pub fn jvp<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
     let seed = cx.seed(13);
     for (k, (i, h, n)) in JAC_CASES.into_iter().enumerate() {
         let s = seed.wrapping_add(k as u64);
-        let p = points(kind, i, h, n, s);
+        let mut p = points(kind, i, h, n, s);
+        p.params = cx.storable_params(&p.cell, p.params);
         let cell = p.cell;
         let v: Vec<f32> = uniform(&mut rng(s ^ 0x77), n * cell.state_size(), -1.0, 1.0);
         let what = format!("{kind} I{i} H{h} N{n}");

@@ -19,6 +19,11 @@
 //! - [`task`]: `task_batch` and `delay_inputs` bit for bit against the host definition;
 //! - [`slowpoints`]: `slow_point_iterations` against the CPU backend's search and the
 //!   trait's default loop, and its edge cases;
+//! - [`precision`]: the storage precision of `W_hh` ([`Backend::precision`]): one step on
+//!   unrounded weights within an error bound derived from the format, and whole sequences
+//!   on raw weights against the reference on the rounded ones. (Every other numerical
+//!   test runs a half-precision subject on weights its format holds exactly,
+//!   [`Cx::storable_params`], at the f32 tolerance.)
 //! - [`bad_args`]: bad lengths, zero sizes, empty point batches, mismatched forward
 //!   passes, bad configs: every backend must answer them with the same [`Error`] variant
 //!   naming the same argument (the rules are [`memrnn_core::checks`]').
@@ -43,6 +48,7 @@
 pub mod adam;
 pub mod bad_args;
 pub mod jacobian;
+pub mod precision;
 pub mod readout;
 pub mod sequence;
 pub mod slowpoints;
@@ -93,6 +99,19 @@ impl<B: Backend> Cx<'_, B> {
     /// `what`, prefixed with the test and the subject, for failure messages.
     pub fn what(&self, what: impl Display) -> String {
         format!("{} [{}]: {what}", self.test, self.label)
+    }
+
+    /// `params` with `W_hh` rounded to the subject's storage precision
+    /// ([`Backend::precision`]): weights that precision stores exactly, so the subject
+    /// must match the f64 reference on them as closely as an f32 backend does (any
+    /// difference beyond [`TOL`] is an error of the half-width path itself, not of
+    /// rounding). Unchanged for f32 subjects.
+    pub fn storable_params(&self, cell: &memrnn_core::CellDims, params: Vec<f32>) -> Vec<f32> {
+        match self.b.precision().round_recurrent(cell, &params) {
+            Ok(std::borrow::Cow::Owned(rounded)) => rounded,
+            Ok(std::borrow::Cow::Borrowed(_)) => params,
+            Err(e) => panic!("{}", self.what(format!("rounding the test's W_hh: {e}"))),
+        }
     }
 
     pub fn up(&self, host: &[f32]) -> B::Tensor {
@@ -211,6 +230,12 @@ macro_rules! backend_conformance {
             jvp_rnn => |cx| $crate::conformance::jacobian::jvp(cx, $crate::conformance::CellKind::Rnn),
             jvp_gru => |cx| $crate::conformance::jacobian::jvp(cx, $crate::conformance::CellKind::Gru),
             jvp_lstm => |cx| $crate::conformance::jacobian::jvp(cx, $crate::conformance::CellKind::Lstm),
+            precision_bound_rnn => |cx| $crate::conformance::precision::storage_bound(cx, $crate::conformance::CellKind::Rnn),
+            precision_bound_gru => |cx| $crate::conformance::precision::storage_bound(cx, $crate::conformance::CellKind::Gru),
+            precision_bound_lstm => |cx| $crate::conformance::precision::storage_bound(cx, $crate::conformance::CellKind::Lstm),
+            precision_rounded_rnn => |cx| $crate::conformance::precision::matches_reference_on_rounded(cx, $crate::conformance::CellKind::Rnn),
+            precision_rounded_gru => |cx| $crate::conformance::precision::matches_reference_on_rounded(cx, $crate::conformance::CellKind::Gru),
+            precision_rounded_lstm => |cx| $crate::conformance::precision::matches_reference_on_rounded(cx, $crate::conformance::CellKind::Lstm),
             adam_matches_host => $crate::conformance::adam::matches_host,
             adam_clip_matches_host => $crate::conformance::adam::clip_matches_host,
             adam_axpy_and_sum => $crate::conformance::adam::axpy_and_sum,

@@ -93,7 +93,8 @@ fn inputs(case: &Case, seed: u64) -> Inputs {
 /// variant in `backs` (all with the same `s0` setting), each compared in full.
 pub fn check_case<B: Backend>(cx: &Cx<'_, B>, case: Case, seed: u64, s0: bool, backs: &[Variant]) {
     let Case { cell, shape } = case;
-    let inp = inputs(&case, seed);
+    let mut inp = inputs(&case, seed);
+    inp.params = cx.storable_params(&cell, inp.params);
     let (p64, x64, s064, dh64, dsf64) = (
         f64s(&inp.params),
         f64s(&inp.x),

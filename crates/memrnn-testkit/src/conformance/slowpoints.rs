@@ -145,7 +145,8 @@ pub fn one_step<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
     grid.push((33, 40));
     for (n, (h, k)) in grid.into_iter().enumerate() {
         let s = seed.wrapping_add(n as u64);
-        let p = problem(kind, 5, h, k, s);
+        let mut p = problem(kind, 5, h, k, s);
+        p.params = cx.storable_params(&p.cell, p.params);
         let what = cx.what(format!("{kind} H={h} K={k} one step (seed {s})"));
         let want = run_search(&cpu, &p, &[cfg], false, &what);
         let got = run_search(cx.b, &p, &[cfg], false, &what);
@@ -164,7 +165,8 @@ pub fn default_loop<B: Backend>(cx: &Cx<'_, B>) {
         for (h, k) in [(7, 5), (33, 40), (200, 5)] {
             n += 1;
             let s = seed.wrapping_add(n);
-            let p = problem(kind, 5, h, k, s);
+            let mut p = problem(kind, 5, h, k, s);
+            p.params = cx.storable_params(&p.cell, p.params);
             let what = cx.what(format!("{kind} H={h} K={k} fused vs default (seed {s})"));
             let want = run_search(cx.b, &p, &[cfg], true, &what);
             let got = run_search(cx.b, &p, &[cfg], false, &what);
@@ -216,7 +218,8 @@ pub fn search_grid<B: Backend>(cx: &Cx<'_, B>, kind: CellKind, grid: &[(usize, u
     let mut total = Tally::default();
     for (n, &(h, k)) in grid.iter().enumerate() {
         let s = seed.wrapping_add(n as u64 + 1);
-        let p = problem(kind, 5, h, k, s);
+        let mut p = problem(kind, 5, h, k, s);
+        p.params = cx.storable_params(&p.cell, p.params);
         let sd = p.cell.state_size();
         let what = cx.what(format!("{kind} H={h} K={k} search (seed {s})"));
         let want = run_search(&cpu, &p, &cfgs, false, &what);
@@ -303,7 +306,8 @@ pub fn search_grid<B: Backend>(cx: &Cx<'_, B>, kind: CellKind, grid: &[(usize, u
 /// it was.
 pub fn edge_cases<B: Backend>(cx: &Cx<'_, B>) {
     let s = cx.seed(0x5109);
-    let p = problem(CellKind::Gru, 3, 7, 5, s);
+    let mut p = problem(CellKind::Gru, 3, 7, 5, s);
+    p.params = cx.storable_params(&p.cell, p.params);
     let what = cx.what(format!("GRU H=7 K=5 (seed {s})"));
     let b = cx.b;
     let params = cx.up(&p.params);
@@ -410,7 +414,7 @@ pub fn lm_search<B: Backend>(cx: &Cx<'_, B>, solver: memrnn_core::lm::LmSolver) 
         let mut p = problem(kind, 3, hidden, 12, s);
         // Contracting networks (gain 0.8): their fixed points exist and attract.
         let mut r = rng(s);
-        p.params = random_params(&mut r, &p.cell, 0.8);
+        p.params = cx.storable_params(&p.cell, random_params(&mut r, &p.cell, 0.8));
         let what = cx.what(format!(
             "{kind} H={hidden} K=12 LM search, {} solver (seed {s})",
             solver.name()

@@ -40,7 +40,8 @@ pub fn speed_and_grad<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
     let seed = cx.seed(11);
     for (k, (i, h, n)) in POINT_CASES.into_iter().enumerate() {
         let s = seed.wrapping_add(k as u64);
-        let p = points(kind, i, h, n, s);
+        let mut p = points(kind, i, h, n, s);
+        p.params = cx.storable_params(&p.cell, p.params);
         let cell = p.cell;
         let what = format!("{kind} I{i} H{h} N{n}");
         let (p64, s64, x64) = (f64s(&p.params), f64s(&p.states), f64s(&p.x));
