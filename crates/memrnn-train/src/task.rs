@@ -224,6 +224,19 @@ impl DigitSet {
 
 pub use memrnn_core::task_gen::Trial;
 
+/// `set`'s images uploaded to `backend` once, for `task_batch` and `task_chunk`.
+pub fn digit_table<B: memrnn_core::Backend>(
+    backend: &B,
+    set: &DigitSet,
+) -> Result<memrnn_core::DigitTable<B::Tensor>> {
+    Ok(memrnn_core::DigitTable::new(
+        backend,
+        &set.images_by_digit(),
+        set.counts(),
+        set.pixels,
+    )?)
+}
+
 /// Draws trial `b` of `(seed, step)` for a stage (see the module docs).
 pub fn draw_trial(set: &DigitSet, key: [u32; 2], b: u32, stage: Stage, delta_min: usize) -> Trial {
     task_gen::draw_trial(&set.counts(), key, b, stage.t_max, stage.vocab, delta_min)

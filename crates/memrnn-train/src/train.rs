@@ -381,7 +381,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             adam: backend.adam_state(model.params.len())?,
             ro_adam: backend.adam_state(ro.len())?,
             readout: backend.upload(&ro)?,
-            digits: DigitTable::new(backend, &set.images_by_digit(), set.counts(), set.pixels)?,
+            digits: crate::task::digit_table(backend, set)?,
             step: 0,
             stages,
             stage: 0,
