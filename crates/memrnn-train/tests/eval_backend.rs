@@ -3,8 +3,11 @@
 //! bit (the inputs are the same numbers, the argmax the same arithmetic); on the simulated
 //! CUDA device it agrees within f32 rounding (an argmax may flip on a near tie). And the
 //! transfers: the network, the readout and the digits go up once; per batch and delay one
-//! class id a row comes back.
+//! class id a row comes back. Likewise the delay-period sources (class means, trajectory
+//! states, the long-lag memory probe), whose inputs are now drawn on the backend too.
 
+#[path = "common/old_host_delay.rs"]
+mod old_host_delay;
 #[path = "common/old_host_eval.rs"]
 mod old_host_eval;
 
@@ -14,7 +17,8 @@ use memrnn_testkit::Counting;
 use memrnn_train::idx::{bundled_data_dir, load_mnist_dir};
 use memrnn_train::task::{DigitSet, TaskConfig};
 use memrnn_train::train::{TrainConfig, Trainer};
-use memrnn_train::{evaluate, EvalConfig};
+use memrnn_train::{evaluate, memprobe, vset, EvalConfig};
+use old_host_delay::{old_class_means, old_long_memory, old_trajectory_states};
 use old_host_eval::old_evaluate;
 use std::sync::OnceLock;
 
@@ -139,4 +143,42 @@ fn eval_transfers_one_class_id_a_row_per_delay() {
         "downloaded bytes"
     );
     assert_eq!(r.trials, cfg.trials);
+}
+
+#[test]
+fn delay_sources_are_the_old_host_path_bit_for_bit() {
+    let task = TaskConfig::default();
+    for (cell, hidden) in [(CellKind::Gru, 12), (CellKind::Lstm, 7)] {
+        let m = model(cell, hidden, 20);
+        let b = Counting::new(CpuBackend::new());
+        // Class means over two batches (the second of 88 rows).
+        let got = vset::class_mean_states(&b, &m, set(), &task, 600, 6, 13).unwrap();
+        let want = old_class_means(&b.inner, &m, set(), &task, 600, 6, 13);
+        assert!(got.states == want, "{cell:?}: class means differ");
+        let got = vset::trajectory_states(&b, &m, set(), &task, 40, 9, 5).unwrap();
+        let want = old_trajectory_states(&b.inner, &m, set(), &task, 40, 9, 5);
+        assert!(got.states == want, "{cell:?}: trajectory states differ");
+        let got = memprobe::long_memory(&b, &m, set(), &task, 40, 70, 3).unwrap();
+        let want = old_long_memory(&b.inner, &m, set(), &task, 40, 70, 3);
+        assert_eq!(got, want, "{cell:?}: long memory");
+    }
+}
+
+#[test]
+fn class_means_upload_the_digits_once_and_read_back_final_states() {
+    let task = TaskConfig::default();
+    let m = model(CellKind::Gru, 12, 1);
+    let b = Counting::new(CpuBackend::new());
+    vset::class_mean_states(&b, &m, set(), &task, 600, 30, 13).unwrap();
+    let n_images: usize = set().counts().iter().map(|&c| c as usize).sum();
+    let f = std::mem::size_of::<f32>();
+    // Up: the parameters and the digit table, however long the delay.
+    assert_eq!(b.transfers(), (3, 2));
+    assert_eq!(
+        b.bytes(),
+        (
+            f * (m.params.len() + n_images * set().pixels + 11),
+            f * 600 * m.cell.state_size()
+        )
+    );
 }
