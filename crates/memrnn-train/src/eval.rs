@@ -123,19 +123,33 @@ impl EvalConfig {
         Ok(())
     }
 
-    /// [`Self::validate`], then the memory evaluating a `cell` would allocate against
-    /// this machine's.
-    pub fn validate_for(&self, cell: &memrnn_core::CellDims) -> Result<()> {
+    /// [`Self::validate`], then the memory evaluating a `cell` on a digit table of
+    /// `images` images would allocate against this machine's.
+    pub fn validate_for(&self, cell: &memrnn_core::CellDims, images: usize) -> Result<()> {
+        self.validate_within(cell, images, &crate::limits::MemoryBudget::detect()?)
+    }
+
+    /// [`Self::validate_for`] against a given `budget`.
+    pub fn validate_within(
+        &self,
+        cell: &memrnn_core::CellDims,
+        images: usize,
+        budget: &crate::limits::MemoryBudget,
+    ) -> Result<()> {
         self.validate()?;
-        let need = crate::limits::eval_bytes(cell, self.batch, self.trials, self.chunk);
-        crate::limits::MemoryBudget::detect()?.check(
+        let table = crate::limits::digit_table_bytes(images, cell.input.saturating_sub(1));
+        let need = crate::limits::eval_bytes(cell, self.batch, self.trials, self.chunk)
+            .saturating_add(table);
+        budget.check(
             &format!(
-                "evaluating in batches of {} rows and chunks of {} steps",
+                "evaluating in batches of {} rows and chunks of {} steps on {images} digit \
+                 images (their f32 table alone {})",
                 self.batch.min(self.trials),
-                self.chunk
+                self.chunk,
+                crate::limits::human(table.min(u64::MAX as u128) as u64)
             ),
             need,
-            "lower --eval-batch or --chunk",
+            "lower --eval-batch or --chunk, or evaluate on fewer images",
         )
     }
 }
@@ -195,7 +209,7 @@ pub fn evaluate<B: Backend>(
     cfg: &EvalConfig,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<EvalResult> {
-    cfg.validate_for(&model.cell)?;
+    cfg.validate_for(&model.cell, set.image_count())?;
     task.validate()?;
     crate::train::check_task_model(model, set, true)?;
     let readout = model.readout.as_ref().ok_or_else(|| {

@@ -193,6 +193,11 @@ impl DigitSet {
         self.pixels + 1
     }
 
+    /// Images in all.
+    pub fn image_count(&self) -> usize {
+        self.by_class.iter().map(Vec::len).sum()
+    }
+
     pub fn count(&self, digit: usize) -> usize {
         self.by_class[digit].len()
     }
