@@ -213,10 +213,11 @@ struct MrClipAdamParams {
     float beta1, beta2, step_size, bc2_sqrt, eps;
 };
 
-// task_batch_f32 / task_delay_f32: x [T, B, P + 1] (task_delay_f32: [B, P + 1], T unused),
-// targets and weights [T, B] (task_batch_f32 only), the digit table images [N, P] and
-// offsets [11] (as f32), the Philox key (k0, k1) of (seed, step), vocab and delta_min, and
-// the noise's mean and std.
+// task_batch_f32 / task_delay_f32 / task_chunk_f32: x [T, B, P + 1] (task_delay_f32:
+// [B, P + 1], T unused), targets and weights [T, B] (task_batch_f32 only), the digit table
+// images [N, P] and offsets [11] (as f32), the Philox key (k0, k1) of (seed, step), vocab
+// and delta_min, and the noise's mean and std; task_chunk_f32 only: row t of x is step
+// t0 + t, every trial reads at t_read and reports at t_report (0xFFFFFFFF: never).
 struct MrTaskParams {
     float* x;
     float* targets;
@@ -226,4 +227,15 @@ struct MrTaskParams {
     unsigned k0, k1;
     int T, B, P, vocab, delta_min;
     float mean, std_;
+    int t0;
+    unsigned t_read, t_report;
+};
+
+// readout_argmax_f32: one warp per row of h [rows, H]; readout as MrReadoutParams'; out
+// [rows] the class of the first largest logit (NaN never wins) as f32.
+struct MrArgmaxParams {
+    const float* h;
+    const float* readout;
+    float* out;
+    int rows, H, C;
 };

@@ -9,6 +9,10 @@
 //                        A target that is not a whole number in [0, C) gives NaN loss and
 //                        NaN gradients for its row (every backend does the same).
 //                        Launch: block 256 (8 rows), grid ceil(rows / 8).
+//   readout_argmax_f32   one warp per row r of h [rows, H]: the logits as above, NaN taken
+//                        as -inf, and out[r] = the first largest one's class (the CPU's
+//                        strict `>` scan from -inf; 0 when none is above -inf).
+//                        Launch: block 256 (8 rows), grid ceil(rows / 8).
 // The host then forms dW_out = g^T h (cuBLAS), db_out and the batch's stats as column sums
 // of g and row_stats (small.cu's col_sum_f32): no atomics, so the result is deterministic.
 
@@ -83,4 +87,35 @@ extern "C" __global__ void readout_ce_rows_f32(const MrReadoutParams P) {
         s[3] = silence && hit ? 1.0f : 0.0f;
         s[4] = silence ? 1.0f : 0.0f;
     }
+}
+
+extern "C" __global__ void readout_argmax_f32(const MrArgmaxParams P) {
+    const float* __restrict__ W = P.readout;
+    const int rows = P.rows, H = P.H, C = P.C;
+    const int r = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (r >= rows) return;  // whole warps leave together (8 rows per block of 256)
+    const float* hr = P.h + (size_t)r * H;
+    const float* b = W + (size_t)C * H;
+    float y = -INFINITY;
+    for (int c = 0; c < C; ++c) {
+        const float* wc = W + (size_t)c * H;
+        float acc = 0.0f;
+        for (int j = lane; j < H; j += 32) acc += wc[j] * hr[j];
+        for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+        if (lane == c) y = b[c] + acc;
+    }
+    if (isnan(y)) y = -INFINITY;  // a NaN logit never wins
+    // The first largest logit: ties go to the lower class, so all -inf answers 0.
+    float mx = y;
+    int arg = lane;
+    for (int off = 16; off > 0; off >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, mx, off);
+        const int oi = __shfl_xor_sync(0xffffffffu, arg, off);
+        if (ov > mx || (ov == mx && oi < arg)) {
+            mx = ov;
+            arg = oi;
+        }
+    }
+    if (lane == 0) P.out[r] = (float)arg;
 }

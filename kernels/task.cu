@@ -9,6 +9,10 @@
 //                   Launch: 1-D, block 128, grid-stride over the T * B rows.
 //   task_delay_f32  row i of [N, P + 1]: noise of stream 2 at counter (j, i, 0, 2),
 //                   trigger 0 (the speed penalty's inputs). Same launch over N rows.
+//   task_chunk_f32  row (t, b) of x [T, B, P + 1] for step t0 + t of a long run
+//                   (memrnn_core::task_gen::chunk_trial: digit and image as task_batch_f32
+//                   draws them with all ten digits; every trial reads at t_read and
+//                   reports at t_report). Same launch over the T * B rows.
 
 #include "common.cuh"
 
@@ -132,6 +136,31 @@ __device__ __forceinline__ void noise_row(float* out, int P, unsigned stream, un
     }
 }
 
+// The trial's digit and its image's row in the digit table (memrnn_core::task_gen::
+// draw_trial's first two draws, from x0 and x1 of counter (0, b, 0, 1)).
+__device__ __forceinline__ void trial_image(const MrTaskParams& P, const U4& x, unsigned vocab,
+                                            unsigned* digit, unsigned* row) {
+    *digit = below(x.x0, vocab);
+    const unsigned first = (unsigned)P.offsets[*digit];
+    const unsigned count = (unsigned)P.offsets[*digit + 1] - first;
+    *row = first + below(x.x1, count);
+}
+
+// Row (t, b) of the inputs (memrnn_core::task_gen::fill_task_row): digit-table row `img`
+// at t_read, noise elsewhere, the trigger at t_report.
+__device__ __forceinline__ void task_row(const MrTaskParams& P, float* out, unsigned t,
+                                         unsigned b, unsigned img, unsigned t_read,
+                                         unsigned t_report) {
+    const int Px = P.P;
+    if (t == t_read) {
+        const float* src = P.images + (size_t)img * Px;
+        for (int i = threadIdx.x; i < Px; i += blockDim.x) out[i] = src[i];
+    } else {
+        noise_row(out, Px, 0u, t, b, P.k0, P.k1, P.mean, P.std_);
+    }
+    if (threadIdx.x == 0) out[Px] = t == t_report ? 1.0f : 0.0f;
+}
+
 }  // namespace
 
 extern "C" __global__ void task_batch_f32(const MrTaskParams P_) {
@@ -143,23 +172,14 @@ extern "C" __global__ void task_batch_f32(const MrTaskParams P_) {
         const unsigned b = (unsigned)(row - (long long)t * B);
         // The trial (memrnn_core::task_gen::draw_trial): every thread draws it.
         const U4 x = philox(0u, b, 0u, 1u, P.k0, P.k1);
-        const unsigned digit = below(x.x0, (unsigned)P.vocab);
-        const unsigned first = (unsigned)P.offsets[digit];
-        const unsigned count = (unsigned)P.offsets[digit + 1] - first;
-        const unsigned image = below(x.x1, count);
+        unsigned digit, img;
+        trial_image(P, x, (unsigned)P.vocab, &digit, &img);
         const unsigned span = (unsigned)(P.T - P.delta_min);
         const unsigned t_read = below(x.x2, span);
         const unsigned t_report = t_read + (unsigned)P.delta_min + below(x.x3, span - t_read);
-        float* out = P.x + row * (Px + 1);
-        if (t == t_read) {
-            const float* img = P.images + (size_t)(first + image) * Px;
-            for (int i = threadIdx.x; i < Px; i += blockDim.x) out[i] = img[i];
-        } else {
-            noise_row(out, Px, 0u, t, b, P.k0, P.k1, P.mean, P.std_);
-        }
+        task_row(P, P.x + row * (Px + 1), t, b, img, t_read, t_report);
         if (threadIdx.x == 0) {
             const bool report = t == t_report;
-            out[Px] = report ? 1.0f : 0.0f;
             P.targets[row] = report ? (float)(digit + 1u) : 0.0f;
             P.weights[row] = report ? (float)(T - 1) : 1.0f;
         }
@@ -173,5 +193,19 @@ extern "C" __global__ void task_delay_f32(const MrTaskParams P_) {
         float* out = P.x + row * (Px + 1);
         noise_row(out, Px, 2u, 0u, (unsigned)row, P.k0, P.k1, P.mean, P.std_);
         if (threadIdx.x == 0) out[Px] = 0.0f;
+    }
+}
+
+extern "C" __global__ void task_chunk_f32(const MrTaskParams P_) {
+    const MrTaskParams P = P_;
+    const int B = P.B, Px = P.P;
+    const long long rows = (long long)P.T * B;
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+        const unsigned t = (unsigned)(row / B);
+        const unsigned b = (unsigned)(row - (long long)t * B);
+        const U4 x = philox(0u, b, 0u, 1u, P.k0, P.k1);
+        unsigned digit, img;
+        trial_image(P, x, 10u, &digit, &img);
+        task_row(P, P.x + row * (Px + 1), (unsigned)P.t0 + t, b, img, P.t_read, P.t_report);
     }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds everything a GPU check needs on this (GPU-less) machine and puts it in
 # gpu-bundle/ (git-ignored) for the device tool to carry (name it in `carry`): the CUDA
-# test binaries, the gpu_table, bench_slowpoints and train_step timing binaries, the PyTorch
-# comparison scripts (train_loop_torch.py with the bundled digits), and run.sh.
+# test binaries, the gpu_table, bench_slowpoints and train_step timing binaries, the memrnn
+# CLI (for `memrnn train` at the paper shape, timed from its metrics by pipeline_rate.py),
+# the PyTorch comparison scripts (train_loop_torch.py with the bundled digits), and run.sh.
 # PTX is embedded in the binaries. On the GPU machine: `bash gpu-bundle/run.sh`
 # (writes its logs to $OUT when set, else to gpu-bundle/out/).
 # Binaries are stripped (a device call carries 64 MiB in all); the script fails loudly when
@@ -36,6 +37,11 @@ for l in sys.stdin:
         print(m["executable"])')
 cp "$bin" gpu-bundle/train_step
 cp benches/compare/train_loop_torch.py gpu-bundle/
+# The whole `memrnn train` at the paper shape (the CLI always carries the CUDA backend) and
+# the script that reads its rate from the metrics file.
+cargo build --release -p memrnn-cli --bin memrnn
+cp target/release/memrnn gpu-bundle/
+cp benches/compare/pipeline_rate.py gpu-bundle/
 mkdir -p gpu-bundle/mnist
 cp crates/memrnn-train/data/train-*-idx*-ubyte.gz gpu-bundle/mnist/
 cat > gpu-bundle/run.sh <<'RUN'
@@ -66,6 +72,14 @@ echo "== training pipeline (GRU H 200, batch 128, T 20, 785 inputs; and memrnn r
 "$here/train_step" --backend cuda --shapes paper,run --reps 7 --steps 200 2>&1 | tee "$out/train_step.txt"
 PYTHONUNBUFFERED=1 python3 "$here/train_loop_torch.py" --hidden 200 --batch 128 --iters 2000 --reps 7 --mnist-dir "$here/mnist" 2>&1 | tee "$out/train_loop_torch.txt"
 PYTHONUNBUFFERED=1 python3 "$here/train_loop_torch.py" --hidden 64 --batch 64 --iters 2000 --reps 7 --mnist-dir "$here/mnist" 2>&1 | tee -a "$out/train_loop_torch.txt"
+echo "== memrnn train on the GPU at the paper shape (GRU H 200, batch 128, T 20, 785 inputs), 3000 steps: ms/step and the 140,000-step projection, beside the PyTorch loop"
+"$here/memrnn" --backend cuda --quiet train --mnist-dir "$here/mnist" --cell gru --hidden 200 \
+  --batch 128 --t-max 20 --steps 3000 --log-every 100 --checkpoint-every 100000 \
+  --out "$out/pipeline" --name paper 2>&1 | tee "$out/pipeline_train.txt"
+grep -m1 "GRU H 200, batch 128," "$out/train_loop_torch.txt" > "$out/train_loop_torch_paper.txt"
+python3 "$here/pipeline_rate.py" "$out/pipeline/paper.metrics.jsonl" --skip 500 \
+  --torch "$out/train_loop_torch_paper.txt" 2>&1 | tee -a "$out/pipeline_train.txt"
+rm -f "$out/pipeline/paper.safetensors"
 RUN
 chmod +x gpu-bundle/run.sh
 # Debug info is most of each binary's size and is not needed to run it.

@@ -161,7 +161,7 @@ pub fn cmd_slow_points<B: Backend>(b: &B, a: SlowPointArgs, progress: bool) -> R
         finder: cfg,
         seed: a.seed,
     };
-    opts.validate_for(&model.cell)?;
+    opts.validate_for(&model.cell, set.image_count())?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let pb = spinner(
         progress,

@@ -655,7 +655,7 @@ fn cmd_eval<B: Backend>(b: &B, a: EvalArgs, progress: bool) -> Result<()> {
     memrnn_train::train::check_task_model(&ck.model, &set, true)
         .with_context(|| format!("evaluating {}", a.checkpoint.display()))?;
     let cfg = a.eval.config(task.t_max, task.delta_min);
-    cfg.validate_for(&ck.model.cell)?;
+    cfg.validate_for(&ck.model.cell, set.image_count())?;
     let pb = if progress {
         indicatif::ProgressBar::new((cfg.trials.div_ceil(cfg.batch) * cfg.delays.len()) as u64)
     } else {

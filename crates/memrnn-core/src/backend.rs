@@ -373,6 +373,18 @@ pub trait Backend: Send + Sync {
         weights: &Self::Tensor,
     ) -> Result<crate::ReadoutCe<Self::Tensor>>;
 
+    /// The readout's answer on `rows` hidden states `h [rows, H]` (`readout` as for
+    /// [`Backend::readout_ce`]): for each row the class `c` of the first largest logit
+    /// `y_c = b_c + Σ_j W_cj h_j` (a NaN logit never wins; a row with none above −∞
+    /// answers 0), `[rows]` class ids as f32. What scoring reads back: one number a row.
+    fn readout_argmax(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &Self::Tensor,
+        readout: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+
     /// `y += alpha · x` in place (`x` as long as `y`; empty is valid): how the speed
     /// penalty's gradient joins the cross-entropy's, and how logged scalars accumulate.
     fn axpy(&self, y: &mut Self::Tensor, alpha: f32, x: &Self::Tensor) -> Result<()>;
@@ -418,6 +430,17 @@ pub trait Backend: Send + Sync {
         digits: &crate::DigitTable<Self::Tensor>,
         spec: &crate::TaskBatchSpec,
     ) -> Result<crate::TaskBatch<Self::Tensor>>;
+
+    /// Steps `spec.t0 .. spec.t0 + spec.len` of a long run's inputs `[len, B, P + 1]`
+    /// drawn on the backend from the digits of `digits`: exactly [`crate::task_gen`]'s
+    /// host definition (trials by `chunk_trial`, rows by `fill_task_row` at the absolute
+    /// step), bit for bit. How evaluation at long delays and the diagnostics feed their
+    /// runs without uploading them chunk by chunk.
+    fn task_chunk(
+        &self,
+        digits: &crate::DigitTable<Self::Tensor>,
+        spec: &crate::TaskChunkSpec,
+    ) -> Result<Self::Tensor>;
 
     /// `n` delay-period inputs `[n, P + 1]` for `(seed, step)`: row `i` the noise of
     /// [`crate::philox::Stream::SpeedInput`] at counter `(j, i, 0, 2)`, trigger 0 (the

@@ -270,6 +270,27 @@ pub fn check_readout_ce(
     })
 }
 
+/// [`Backend::readout_argmax`](crate::Backend::readout_argmax): sizes as for
+/// `readout_ce`, `h` a whole number of rows; returns the row count.
+pub fn check_readout_argmax(
+    hidden: usize,
+    classes: usize,
+    h: usize,
+    readout: usize,
+) -> Result<usize> {
+    let rows = h.checked_div(hidden).unwrap_or(0);
+    check_readout_ce(hidden, classes, rows * hidden, readout, rows, rows)?;
+    if h != rows * hidden {
+        return Err(Error::shape(
+            "h",
+            rows * hidden,
+            h,
+            format!("[rows, H={hidden}]: a whole number of hidden states"),
+        ));
+    }
+    Ok(rows)
+}
+
 /// [`Backend::axpy`](crate::Backend::axpy): `x` as long as `y`.
 pub fn check_axpy(y: usize, x: usize) -> Result<()> {
     check_len("x", y, x, || format!("as long as y ({y})"))

@@ -48,9 +48,9 @@ pub use backend::{
 pub use cell::{CellDims, CellKind, ParamBlock, ParamLayout, ParamView, ParamViewMut, SeqShape};
 pub use checks::{
     check_adam_update, check_axpy, check_cell, check_clip_adam_update, check_copy_into,
-    check_delay_inputs, check_readout_ce, check_seq_backward, check_seq_forward, check_shape,
-    check_slow_point_iterations, check_step_jacobian, check_step_jvp, check_step_speed,
-    check_step_speed_grad, ForwardInfo, SearchLens, UpstreamLens,
+    check_delay_inputs, check_readout_argmax, check_readout_ce, check_seq_backward,
+    check_seq_forward, check_shape, check_slow_point_iterations, check_step_jacobian,
+    check_step_jvp, check_step_speed, check_step_speed_grad, ForwardInfo, SearchLens, UpstreamLens,
 };
 pub use error::{check_finite, check_len, Error, Result};
 pub use lm::{LmConfig, LmSearch, LmSolver, LmStatus, SearchStop};
@@ -66,4 +66,4 @@ pub use step::{
     clip_scale, AdamGroup, CeStat, ClipNorm, ReadoutCe, StepGuard, CE_STATS, CLIP_NORM_LEN,
     MAX_ADAM_GROUPS,
 };
-pub use task_gen::{DigitTable, TaskBatch, TaskBatchSpec};
+pub use task_gen::{DigitTable, TaskBatch, TaskBatchSpec, TaskChunkSpec};

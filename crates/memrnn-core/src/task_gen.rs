@@ -44,6 +44,21 @@ pub fn draw_trial(
     }
 }
 
+/// Trial `b` of an evaluation-style run under `key` ([`TaskChunkSpec`]): the digit
+/// `below(x0, 10)` and image `below(x1, counts[d])` of counter `(0, b, 0, 1)` (what
+/// [`draw_trial`] draws with all ten digits), a read time `t_read` shared by the batch and
+/// the report time `t_report` (`u32::MAX`: no trigger).
+pub fn chunk_trial(counts: &[u32; 10], key: [u32; 2], b: u32, t_read: u32, t_report: u32) -> Trial {
+    let x = philox::philox4x32_10([0, b, 0, Stream::TaskTrial as u32], key);
+    let digit = philox::below(x[0], 10);
+    Trial {
+        digit: digit as u8,
+        image: philox::below(x[1], counts[digit as usize]),
+        t_read,
+        t_report,
+    }
+}
+
 /// Row `(t, b)` of the inputs, `out [P + 1]`: the trial's image (written by `image`) at
 /// its read time, noise `mean + std · z` from [`Stream::TaskNoise`] elsewhere, and the
 /// trigger (1 at the report time).
@@ -130,6 +145,59 @@ impl TaskBatchSpec {
             return bad("the noise mean and std must be finite".into());
         }
         Ok(())
+    }
+}
+
+/// What `Backend::task_chunk` draws: steps `t0 .. t0 + len` of the long runs of
+/// evaluation and of the diagnostics (`[len, B, P + 1]`), trial `b` by [`chunk_trial`]
+/// under the key of `(seed, step)`, rows by [`fill_task_row`] at absolute step `t0 + t`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TaskChunkSpec {
+    pub seed: u64,
+    /// The batch index the key is drawn for.
+    pub step: u64,
+    /// Rows `B ≥ 1`.
+    pub batch: usize,
+    /// First step of the chunk, `len ≥ 1` steps, `t0 + len ≤ 2^31`.
+    pub t0: usize,
+    pub len: usize,
+    /// Every trial's read time (the image's step).
+    pub t_read: u32,
+    /// Every trial's report time (the trigger's step), `None` for no trigger.
+    pub t_report: Option<u32>,
+    pub noise_mean: f32,
+    pub noise_std: f32,
+}
+
+impl TaskChunkSpec {
+    /// The sizes are sane (they index the kernels).
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(format!("task chunk: {m}")));
+        if self.batch == 0 || self.batch > 1 << 24 {
+            return bad(format!("batch {}: it must be 1 to 2^24", self.batch));
+        }
+        if self.len == 0 || self.t0.checked_add(self.len).is_none_or(|e| e > 1 << 31) {
+            return bad(format!(
+                "steps {}..{}+{}: need at least one step, all below 2^31",
+                self.t0, self.t0, self.len
+            ));
+        }
+        if self.t_report == Some(u32::MAX) {
+            return bad("report time u32::MAX: give None for no trigger".into());
+        }
+        if !(self.noise_mean.is_finite() && self.noise_std.is_finite()) {
+            return bad("the noise mean and std must be finite".into());
+        }
+        Ok(())
+    }
+
+    /// The chunk's trials on the host (their digits score and group the results).
+    pub fn trials(&self, counts: &[u32; 10]) -> Vec<Trial> {
+        let key = philox::key(self.seed, self.step);
+        let t_report = self.t_report.unwrap_or(u32::MAX);
+        (0..self.batch as u32)
+            .map(|b| chunk_trial(counts, key, b, self.t_read, t_report))
+            .collect()
     }
 }
 

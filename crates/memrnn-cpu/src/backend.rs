@@ -4,15 +4,16 @@ use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions};
 use memrnn_core::backend::{check_slow_point_args, SlowPointConfig, SlowPointSearch};
 use memrnn_core::checks::{
     check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
-    check_readout_ce, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_jvp,
-    check_step_speed, check_step_speed_grad, ForwardInfo, UpstreamLens,
+    check_readout_argmax, check_readout_ce, check_seq_backward, check_seq_forward,
+    check_step_jacobian, check_step_jvp, check_step_speed, check_step_speed_grad, ForwardInfo,
+    UpstreamLens,
 };
 use memrnn_core::{
     adam_update_host, check_finite, clip_scale, AdamConfig, AdamGroup, AdamState, Backend,
     CellDims, ClipNorm, Error, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream,
     SpeedGrad, StepGuard, CLIP_NORM_LEN,
 };
-use memrnn_core::{philox, task_gen, DigitTable, TaskBatch, TaskBatchSpec};
+use memrnn_core::{philox, task_gen, DigitTable, TaskBatch, TaskBatchSpec, TaskChunkSpec};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -97,6 +98,33 @@ impl CpuBackend {
             Some(p) => p.install(f),
             None => f(),
         }
+    }
+
+    /// Rows `(t, b)` for `t` in `steps` of the task's inputs `[steps, B, P + 1]` (trial
+    /// `b` is `trials[b]`; the row of absolute step `t`): what `task_batch` and
+    /// `task_chunk` share.
+    fn task_rows(
+        &self,
+        digits: &DigitTable<Vec<f32>>,
+        key: [u32; 2],
+        trials: &[task_gen::Trial],
+        steps: std::ops::Range<usize>,
+        (mean, std): (f32, f32),
+    ) -> Vec<f32> {
+        let (p, batch) = (digits.pixels(), trials.len());
+        let images = digits.images();
+        let mut x = vec![0f32; steps.len() * batch * (p + 1)];
+        self.install(|| {
+            x.par_chunks_mut(p + 1).enumerate().for_each(|(row, out)| {
+                let (t, b) = ((steps.start + row / batch) as u32, row % batch);
+                let image = |tr: &task_gen::Trial, pix: &mut [f32]| {
+                    let r = digits.offset(tr.digit as usize) + tr.image as usize;
+                    pix.copy_from_slice(&images[r * p..(r + 1) * p]);
+                };
+                task_gen::fill_task_row(key, &trials[b], t, b as u32, mean, std, image, out);
+            })
+        });
+        x
     }
 
     /// A forward + backward of one step from `states` with `ds_final` given by `upstream`
@@ -480,6 +508,17 @@ impl Backend for CpuBackend {
         })
     }
 
+    fn readout_argmax(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &Vec<f32>,
+        readout: &Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        check_readout_argmax(hidden, classes, h.len(), readout.len())?;
+        Ok(self.install(|| fast::readout::readout_argmax(hidden, classes, h, readout)))
+    }
+
     fn axpy(&self, y: &mut Vec<f32>, alpha: f32, x: &Vec<f32>) -> Result<()> {
         check_axpy(y.len(), x.len())?;
         y.iter_mut().zip(x).for_each(|(a, &b)| *a += alpha * b);
@@ -582,34 +621,31 @@ impl Backend for CpuBackend {
         let trials: Vec<_> = (0..spec.batch as u32)
             .map(|b| task_gen::draw_trial(counts, key, b, spec.t_max, spec.vocab, spec.delta_min))
             .collect();
-        let (p, batch) = (digits.pixels(), spec.batch);
-        let images = digits.images();
-        let mut x = vec![0f32; spec.t_max * batch * (p + 1)];
-        self.install(|| {
-            x.par_chunks_mut(p + 1).enumerate().for_each(|(row, out)| {
-                let (t, b) = ((row / batch) as u32, row % batch);
-                let image = |tr: &task_gen::Trial, pix: &mut [f32]| {
-                    let r = digits.offset(tr.digit as usize) + tr.image as usize;
-                    pix.copy_from_slice(&images[r * p..(r + 1) * p]);
-                };
-                task_gen::fill_task_row(
-                    key,
-                    &trials[b],
-                    t,
-                    b as u32,
-                    spec.noise_mean,
-                    spec.noise_std,
-                    image,
-                    out,
-                );
-            })
-        });
+        let x = self.task_rows(
+            digits,
+            key,
+            &trials,
+            0..spec.t_max,
+            (spec.noise_mean, spec.noise_std),
+        );
         let (targets, weights) = task_gen::task_targets(&trials, spec.t_max);
         Ok(TaskBatch {
             x,
             targets: targets.iter().map(|&t| t as f32).collect(),
             weights,
         })
+    }
+
+    fn task_chunk(&self, digits: &DigitTable<Vec<f32>>, spec: &TaskChunkSpec) -> Result<Vec<f32>> {
+        spec.check()?;
+        let trials = spec.trials(digits.counts());
+        Ok(self.task_rows(
+            digits,
+            philox::key(spec.seed, spec.step),
+            &trials,
+            spec.t0..spec.t0 + spec.len,
+            (spec.noise_mean, spec.noise_std),
+        ))
     }
 
     fn delay_inputs(

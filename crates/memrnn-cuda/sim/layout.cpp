@@ -193,7 +193,17 @@ const Row kRows[] = {
     MR_FIELD(MrTaskParams, "MrTaskParams", delta_min),
     MR_FIELD(MrTaskParams, "MrTaskParams", mean),
     MR_FIELD(MrTaskParams, "MrTaskParams", std_),
+    MR_FIELD(MrTaskParams, "MrTaskParams", t0),
+    MR_FIELD(MrTaskParams, "MrTaskParams", t_read),
+    MR_FIELD(MrTaskParams, "MrTaskParams", t_report),
     MR_SIZE(MrTaskParams, "MrTaskParams"),
+    MR_FIELD(MrArgmaxParams, "MrArgmaxParams", h),
+    MR_FIELD(MrArgmaxParams, "MrArgmaxParams", readout),
+    MR_FIELD(MrArgmaxParams, "MrArgmaxParams", out),
+    MR_FIELD(MrArgmaxParams, "MrArgmaxParams", rows),
+    MR_FIELD(MrArgmaxParams, "MrArgmaxParams", H),
+    MR_FIELD(MrArgmaxParams, "MrArgmaxParams", C),
+    MR_SIZE(MrArgmaxParams, "MrArgmaxParams"),
 };
 
 }  // namespace

@@ -15,12 +15,12 @@ use crate::ops::spec;
 use crate::ops::task;
 use memrnn_core::{
     check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
-    check_readout_ce, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_speed,
-    check_step_speed_grad, AdamConfig, AdamGroup, AdamState, Backend, CellDims, ForwardInfo,
-    ParamBlock, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
-    StepGuard, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
+    check_readout_argmax, check_readout_ce, check_seq_backward, check_seq_forward,
+    check_step_jacobian, check_step_speed, check_step_speed_grad, AdamConfig, AdamGroup, AdamState,
+    Backend, CellDims, ForwardInfo, ParamBlock, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape,
+    SeqUpstream, SpeedGrad, StepGuard, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
 };
-use memrnn_core::{philox, DigitTable, TaskBatch, TaskBatchSpec};
+use memrnn_core::{philox, DigitTable, TaskBatch, TaskBatchSpec, TaskChunkSpec};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// A flat f32 buffer in device memory (or simulated device memory). The allocation holds
@@ -665,6 +665,29 @@ impl Backend for CudaBackend {
         })
     }
 
+    fn readout_argmax(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &CudaTensor,
+        readout: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        let rows = check_readout_argmax(hidden, classes, h.len, readout.len)?;
+        let out = self.out(rows)?;
+        if rows > 0 {
+            readout::readout_argmax(
+                &self.dev,
+                hidden,
+                classes,
+                rows,
+                h.v(),
+                readout.v(),
+                out.all(),
+            )?;
+        }
+        Ok(self.tensor(out, rows))
+    }
+
     fn axpy(&self, y: &mut CudaTensor, alpha: f32, x: &CudaTensor) -> Result<()> {
         check_axpy(y.len, x.len)?;
         if y.len > 0 {
@@ -762,16 +785,42 @@ impl Backend for CudaBackend {
         let weights = self.out(rows)?;
         self.task_draw(
             &x,
-            Some((&targets, &weights, digits)),
+            Some((&targets, &weights)),
+            Some(digits),
             philox::key(spec.seed, spec.step),
             (t, b, p, spec.vocab, spec.delta_min),
             (spec.noise_mean, spec.noise_std),
+            None,
         )?;
         Ok(TaskBatch {
             x: self.tensor(x, rows * (p + 1)),
             targets: self.tensor(targets, rows),
             weights: self.tensor(weights, rows),
         })
+    }
+
+    fn task_chunk(
+        &self,
+        digits: &DigitTable<CudaTensor>,
+        spec: &TaskChunkSpec,
+    ) -> Result<CudaTensor> {
+        spec.check()?;
+        let (t, b, p) = (spec.len, spec.batch, digits.pixels());
+        let x = self.out(t * b * (p + 1))?;
+        self.task_draw(
+            &x,
+            None,
+            Some(digits),
+            philox::key(spec.seed, spec.step),
+            (t, b, p, 10, 0),
+            (spec.noise_mean, spec.noise_std),
+            Some(task::ChunkTimes {
+                t0: spec.t0,
+                t_read: spec.t_read,
+                t_report: spec.t_report.unwrap_or(u32::MAX),
+            }),
+        )?;
+        Ok(self.tensor(x, t * b * (p + 1)))
     }
 
     fn delay_inputs(
@@ -789,9 +838,11 @@ impl Backend for CudaBackend {
             self.task_draw(
                 &x,
                 None,
+                None,
                 philox::key(seed, step),
                 (1, n, pixels, 1, 0),
                 (noise_mean, noise_std),
+                None,
             )?;
         }
         Ok(self.tensor(x, n * (pixels + 1)))
@@ -799,23 +850,28 @@ impl Backend for CudaBackend {
 }
 
 impl CudaBackend {
+    /// Launches one of task.cu's kernels: `targets` and `weights` for a batch, the digit
+    /// `table` for a batch or a chunk, the `chunk`'s times for a chunk.
+    #[allow(clippy::too_many_arguments)]
     fn task_draw(
         &self,
         x: &Buf<f32>,
-        extra: Option<(&Buf<f32>, &Buf<f32>, &DigitTable<CudaTensor>)>,
+        outs: Option<(&Buf<f32>, &Buf<f32>)>,
+        table: Option<&DigitTable<CudaTensor>>,
         key: [u32; 2],
         sizes: (usize, usize, usize, usize, usize),
         noise: (f32, f32),
+        chunk: Option<task::ChunkTimes>,
     ) -> Result<()> {
         let (t, b, p, vocab, delta_min) = sizes;
         task::draw(
             &self.dev,
             &task::TaskArgs {
                 x: x.all(),
-                targets: extra.map(|e| e.0.all()),
-                weights: extra.map(|e| e.1.all()),
-                images: extra.map(|e| e.2.images().v()),
-                offsets: extra.map(|e| e.2.offsets().v()),
+                targets: outs.map(|o| o.0.all()),
+                weights: outs.map(|o| o.1.all()),
+                images: table.map(|d| d.images().v()),
+                offsets: table.map(|d| d.offsets().v()),
                 key,
                 t,
                 b,
@@ -824,7 +880,8 @@ impl CudaBackend {
                 delta_min,
                 mean: noise.0,
                 std: noise.1,
-                n_images: extra.map_or(0, |e| e.2.counts().iter().map(|&c| c as usize).sum()),
+                n_images: table.map_or(0, |d| d.counts().iter().map(|&c| c as usize).sum()),
+                chunk,
             },
         )
     }

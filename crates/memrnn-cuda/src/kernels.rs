@@ -298,6 +298,21 @@ pub(crate) struct TaskParams {
     pub delta_min: i32,
     pub mean: f32,
     pub std: f32,
+    pub t0: i32,
+    pub t_read: u32,
+    pub t_report: u32,
+}
+
+/// `MrArgmaxParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArgmaxParams {
+    pub h: DevPtr,
+    pub readout: DevPtr,
+    pub out: DevPtr,
+    pub rows: i32,
+    pub h_len: i32,
+    pub c: i32,
 }
 
 /// A parameter struct of some kernel: plain old data, `#[repr(C)]`, mirrored in
@@ -340,6 +355,7 @@ params!(
     AxpyParams,
     ClipAdamParams,
     TaskParams,
+    ArgmaxParams,
 );
 
 /// The PTX module a kernel lives in: one per `kernels/*.cu`, named after the file in
@@ -445,6 +461,8 @@ kernels! {
     READOUT_CE_ROWS = readout_ce_rows_f32(ReadoutParams) in Readout;
     TASK_BATCH = task_batch_f32(TaskParams) in Task;
     TASK_DELAY = task_delay_f32(TaskParams) in Task;
+    TASK_CHUNK = task_chunk_f32(TaskParams) in Task;
+    READOUT_ARGMAX = readout_argmax_f32(ArgmaxParams) in Readout;
 }
 
 /// The four recurrence entry points of one cell family (kernels/common.cuh).
@@ -562,7 +580,11 @@ mod tests {
             images: DevPtr => "images", offsets: DevPtr => "offsets", k0: u32 => "k0",
             k1: u32 => "k1", t: i32 => "T", b: i32 => "B", p: i32 => "P",
             vocab: i32 => "vocab", delta_min: i32 => "delta_min", mean: f32 => "mean",
-            std: f32 => "std_");
+            std: f32 => "std_", t0: i32 => "t0", t_read: u32 => "t_read",
+            t_report: u32 => "t_report");
+        fields!(v, "MrArgmaxParams", ArgmaxParams,
+            h: DevPtr => "h", readout: DevPtr => "readout", out: DevPtr => "out",
+            rows: i32 => "rows", h_len: i32 => "H", c: i32 => "C");
         v
     }
 

@@ -1,12 +1,12 @@
 //! [`Counting`]: a [`Backend`] that forwards every call to another and counts the host
-//! transfers (`upload`, `download`), so a test can hold a training loop to the transfers
-//! it promises.
+//! transfers (`upload`, `download`: calls and f32 values), so a test can hold a training
+//! loop or an evaluation to the transfers it promises.
 
 use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
 use memrnn_core::lm::{LmConfig, LmSearch};
 use memrnn_core::{
     AdamConfig, AdamGroup, AdamState, Backend, CellDims, DigitTable, ReadoutCe, Result, SeqForward,
-    SeqGrads, SeqShape, SeqUpstream, SpeedGrad, StepGuard, TaskBatch, TaskBatchSpec,
+    SeqGrads, SeqShape, SeqUpstream, SpeedGrad, StepGuard, TaskBatch, TaskBatchSpec, TaskChunkSpec,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -15,6 +15,8 @@ pub struct Counting<B> {
     pub inner: B,
     uploads: AtomicUsize,
     downloads: AtomicUsize,
+    uploaded: AtomicUsize,
+    downloaded: AtomicUsize,
 }
 
 impl<B> Counting<B> {
@@ -23,6 +25,8 @@ impl<B> Counting<B> {
             inner,
             uploads: AtomicUsize::new(0),
             downloads: AtomicUsize::new(0),
+            uploaded: AtomicUsize::new(0),
+            downloaded: AtomicUsize::new(0),
         }
     }
 
@@ -34,9 +38,24 @@ impl<B> Counting<B> {
         )
     }
 
+    /// `(uploaded, downloaded)` bytes since the last reset.
+    pub fn bytes(&self) -> (usize, usize) {
+        let f = std::mem::size_of::<f32>();
+        (
+            self.uploaded.load(Ordering::Relaxed) * f,
+            self.downloaded.load(Ordering::Relaxed) * f,
+        )
+    }
+
     pub fn reset(&self) {
-        self.uploads.store(0, Ordering::Relaxed);
-        self.downloads.store(0, Ordering::Relaxed);
+        for c in [
+            &self.uploads,
+            &self.downloads,
+            &self.uploaded,
+            &self.downloaded,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -49,11 +68,14 @@ impl<B: Backend> Backend for Counting<B> {
     }
     fn upload(&self, host: &[f32]) -> Result<B::Tensor> {
         self.uploads.fetch_add(1, Ordering::Relaxed);
+        self.uploaded.fetch_add(host.len(), Ordering::Relaxed);
         self.inner.upload(host)
     }
     fn download(&self, t: &B::Tensor) -> Result<Vec<f32>> {
         self.downloads.fetch_add(1, Ordering::Relaxed);
-        self.inner.download(t)
+        let v = self.inner.download(t)?;
+        self.downloaded.fetch_add(v.len(), Ordering::Relaxed);
+        Ok(v)
     }
     fn zeros(&self, len: usize) -> Result<B::Tensor> {
         self.inner.zeros(len)
@@ -200,6 +222,22 @@ impl<B: Backend> Backend for Counting<B> {
         spec: &TaskBatchSpec,
     ) -> Result<TaskBatch<B::Tensor>> {
         self.inner.task_batch(digits, spec)
+    }
+    fn task_chunk(
+        &self,
+        digits: &DigitTable<B::Tensor>,
+        spec: &TaskChunkSpec,
+    ) -> Result<B::Tensor> {
+        self.inner.task_chunk(digits, spec)
+    }
+    fn readout_argmax(
+        &self,
+        hidden: usize,
+        classes: usize,
+        h: &B::Tensor,
+        readout: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        self.inner.readout_argmax(hidden, classes, h, readout)
     }
     fn delay_inputs(
         &self,

@@ -11,10 +11,9 @@
 //! trials observed at many delays).
 
 use crate::error::{config_err, Result};
-use crate::objective::predict;
 use crate::philox::{self, Stream};
-use crate::task::{fill_inputs, DigitSet, TaskConfig, Trial};
-use memrnn_core::{Backend, Model, SeqShape};
+use crate::task::{digit_table, DigitSet, TaskConfig};
+use memrnn_core::{Backend, Model, SeqShape, TaskChunkSpec};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -124,19 +123,33 @@ impl EvalConfig {
         Ok(())
     }
 
-    /// [`Self::validate`], then the memory evaluating a `cell` would allocate against
-    /// this machine's.
-    pub fn validate_for(&self, cell: &memrnn_core::CellDims) -> Result<()> {
+    /// [`Self::validate`], then the memory evaluating a `cell` on a digit table of
+    /// `images` images would allocate against this machine's.
+    pub fn validate_for(&self, cell: &memrnn_core::CellDims, images: usize) -> Result<()> {
+        self.validate_within(cell, images, &crate::limits::MemoryBudget::detect()?)
+    }
+
+    /// [`Self::validate_for`] against a given `budget`.
+    pub fn validate_within(
+        &self,
+        cell: &memrnn_core::CellDims,
+        images: usize,
+        budget: &crate::limits::MemoryBudget,
+    ) -> Result<()> {
         self.validate()?;
-        let need = crate::limits::eval_bytes(cell, self.batch, self.trials, self.chunk);
-        crate::limits::MemoryBudget::detect()?.check(
+        let table = crate::limits::digit_table_bytes(images, cell.input.saturating_sub(1));
+        let need = crate::limits::eval_bytes(cell, self.batch, self.trials, self.chunk)
+            .saturating_add(table);
+        budget.check(
             &format!(
-                "evaluating in batches of {} rows and chunks of {} steps",
+                "evaluating in batches of {} rows and chunks of {} steps on {images} digit \
+                 images (their f32 table alone {})",
                 self.batch.min(self.trials),
-                self.chunk
+                self.chunk,
+                crate::limits::human(table.min(u64::MAX as u128) as u64)
             ),
             need,
-            "lower --eval-batch or --chunk",
+            "lower --eval-batch or --chunk, or evaluate on fewer images",
         )
     }
 }
@@ -183,6 +196,11 @@ impl EvalResult {
 
 /// Scores `model` at every delay of `cfg`. `progress` is advanced by one per scored delay
 /// and batch.
+///
+/// Everything runs on the backend: the digits are uploaded once, each chunk's inputs
+/// are drawn there (`task_chunk`, the numbers `fill_inputs` would draw on the host), and
+/// each branch step is scored there (`readout_argmax`); what comes back per batch and
+/// delay is one class id a row.
 pub fn evaluate<B: Backend>(
     backend: &B,
     model: &Model,
@@ -191,7 +209,7 @@ pub fn evaluate<B: Backend>(
     cfg: &EvalConfig,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<EvalResult> {
-    cfg.validate_for(&model.cell)?;
+    cfg.validate_for(&model.cell, set.image_count())?;
     task.validate()?;
     crate::train::check_task_model(model, set, true)?;
     let readout = model.readout.as_ref().ok_or_else(|| {
@@ -201,13 +219,16 @@ pub fn evaluate<B: Backend>(
     })?;
     let cell = model.cell;
     let params = backend.upload(&model.params)?;
+    let mut ro = readout.weight.clone();
+    ro.extend_from_slice(&readout.bias);
+    let ro = backend.upload(&ro)?;
+    let digits = digit_table(backend, set)?;
     let mut delays = cfg.delays.clone();
     delays.sort_unstable();
     delays.dedup();
     let n_batches = cfg.trials.div_ceil(cfg.batch);
     let mut correct = vec![[0usize; 10]; delays.len()];
     let mut counts = [0usize; 10];
-    let input = set.input_size();
     for k in 0..n_batches {
         let rows = cfg.batch.min(cfg.trials - k * cfg.batch);
         let key = philox::key(cfg.seed, k as u64);
@@ -215,18 +236,19 @@ pub fn evaluate<B: Backend>(
             philox::philox4x32_10([0, 0, 0, Stream::Sample as u32], key)[0],
             cfg.read_span as u32,
         );
-        let trials: Vec<Trial> = (0..rows as u32)
-            .map(|b| {
-                let x = philox::philox4x32_10([0, b, 0, Stream::TaskTrial as u32], key);
-                let digit = philox::below(x[0], 10);
-                Trial {
-                    digit: digit as u8,
-                    image: philox::below(x[1], set.count(digit as usize) as u32),
-                    t_read,
-                    t_report: u32::MAX,
-                }
-            })
-            .collect();
+        // Steps t0 .. t0 + len of this batch's run; `t_report` switches the trigger on.
+        let chunk = |t0: usize, len: usize, t_report: Option<u32>| TaskChunkSpec {
+            seed: cfg.seed,
+            step: k as u64,
+            batch: rows,
+            t0,
+            len,
+            t_read,
+            t_report,
+            noise_mean: task.noise_mean,
+            noise_std: task.noise_std,
+        };
+        let trials = chunk(0, 1, None).trials(digits.counts());
         for tr in &trials {
             counts[tr.digit as usize] += 1;
         }
@@ -237,29 +259,18 @@ pub fn evaluate<B: Backend>(
             // Main trajectory up to (not including) t_s.
             while t < t_s {
                 let len = (t_s - t).min(cfg.chunk);
+                let x = backend.task_chunk(&digits, &chunk(t, len, None))?;
                 let shape = SeqShape::new(len, rows)?;
-                let mut x = vec![0f32; shape.rows() * input];
-                fill_inputs(set, task, key, &trials, shape, t, &mut x);
-                let xt = backend.upload(&x)?;
-                let f = backend.seq_forward(&cell, &params, shape, &xt, state.as_ref())?;
+                let f = backend.seq_forward(&cell, &params, shape, &x, state.as_ref())?;
                 state = Some(f.s_final);
                 t += len;
             }
-            // Branch: step t_s with the trigger on.
-            let branch: Vec<Trial> = trials
-                .iter()
-                .map(|tr| Trial {
-                    t_report: t_s as u32,
-                    ..*tr
-                })
-                .collect();
+            // Branch: step t_s with the trigger on (t_s ≤ 2·MAX_DELAY fits a u32).
+            let x = backend.task_chunk(&digits, &chunk(t_s, 1, Some(t_s as u32)))?;
             let shape = SeqShape::new(1, rows)?;
-            let mut x = vec![0f32; rows * input];
-            fill_inputs(set, task, key, &branch, shape, t_s, &mut x);
-            let xt = backend.upload(&x)?;
-            let f = backend.seq_forward(&cell, &params, shape, &xt, state.as_ref())?;
-            let h = backend.download(&f.h_seq)?;
-            let pred = predict(&h, cell.hidden, &readout.weight, &readout.bias);
+            let f = backend.seq_forward(&cell, &params, shape, &x, state.as_ref())?;
+            let pred = backend.readout_argmax(cell.hidden, readout.classes, &f.h_seq, &ro)?;
+            let pred = backend.download(&pred)?;
             for (tr, &p) in trials.iter().zip(&pred) {
                 if p as usize == tr.digit as usize + 1 {
                     correct[di][tr.digit as usize] += 1;

@@ -4,15 +4,15 @@
 //! still remembers after 1000 steps).
 //!
 //! Trials as the other delay-period sources (digit at `t = 0`, noise after, no trigger;
-//! Philox keyed by the seed), run forward in chunks so memory stays bounded; at each lag
+//! Philox keyed by the seed; drawn on the backend with `task_chunk`), run forward in
+//! chunks so memory stays bounded; at each lag
 //! the states are probed by `memrnn_diagnostics::memory_curve` (ridge regression on the
 //! first half of the trials, accuracy on the second half), the lag-0 case of which is
 //! exactly "read the class from this one state".
 
 use crate::error::{config_err, Result};
-use crate::philox::{self, Stream};
-use crate::task::{fill_inputs, DigitSet, TaskConfig, Trial};
-use memrnn_core::{Backend, Model, SeqShape};
+use crate::task::{digit_table, DigitSet, TaskConfig};
+use memrnn_core::{Backend, Model, SeqShape, TaskChunkSpec};
 use memrnn_diagnostics::{memory_curve, MemoryConfig, ProbeData};
 use serde::{Deserialize, Serialize};
 
@@ -111,19 +111,20 @@ pub fn long_memory<B: Backend>(
     let cell = model.cell;
     let h = cell.hidden;
     let params = backend.upload(&model.params)?;
-    let key = philox::key(seed, 0);
-    let tr: Vec<Trial> = (0..trials as u32)
-        .map(|b| {
-            let x = philox::philox4x32_10([0, b, 0, Stream::TaskTrial as u32], key);
-            let digit = philox::below(x[0], 10);
-            Trial {
-                digit: digit as u8,
-                image: philox::below(x[1], set.count(digit as usize) as u32),
-                t_read: 0,
-                t_report: u32::MAX,
-            }
-        })
-        .collect();
+    let digits = digit_table(backend, set)?;
+    // Steps t0 .. t0 + len of the trials (image at 0, no trigger), drawn on the backend.
+    let steps = |t0: usize, len: usize| TaskChunkSpec {
+        seed,
+        step: 0,
+        batch: trials,
+        t0,
+        len,
+        t_read: 0,
+        t_report: None,
+        noise_mean: task.noise_mean,
+        noise_std: task.noise_std,
+    };
+    let tr = steps(0, 1).trials(digits.counts());
     let labels: Vec<Option<usize>> = tr.iter().map(|t| Some(t.digit as usize)).collect();
     let lags = log_lags(max_lag);
     let mut accuracy = vec![];
@@ -139,9 +140,7 @@ pub fn long_memory<B: Backend>(
         while t <= lag {
             let len = (lag + 1 - t).min(chunk);
             let shape = SeqShape::new(len, trials)?;
-            let mut x = vec![0f32; shape.rows() * set.input_size()];
-            fill_inputs(set, task, key, &tr, shape, t, &mut x);
-            let xt = backend.upload(&x)?;
+            let xt = backend.task_chunk(&digits, &steps(t, len))?;
             let f = backend.seq_forward(&cell, &params, shape, &xt, state.as_ref())?;
             t += len;
             if t == lag + 1 {

@@ -59,13 +59,19 @@ impl SlowPointOptions {
         Ok(())
     }
 
-    /// [`Self::validate`], then the memory a search on `cell` would allocate.
-    pub fn validate_for(&self, cell: &CellDims) -> Result<()> {
+    /// [`Self::validate`], then the memory a search on `cell` would allocate, its
+    /// starting states run from a digit table of `images` images.
+    pub fn validate_for(&self, cell: &CellDims, images: usize) -> Result<()> {
         self.validate()?;
-        let need = limits::slow_point_bytes(cell, self.candidates, self.delay, self.mean_trials);
+        let need = limits::slow_point_bytes(cell, self.candidates, self.delay, self.mean_trials)
+            .saturating_add(limits::digit_table_bytes(
+                images,
+                cell.input.saturating_sub(1),
+            ));
         MemoryBudget::detect()?.check(
             &format!(
-                "a slow-point search from {} candidates of a {} cell (H {}) over {} steps",
+                "a slow-point search from {} candidates of a {} cell (H {}) over {} steps \
+                 (starting states run from {images} digit images)",
                 self.candidates + 10,
                 cell.kind,
                 cell.hidden,

@@ -270,8 +270,9 @@ pub fn run_pipeline<B: Backend>(
 ) -> Result<PipelineReport> {
     cfg.validate()?;
     let cell = memrnn_core::CellDims::new(cfg.train.cell, set.input_size(), cfg.train.hidden)?;
-    cfg.train.validate_for(set.input_size(), 0)?;
-    cfg.eval.validate_for(&cell)?;
+    cfg.train
+        .validate_for(set.input_size(), set.image_count(), 0)?;
+    cfg.eval.validate_for(&cell, set.image_count())?;
     let start = std::time::Instant::now();
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| TrainError::io(&cfg.out_dir, e))?;
     let out = |name: &str| RunOutput {

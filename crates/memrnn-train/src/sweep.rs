@@ -307,8 +307,9 @@ pub fn run_sweep<B: Backend>(
 ) -> Result<SweepOutcome> {
     cfg.validate()?;
     let cell = memrnn_core::CellDims::new(cfg.train.cell, set.input_size(), cfg.train.hidden)?;
-    cfg.train.validate_for(set.input_size(), 0)?;
-    cfg.eval.validate_for(&cell)?;
+    cfg.train
+        .validate_for(set.input_size(), set.image_count(), 0)?;
+    cfg.eval.validate_for(&cell, set.image_count())?;
     std::fs::create_dir_all(cfg.nets_dir()).map_err(|e| TrainError::io(cfg.nets_dir(), e))?;
     jobs::check_or_write_plan(&cfg.out_dir, &cfg.settings(), cfg.shard)?;
 

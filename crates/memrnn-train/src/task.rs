@@ -193,6 +193,11 @@ impl DigitSet {
         self.pixels + 1
     }
 
+    /// Images in all.
+    pub fn image_count(&self) -> usize {
+        self.by_class.iter().map(Vec::len).sum()
+    }
+
     pub fn count(&self, digit: usize) -> usize {
         self.by_class[digit].len()
     }
@@ -223,6 +228,19 @@ impl DigitSet {
 }
 
 pub use memrnn_core::task_gen::Trial;
+
+/// `set`'s images uploaded to `backend` once, for `task_batch` and `task_chunk`.
+pub fn digit_table<B: memrnn_core::Backend>(
+    backend: &B,
+    set: &DigitSet,
+) -> Result<memrnn_core::DigitTable<B::Tensor>> {
+    Ok(memrnn_core::DigitTable::new(
+        backend,
+        &set.images_by_digit(),
+        set.counts(),
+        set.pixels,
+    )?)
+}
 
 /// Draws trial `b` of `(seed, step)` for a stage (see the module docs).
 pub fn draw_trial(set: &DigitSet, key: [u32; 2], b: u32, stage: Stage, delta_min: usize) -> Trial {

@@ -167,18 +167,42 @@ impl TrainConfig {
     }
 
     /// [`Self::validate`], then the memory a training step on inputs of size `input` (with
-    /// `penalty_points` points of a speed penalty) would allocate against this machine's.
-    pub fn validate_for(&self, input: usize, penalty_points: usize) -> Result<()> {
+    /// `penalty_points` points of a speed penalty), drawn from a digit table of `images`
+    /// images, would allocate against this machine's.
+    pub fn validate_for(&self, input: usize, images: usize, penalty_points: usize) -> Result<()> {
+        self.validate_within(
+            input,
+            images,
+            penalty_points,
+            &crate::limits::MemoryBudget::detect()?,
+        )
+    }
+
+    /// [`Self::validate_for`] against a given `budget`.
+    pub fn validate_within(
+        &self,
+        input: usize,
+        images: usize,
+        penalty_points: usize,
+        budget: &crate::limits::MemoryBudget,
+    ) -> Result<()> {
         self.validate()?;
         let cell = CellDims::new(self.cell, input, self.hidden)?;
-        let need = crate::limits::train_bytes(&cell, self.task.t_max, self.batch, penalty_points);
-        crate::limits::MemoryBudget::detect()?.check(
+        let table = crate::limits::digit_table_bytes(images, input.saturating_sub(1));
+        let need = crate::limits::train_bytes(&cell, self.task.t_max, self.batch, penalty_points)
+            .saturating_add(table);
+        budget.check(
             &format!(
-                "training a {} cell (input {input}, hidden {}) on batches of {} sequences of {} steps",
-                self.cell, self.hidden, self.batch, self.task.t_max
+                "training a {} cell (input {input}, hidden {}) on batches of {} sequences of {} \
+                 steps, drawn from {images} digit images (their f32 table alone {})",
+                self.cell,
+                self.hidden,
+                self.batch,
+                self.task.t_max,
+                crate::limits::human(table.min(u64::MAX as u128) as u64)
             ),
             need,
-            "lower --batch or --hidden (or --t-max)",
+            "lower --batch or --hidden (or --t-max), or train on fewer images",
         )
     }
 
@@ -354,7 +378,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// A fresh network (PyTorch's default initialisation from `cfg.seed`).
     pub fn new(backend: &'a B, set: &'a DigitSet, cfg: TrainConfig) -> Result<Self> {
         // Before the parameters are allocated.
-        cfg.validate_for(set.input_size(), 0)?;
+        cfg.validate_for(set.input_size(), set.image_count(), 0)?;
         let cell = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
         let mut model = Model::init(cell, cfg.seed);
         model.readout = Some(Readout::init(CLASSES, cfg.hidden, cfg.seed ^ 0xAB)?);
@@ -368,7 +392,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg: TrainConfig,
         model: Model,
     ) -> Result<Self> {
-        cfg.validate_for(set.input_size(), 0)?;
+        cfg.validate_for(set.input_size(), set.image_count(), 0)?;
         let want = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
         check_model(&model, &want)?;
         let readout = model.readout.as_ref().ok_or_else(|| {
@@ -385,7 +409,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             adam: backend.adam_state(model.params.len())?,
             ro_adam: backend.adam_state(ro.len())?,
             readout: backend.upload(&ro)?,
-            digits: DigitTable::new(backend, &set.images_by_digit(), set.counts(), set.pixels)?,
+            digits: crate::task::digit_table(backend, set)?,
             step: 0,
             stages,
             stage: 0,
@@ -591,7 +615,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if let Some(p) = &penalty {
             crate::objective::check_lambda(p.lambda)?;
             p.set.check(&self.cell)?;
-            self.cfg.validate_for(self.cell.input, p.set.n)?;
+            self.cfg
+                .validate_for(self.cell.input, self.set.image_count(), p.set.n)?;
         }
         self.penalty_states = match &penalty {
             Some(p) => Some(self.backend.upload(&p.set.states)?),

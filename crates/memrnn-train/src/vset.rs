@@ -4,13 +4,15 @@
 //!
 //! Both run trials with the digit shown at `t = 0` and `delay` steps of noise after it
 //! (no trigger), from Philox keyed by `(seed, batch index)`, through the network's own
-//! forward pass, in batches of at most 512 rows.
+//! forward pass, in batches of at most 512 rows. The inputs are drawn on the backend
+//! (`task_chunk`, from the digits uploaded once per call); only the final states come
+//! back (the class means are summed in f64 on the host, as they always were).
 
 use crate::error::{config_err, Result};
 use crate::objective::SpeedSet;
 use crate::philox::{self, Stream};
-use crate::task::{fill_inputs, DigitSet, TaskConfig, Trial};
-use memrnn_core::{Backend, Model, SeqShape};
+use crate::task::{digit_table, fill_inputs, DigitSet, TaskConfig, Trial};
+use memrnn_core::{Backend, Model, SeqShape, TaskChunkSpec};
 
 const ROWS: usize = 512;
 
@@ -27,6 +29,28 @@ fn trials_for(set: &DigitSet, key: [u32; 2], rows: usize) -> Vec<Trial> {
             }
         })
         .collect()
+}
+
+/// Steps `t0 .. t0 + len` of batch `step`'s delay-period trials (image at 0, no trigger).
+fn delay_chunk(
+    task: &TaskConfig,
+    seed: u64,
+    step: u64,
+    rows: usize,
+    t0: usize,
+    len: usize,
+) -> TaskChunkSpec {
+    TaskChunkSpec {
+        seed,
+        step,
+        batch: rows,
+        t0,
+        len,
+        t_read: 0,
+        t_report: None,
+        noise_mean: task.noise_mean,
+        noise_std: task.noise_std,
+    }
 }
 
 fn check(model: &Model, set: &DigitSet, trials: usize, delay: usize) -> Result<()> {
@@ -61,16 +85,15 @@ pub fn class_mean_states<B: Backend>(
     let cell = model.cell;
     let sd = cell.state_size();
     let params = backend.upload(&model.params)?;
+    let digits = digit_table(backend, set)?;
     let mut sums = vec![0f64; 10 * sd];
     let mut counts = [0usize; 10];
     for (k, start) in (0..trials).step_by(ROWS).enumerate() {
         let rows = ROWS.min(trials - start);
-        let key = philox::key(seed, k as u64);
-        let tr = trials_for(set, key, rows);
+        let spec = delay_chunk(task, seed, k as u64, rows, 0, delay + 1);
+        let tr = spec.trials(digits.counts());
         let shape = SeqShape::new(delay + 1, rows)?;
-        let mut x = vec![0f32; shape.rows() * set.input_size()];
-        fill_inputs(set, task, key, &tr, shape, 0, &mut x);
-        let xt = backend.upload(&x)?;
+        let xt = backend.task_chunk(&digits, &spec)?;
         let f = backend.seq_forward(&cell, &params, shape, &xt, None)?;
         let s = backend.download(&f.s_final)?;
         for (t, row) in tr.iter().zip(s.chunks_exact(sd)) {
@@ -110,8 +133,8 @@ pub fn trajectory_states<B: Backend>(
     let cell = model.cell;
     let sd = cell.state_size();
     let params = backend.upload(&model.params)?;
+    let digits = digit_table(backend, set)?;
     let key = philox::key(seed, 0);
-    let tr = trials_for(set, key, trials);
     let when: Vec<usize> = (0..n as u32)
         .map(|i| {
             1 + philox::below(
@@ -121,21 +144,23 @@ pub fn trajectory_states<B: Backend>(
         })
         .collect();
     let mut out = vec![0f32; n * sd];
+    let mut wanted = vec![false; delay + 1];
+    when.iter().for_each(|&w| wanted[w] = true);
     let mut state: Option<B::Tensor> = None;
-    let input = set.input_size();
-    // Step by step so that the full state (the LSTM's c too) is seen at every step.
-    for t in 0..=delay {
+    // Step by step so that the full state (the LSTM's c too) is seen at every step; it
+    // comes back only at the steps some point is drawn from.
+    for (t, &want) in wanted.iter().enumerate() {
         let shape = SeqShape::new(1, trials)?;
-        let mut x = vec![0f32; trials * input];
-        fill_inputs(set, task, key, &tr, shape, t, &mut x);
-        let xt = backend.upload(&x)?;
+        let xt = backend.task_chunk(&digits, &delay_chunk(task, seed, 0, trials, t, 1))?;
         let f = backend.seq_forward(&cell, &params, shape, &xt, state.as_ref())?;
-        let s = backend.download(&f.s_final)?;
-        // After input step t the state is the one `t` steps after the image.
-        for (i, &w) in when.iter().enumerate() {
-            if w == t {
-                let b = i % trials;
-                out[i * sd..(i + 1) * sd].copy_from_slice(&s[b * sd..(b + 1) * sd]);
+        if want {
+            let s = backend.download(&f.s_final)?;
+            // After input step t the state is the one `t` steps after the image.
+            for (i, &w) in when.iter().enumerate() {
+                if w == t {
+                    let b = i % trials;
+                    out[i * sd..(i + 1) * sd].copy_from_slice(&s[b * sd..(b + 1) * sd]);
+                }
             }
         }
         state = Some(f.s_final);

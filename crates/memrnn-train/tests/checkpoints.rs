@@ -376,7 +376,7 @@ fn sizes_that_cannot_fit_in_memory_are_refused_before_allocating() {
         trials: 10_000_000,
         ..EvalConfig::default()
     };
-    let msg = e.validate_for(&cell).unwrap_err().to_string();
+    let msg = e.validate_for(&cell, 10_000).unwrap_err().to_string();
     assert!(
         msg.contains("would need about")
             && msg.contains("available")
@@ -396,7 +396,7 @@ fn sizes_that_cannot_fit_in_memory_are_refused_before_allocating() {
     c.batch = 1 << 20;
     c.hidden = 1 << 16;
     c.task.t_max = 1 << 19;
-    let msg = c.validate_for(785, 0).unwrap_err().to_string();
+    let msg = c.validate_for(785, 10_000, 0).unwrap_err().to_string();
     assert!(
         msg.contains("would need about") && msg.contains("--batch"),
         "{msg}"
@@ -416,7 +416,7 @@ fn sizes_that_cannot_fit_in_memory_are_refused_before_allocating() {
         finder: Default::default(),
         seed: 0,
     };
-    let msg = s.validate_for(&cell).unwrap_err().to_string();
+    let msg = s.validate_for(&cell, 10_000).unwrap_err().to_string();
     assert!(
         msg.contains("would need about") && msg.contains("--candidates"),
         "{msg}"
@@ -477,5 +477,52 @@ fn a_stored_training_config_with_unknown_keys_is_refused_by_name() {
     assert_eq!(
         memrnn_train::train::train_config_from_metadata(&meta),
         Ok(None)
+    );
+}
+
+/// The digit table (the images as f32, on the host while it is built and again on the
+/// backend) counts in the memory checks of training and evaluation: a budget that holds
+/// the step or the evaluation but not the table is refused, naming the table.
+#[test]
+fn the_digit_table_counts_in_the_memory_checks() {
+    use memrnn_train::limits::{digit_table_bytes, eval_bytes, train_bytes, MemoryBudget};
+    let (images, pixels) = (10_000, 784);
+    let table = digit_table_bytes(images, pixels);
+    assert_eq!(table, 8 * 10_000 * 784);
+    let c = tiny();
+    let cell = CellDims::new(c.cell, pixels + 1, c.hidden).unwrap();
+    let step = train_bytes(&cell, c.task.t_max, c.batch, 0);
+    let fixed = |b: u128| MemoryBudget::fixed(b as u64);
+    c.validate_within(pixels + 1, images, 0, &fixed(step + table))
+        .unwrap();
+    c.validate_within(pixels + 1, 0, 0, &fixed(step)).unwrap();
+    let msg = c
+        .validate_within(pixels + 1, images, 0, &fixed(step + table - 1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("10000 digit images")
+            && msg.contains("f32 table alone 59.8 MiB")
+            && msg.contains("fewer images"),
+        "{msg}"
+    );
+    let e = EvalConfig {
+        batch: 8,
+        trials: 8,
+        chunk: 4,
+        ..EvalConfig::default()
+    };
+    let need = eval_bytes(&cell, e.batch, e.trials, e.chunk);
+    e.validate_within(&cell, images, &fixed(need + table))
+        .unwrap();
+    let msg = e
+        .validate_within(&cell, images, &fixed(need + table - 1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("10000 digit images")
+            && msg.contains("f32 table alone")
+            && msg.contains("--eval-batch"),
+        "{msg}"
     );
 }

@@ -242,13 +242,13 @@ proptest! {
             prop_assert!(c.clip.is_none_or(|v| v.is_finite() && v > 0.0));
             prop_assert!(c.hidden >= 1 && c.batch >= 1 && c.adam.lr > 0.0);
             prop_assert!((0.0..=1.0).contains(&threshold));
-            if c.validate_for(785, 0).is_ok() {
+            if c.validate_for(785, 10_000, 0).is_ok() {
                 let cell = CellDims::new(c.cell, 785, c.hidden).unwrap();
                 let need = limits::train_bytes(&cell, c.task.t_max, c.batch, 0);
                 prop_assert!(need <= MemoryBudget::detect().unwrap().available as u128);
             }
         } else {
-            prop_assert!(c.validate_for(785, 0).is_err());
+            prop_assert!(c.validate_for(785, 10_000, 0).is_err());
         }
     }
 
@@ -261,14 +261,14 @@ proptest! {
     ) {
         let cell = CellDims::new(CellKind::Lstm, 785, hidden).unwrap();
         let e = EvalConfig { delays, trials, batch, chunk, read_span: span, seed: 1 };
-        if e.validate_for(&cell).is_ok() {
+        if e.validate_for(&cell, 10_000).is_ok() {
             prop_assert!(e.trials >= 1 && e.trials <= limits::MAX_TRIALS);
             prop_assert!(e.delays.iter().all(|&d| (1..=memrnn_train::eval::MAX_DELAY).contains(&d)));
         }
         let mut finder = memrnn_slowpoints::FinderConfig::default();
         finder.search.max_iters = iters;
         let s = SlowPointOptions { candidates, delay, mean_trials: 1000, finder, seed: 0 };
-        if s.validate_for(&cell).is_ok() {
+        if s.validate_for(&cell, 10_000).is_ok() {
             prop_assert!(s.candidates <= limits::MAX_CANDIDATES && iters >= 1);
         }
         let d = DiagnoseOptions { trials, steps, config: Default::default(), seed: 0 };

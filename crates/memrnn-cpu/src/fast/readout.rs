@@ -106,3 +106,24 @@ pub fn readout_ce(
     dw.extend_from_slice(&db);
     (dh, dw, stats)
 }
+
+/// `[rows]`: the first largest logit's class of each row of `h [rows, H]` as f32, in the
+/// arithmetic of memrnn-train's host `predict` (each logit `b_c + Σ_j W_cj h_j` summed in
+/// `j` order; a strict `>` scan from −∞, so NaN never wins and an all-NaN row answers 0),
+/// so that evaluation's scores did not move when scoring came onto the backend.
+pub fn readout_argmax(hidden: usize, classes: usize, h: &[f32], readout: &[f32]) -> Vec<f32> {
+    let (w, b) = readout.split_at(classes * hidden);
+    h.par_chunks(hidden)
+        .map(|hr| {
+            let mut best = (0usize, f32::NEG_INFINITY);
+            for c in 0..classes {
+                let row = &w[c * hidden..(c + 1) * hidden];
+                let y = b[c] + row.iter().zip(hr).map(|(&a, &x)| a * x).sum::<f32>();
+                if y > best.1 {
+                    best = (c, y);
+                }
+            }
+            best.0 as f32
+        })
+        .collect()
+}

@@ -1,10 +1,10 @@
 //! Launchers for `kernels/readout.cu`: the readout's softmax cross-entropy per row, then
 //! the reductions over rows (cuBLAS for `∂L/∂W_out`, column sums for `∂L/∂b_out` and the
-//! stats), all on the device.
+//! stats), all on the device; and the readout's answer (argmax) per row.
 
 use crate::blas::{gemm_rm, Op};
 use crate::device::{backend_err, Device, LaunchDims, View};
-use crate::kernels::{self, ReadoutParams};
+use crate::kernels::{self, ArgmaxParams, ReadoutParams};
 use crate::ops::small;
 use memrnn_core::{Result, CE_STATS};
 
@@ -21,6 +21,27 @@ pub(crate) struct ReadoutBuffers<'a> {
     pub stats: View<'a, f32>,
 }
 
+fn i32_of(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| backend_err(format!("{what} = {v} exceeds 32 bits")))
+}
+
+fn check_classes(classes: usize) -> Result<()> {
+    if classes > MAX_CLASSES {
+        return Err(backend_err(format!(
+            "the CUDA readout handles at most {MAX_CLASSES} classes (one warp lane each); got \
+             {classes}"
+        )));
+    }
+    Ok(())
+}
+
+/// Grid of one warp per row, 8 rows per block of 256.
+fn row_warps(rows: usize) -> Result<LaunchDims> {
+    let blocks = u32::try_from(rows.div_ceil(8))
+        .map_err(|_| backend_err(format!("{rows} rows exceed a 1-D grid")))?;
+    Ok(LaunchDims::linear(blocks, 256, 0))
+}
+
 /// The whole readout cross-entropy for `rows ≥ 1` rows (the caller handles zero rows).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn readout_ce(
@@ -34,12 +55,7 @@ pub(crate) fn readout_ce(
     weights: View<'_, f32>,
     out: &ReadoutBuffers<'_>,
 ) -> Result<()> {
-    if classes > MAX_CLASSES {
-        return Err(backend_err(format!(
-            "the CUDA readout handles at most {MAX_CLASSES} classes (one warp lane each); got \
-             {classes}"
-        )));
-    }
+    check_classes(classes)?;
     let ch = classes * hidden;
     for (what, got, want) in [
         ("h", h.len(), rows * hidden),
@@ -58,9 +74,6 @@ pub(crate) fn readout_ce(
             )));
         }
     }
-    let i32_of = |v: usize, what: &str| {
-        i32::try_from(v).map_err(|_| backend_err(format!("{what} = {v} exceeds 32 bits")))
-    };
     let params = ReadoutParams {
         h: dev.ptr(h)?,
         readout: dev.ptr(readout)?,
@@ -76,13 +89,7 @@ pub(crate) fn readout_ce(
     };
     // One warp per row r < rows, reading h[r, :], targets[r], weights[r] and the readout,
     // writing g[r, :C], dh[r, :] and row_stats[r, :]: all within the lengths checked above.
-    let blocks = u32::try_from(rows.div_ceil(8))
-        .map_err(|_| backend_err(format!("{rows} rows exceed a 1-D grid")))?;
-    dev.launch(
-        &kernels::READOUT_CE_ROWS,
-        LaunchDims::linear(blocks, 256, 0),
-        params,
-    )?;
+    dev.launch(&kernels::READOUT_CE_ROWS, row_warps(rows)?, params)?;
     // ∂L/∂W_out [C, H] = gᵀ h.
     gemm_rm(
         dev,
@@ -104,4 +111,39 @@ pub(crate) fn readout_ce(
         out.dreadout.sub(ch..ch + classes),
     )?;
     small::col_sum(dev, out.row_stats, rows, CE_STATS, out.stats)
+}
+
+/// `out [rows]`: each row's first largest logit's class, for `rows ≥ 1` rows.
+pub(crate) fn readout_argmax(
+    dev: &Device,
+    hidden: usize,
+    classes: usize,
+    rows: usize,
+    h: View<'_, f32>,
+    readout: View<'_, f32>,
+    out: View<'_, f32>,
+) -> Result<()> {
+    check_classes(classes)?;
+    for (what, got, want) in [
+        ("h", h.len(), rows * hidden),
+        ("readout", readout.len(), classes * hidden + classes),
+        ("out", out.len(), rows),
+    ] {
+        if got < want {
+            return Err(backend_err(format!(
+                "readout argmax {what} holds {got} elements, the kernel needs {want}"
+            )));
+        }
+    }
+    let params = ArgmaxParams {
+        h: dev.ptr(h)?,
+        readout: dev.ptr(readout)?,
+        out: dev.ptr(out)?,
+        rows: i32_of(rows, "rows")?,
+        h_len: i32_of(hidden, "hidden")?,
+        c: i32_of(classes, "classes")?,
+    };
+    // One warp per row r < rows, reading h[r, :] and the readout, writing out[r]: within
+    // the lengths checked above.
+    dev.launch(&kernels::READOUT_ARGMAX, row_warps(rows)?, params)
 }

@@ -16,7 +16,9 @@
 //!   `clip_adam_update` (global-norm clipping + Adam over several tensors) against its host
 //!   definition; `axpy`, `sum`;
 //! - [`readout`]: `readout_ce` against the f64 reference, zero rows, bad targets;
-//! - [`task`]: `task_batch` and `delay_inputs` bit for bit against the host definition;
+//!   `readout_argmax` against the f64 logits, ties, NaN and infinite logits, zero rows;
+//! - [`task`]: `task_batch`, `task_chunk` and `delay_inputs` bit for bit against the host
+//!   definition;
 //! - [`slowpoints`]: `slow_point_iterations` against the CPU backend's search and the
 //!   trait's default loop, and its edge cases;
 //! - [`precision`]: the storage precision of `W_hh` ([`Backend::precision`]): one step on
@@ -245,6 +247,9 @@ macro_rules! backend_conformance {
             readout_ce_edge_cases => $crate::conformance::readout::edge_cases,
             task_batch_matches_host => $crate::conformance::task::batch_matches_host,
             task_delay_inputs_match_host => $crate::conformance::task::delay_inputs_match_host,
+            task_chunk_matches_host => $crate::conformance::task::chunk_matches_host,
+            readout_argmax_matches_reference => $crate::conformance::readout::argmax_matches_reference,
+            readout_argmax_edge_cases => $crate::conformance::readout::argmax_edge_cases,
             bad_readout_ce => $crate::conformance::bad_args::readout_ce,
             bad_clip_adam => $crate::conformance::bad_args::clip_adam,
             slowpoints_one_step_rnn => |cx| $crate::conformance::slowpoints::one_step(cx, $crate::conformance::CellKind::Rnn),
