@@ -12,6 +12,9 @@ use memrnn_core::{
     CellDims, ClipNorm, Error, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream,
     SpeedGrad, StepGuard, CLIP_NORM_LEN,
 };
+use memrnn_core::ensemble::{
+    member_error, reborrow_guard, BackwardArgs, MemberAdam, ReadoutArgs, SeqArgs,
+};
 use memrnn_core::{philox, task_gen, DigitTable, TaskBatch, TaskBatchSpec};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -90,6 +93,21 @@ impl CpuBackend {
             Some(p) => p.install(f),
             None => f(),
         }
+    }
+
+    /// `op(i)` for the members `0..n` of an ensemble operation, side by side on this
+    /// backend's pool, in member order; an error names its member.
+    fn par_members<R: Send>(
+        &self,
+        n: usize,
+        op: impl Fn(usize) -> Result<R> + Sync + Send,
+    ) -> Result<Vec<R>> {
+        self.install(|| {
+            (0..n)
+                .into_par_iter()
+                .map(|i| op(i).map_err(|e| member_error(i, n, e)))
+                .collect()
+        })
     }
 
     /// A forward + backward of one step from `states` with `ds_final` given by `upstream`
@@ -588,6 +606,75 @@ impl Backend for CpuBackend {
             x,
             targets: targets.iter().map(|&t| t as f32).collect(),
             weights,
+        })
+    }
+
+    // The ensemble operations: the members side by side across the pool, each running
+    // the single operation (so each gives bit for bit what it gives alone, whatever the
+    // thread count; the single operations are deterministic across thread counts).
+
+    fn ensemble_task_batch(
+        &self,
+        digits: &DigitTable<Vec<f32>>,
+        specs: &[TaskBatchSpec],
+    ) -> Result<Vec<TaskBatch<Vec<f32>>>> {
+        self.par_members(specs.len(), |i| self.task_batch(digits, &specs[i]))
+    }
+
+    fn ensemble_seq_forward(
+        &self,
+        cell: &CellDims,
+        shape: SeqShape,
+        members: &[SeqArgs<'_, Vec<f32>>],
+    ) -> Result<Vec<SeqForward<Vec<f32>, FastCache>>> {
+        self.par_members(members.len(), |i| {
+            let m = &members[i];
+            self.seq_forward(cell, m.params, shape, m.x, m.s0)
+        })
+    }
+
+    fn ensemble_readout_ce(
+        &self,
+        hidden: usize,
+        classes: usize,
+        members: &[ReadoutArgs<'_, Vec<f32>>],
+    ) -> Result<Vec<ReadoutCe<Vec<f32>>>> {
+        self.par_members(members.len(), |i| {
+            let m = &members[i];
+            self.readout_ce(hidden, classes, m.h, m.readout, m.targets, m.weights)
+        })
+    }
+
+    fn ensemble_seq_backward(
+        &self,
+        cell: &CellDims,
+        shape: SeqShape,
+        members: &[BackwardArgs<'_, Vec<f32>, FastCache>],
+        want_dx: bool,
+    ) -> Result<Vec<SeqGrads<Vec<f32>>>> {
+        self.par_members(members.len(), |i| {
+            let m = &members[i];
+            self.seq_backward(cell, m.params, shape, m.x, m.fwd, m.upstream, want_dx)
+        })
+    }
+
+    fn ensemble_clip_adam_update(
+        &self,
+        members: &mut [MemberAdam<'_, Vec<f32>>],
+        clip: Option<f32>,
+        cfg: &AdamConfig,
+    ) -> Result<Vec<Vec<f32>>> {
+        let n = members.len();
+        self.install(|| {
+            members
+                .par_iter_mut()
+                .enumerate()
+                .map(|(i, m)| {
+                    let guard = reborrow_guard(&mut m.guard);
+                    self.clip_adam_update(&mut m.groups, clip, guard, cfg)
+                        .map_err(|e| member_error(i, n, e))
+                })
+                .collect()
         })
     }
 

@@ -19,6 +19,8 @@
 //! - [`task`]: `task_batch` and `delay_inputs` bit for bit against the host definition;
 //! - [`slowpoints`]: `slow_point_iterations` against the CPU backend's search and the
 //!   trait's default loop, and its edge cases;
+//! - [`ensemble`]: the `ensemble_*` operations against the single operations member by
+//!   member (E = 1 and 3, odd sizes, a NaN member that must reach no other);
 //! - [`bad_args`]: bad lengths, zero sizes, empty point batches, mismatched forward
 //!   passes, bad configs: every backend must answer them with the same [`Error`] variant
 //!   naming the same argument (the rules are [`memrnn_core::checks`]').
@@ -42,6 +44,7 @@
 
 pub mod adam;
 pub mod bad_args;
+pub mod ensemble;
 pub mod jacobian;
 pub mod readout;
 pub mod sequence;
@@ -238,6 +241,11 @@ macro_rules! backend_conformance {
             empty_point_batches => $crate::conformance::bad_args::empty_points,
             bad_adam => $crate::conformance::bad_args::adam,
             bad_slow_point_args => $crate::conformance::bad_args::slow_points,
+            ensemble_rnn_training_ops => |cx| $crate::conformance::ensemble::training_ops(cx, $crate::conformance::CellKind::Rnn),
+            ensemble_gru_training_ops => |cx| $crate::conformance::ensemble::training_ops(cx, $crate::conformance::CellKind::Gru),
+            ensemble_lstm_training_ops => |cx| $crate::conformance::ensemble::training_ops(cx, $crate::conformance::CellKind::Lstm),
+            ensemble_task_batches => $crate::conformance::ensemble::task_batches,
+            ensemble_bad_member => $crate::conformance::ensemble::bad_member,
         }
     };
 }
