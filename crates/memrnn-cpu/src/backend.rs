@@ -7,13 +7,13 @@ use memrnn_core::checks::{
     check_readout_ce, check_seq_backward, check_seq_forward, check_step_jacobian, check_step_jvp,
     check_step_speed, check_step_speed_grad, ForwardInfo, UpstreamLens,
 };
+use memrnn_core::ensemble::{
+    member_error, reborrow_guard, BackwardArgs, MemberAdam, ReadoutArgs, SeqArgs,
+};
 use memrnn_core::{
     adam_update_host, check_finite, clip_scale, AdamConfig, AdamGroup, AdamState, Backend,
     CellDims, ClipNorm, Error, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream,
     SpeedGrad, StepGuard, CLIP_NORM_LEN,
-};
-use memrnn_core::ensemble::{
-    member_error, reborrow_guard, BackwardArgs, MemberAdam, ReadoutArgs, SeqArgs,
 };
 use memrnn_core::{philox, task_gen, DigitTable, TaskBatch, TaskBatchSpec};
 use rayon::prelude::*;

@@ -51,9 +51,12 @@ fn member(seed: u64, cell: &CellDims, shape: SeqShape) -> Member {
 /// ensemble against the same steps run member by member with the single operations.
 pub fn training_ops<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
     let seed = cx.seed(1300);
-    for (k, &(e, (i, h, b, t))) in [(1usize, (5usize, 7usize, 3usize, 4usize)), (3, (6, 33, 9, 3))]
-        .iter()
-        .enumerate()
+    for (k, &(e, (i, h, b, t))) in [
+        (1usize, (5usize, 7usize, 3usize, 4usize)),
+        (3, (6, 33, 9, 3)),
+    ]
+    .iter()
+    .enumerate()
     {
         let cell = CellDims::new(kind, i, h).expect("test dims");
         let shape = SeqShape::new(t, b).expect("test shape");
@@ -68,7 +71,9 @@ pub fn training_ops<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
         let readouts: Vec<B::Tensor> = ms.iter().map(|m| up(&m.readout)).collect();
         let targets: Vec<B::Tensor> = ms.iter().map(|m| up(&m.targets)).collect();
         let weights: Vec<B::Tensor> = ms.iter().map(|m| up(&m.weights)).collect();
-        let what = |m: usize, op: &str| format!("{kind} E={e} member {m} (I {i}, H {h}, B {b}, T {t}): {op}");
+        let what = |m: usize, op: &str| {
+            format!("{kind} E={e} member {m} (I {i}, H {h}, B {b}, T {t}): {op}")
+        };
 
         // The ensemble.
         let args: Vec<SeqArgs<'_, B::Tensor>> = (0..e)
@@ -78,8 +83,16 @@ pub fn training_ops<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
                 s0: None,
             })
             .collect();
-        let fwd = cx.ok("ensemble_seq_forward", cx.b.ensemble_seq_forward(&cell, shape, &args));
-        assert_eq!(fwd.len(), e, "{}", cx.what("ensemble_seq_forward: one result per member"));
+        let fwd = cx.ok(
+            "ensemble_seq_forward",
+            cx.b.ensemble_seq_forward(&cell, shape, &args),
+        );
+        assert_eq!(
+            fwd.len(),
+            e,
+            "{}",
+            cx.what("ensemble_seq_forward: one result per member")
+        );
         let ro_args: Vec<ReadoutArgs<'_, B::Tensor>> = (0..e)
             .map(|m| ReadoutArgs {
                 h: &fwd[m].h_seq,
@@ -88,7 +101,10 @@ pub fn training_ops<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
                 weights: &weights[m],
             })
             .collect();
-        let ce = cx.ok("ensemble_readout_ce", cx.b.ensemble_readout_ce(h, CLASSES, &ro_args));
+        let ce = cx.ok(
+            "ensemble_readout_ce",
+            cx.b.ensemble_readout_ce(h, CLASSES, &ro_args),
+        );
         let bw_args: Vec<BackwardArgs<'_, B::Tensor, B::Cache>> = (0..e)
             .map(|m| BackwardArgs {
                 params: &params[m],
@@ -111,10 +127,12 @@ pub fn training_ops<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
         let clip = Some(0.5);
         let mut e_params: Vec<B::Tensor> = ms.iter().map(|m| up(&m.params)).collect();
         let mut e_ro: Vec<B::Tensor> = ms.iter().map(|m| up(&m.readout)).collect();
-        let mut e_adam: Vec<AdamState<B::Tensor>> =
-            (0..e).map(|_| cx.ok("adam_state", cx.b.adam_state(cell.layout().len()))).collect();
-        let mut e_ro_adam: Vec<AdamState<B::Tensor>> =
-            (0..e).map(|_| cx.ok("adam_state", cx.b.adam_state(ms[0].readout.len()))).collect();
+        let mut e_adam: Vec<AdamState<B::Tensor>> = (0..e)
+            .map(|_| cx.ok("adam_state", cx.b.adam_state(cell.layout().len())))
+            .collect();
+        let mut e_ro_adam: Vec<AdamState<B::Tensor>> = (0..e)
+            .map(|_| cx.ok("adam_state", cx.b.adam_state(ms[0].readout.len())))
+            .collect();
         let mut e_halted: Vec<B::Tensor> = (0..e).map(|_| cx.zeros(1)).collect();
         let losses: Vec<B::Tensor> = (0..e)
             .map(|m| match poisoned(m) {
@@ -165,7 +183,12 @@ pub fn training_ops<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
             let skipped = norm[ClipNorm::Skipped as usize];
             if poisoned(m) {
                 // A NaN gradient and loss in this member: it is skipped, and only it.
-                assert_eq!(skipped, 1.0, "{}", cx.what(what(m, "the NaN member was not skipped")));
+                assert_eq!(
+                    skipped,
+                    1.0,
+                    "{}",
+                    cx.what(what(m, "the NaN member was not skipped"))
+                );
                 assert!(
                     cx.down(&e_halted[m])[0] != 0.0,
                     "{}",
@@ -202,7 +225,14 @@ pub fn training_ops<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
             close("s_final", &fwd[m].s_final, &single.s_final);
             let sce = cx.ok(
                 what(m, "readout_ce"),
-                cx.b.readout_ce(h, CLASSES, &single.h_seq, &readouts[m], &targets[m], &weights[m]),
+                cx.b.readout_ce(
+                    h,
+                    CLASSES,
+                    &single.h_seq,
+                    &readouts[m],
+                    &targets[m],
+                    &weights[m],
+                ),
             );
             close("readout_ce dh", &ce[m].dh, &sce.dh);
             close("readout_ce dreadout", &ce[m].dreadout, &sce.dreadout);
@@ -254,7 +284,12 @@ pub fn training_ops<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
                     &cfg,
                 ),
             );
-            assert_eq!(skipped, 0.0, "{}", cx.what(what(m, "a healthy member was skipped")));
+            assert_eq!(
+                skipped,
+                0.0,
+                "{}",
+                cx.what(what(m, "a healthy member was skipped"))
+            );
             close("[norm, scale, skipped]", &clipped[m], &sn);
             close("updated params", &e_params[m], &p);
             close("updated readout", &e_ro[m], &ro);
@@ -287,8 +322,16 @@ pub fn task_batches<B: Backend>(cx: &Cx<'_, B>) {
     };
     let specs = [spec(1, 0, 6, 10), spec(2, 7, 3, 2), spec(3, 7, 9, 5)];
     for e in [0usize, 1, 3] {
-        let got = cx.ok("ensemble_task_batch", cx.b.ensemble_task_batch(&table, &specs[..e]));
-        assert_eq!(got.len(), e, "{}", cx.what("ensemble_task_batch: one batch per member"));
+        let got = cx.ok(
+            "ensemble_task_batch",
+            cx.b.ensemble_task_batch(&table, &specs[..e]),
+        );
+        assert_eq!(
+            got.len(),
+            e,
+            "{}",
+            cx.what("ensemble_task_batch: one batch per member")
+        );
         for (m, (g, sp)) in got.iter().zip(&specs).enumerate() {
             let want = cx.ok("task_batch", cx.b.task_batch(&table, sp));
             for (name, a, b) in [
@@ -300,7 +343,9 @@ pub fn task_batches<B: Backend>(cx: &Cx<'_, B>) {
                 assert!(
                     a.len() == b.len() && a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()),
                     "{}",
-                    cx.what(format!("E={e} member {m} {sp:?}: {name} differs from task_batch"))
+                    cx.what(format!(
+                        "E={e} member {m} {sp:?}: {name} differs from task_batch"
+                    ))
                 );
             }
         }
@@ -339,11 +384,22 @@ pub fn bad_member<B: Backend>(cx: &Cx<'_, B>) {
         Err(e) => panic!("{}", cx.what(format!("expected a Shape error, got {e}"))),
         Ok(_) => panic!("{}", cx.what("a member with a short x was accepted")),
     }
-    let none = cx.ok("empty ensemble", cx.b.ensemble_seq_forward(&cell, shape, &[]));
-    assert!(none.is_empty(), "{}", cx.what("an empty ensemble gave results"));
+    let none = cx.ok(
+        "empty ensemble",
+        cx.b.ensemble_seq_forward(&cell, shape, &[]),
+    );
+    assert!(
+        none.is_empty(),
+        "{}",
+        cx.what("an empty ensemble gave results")
+    );
     let none = cx.ok(
         "empty ensemble",
         cx.b.ensemble_clip_adam_update(&mut [], Some(1.0), &AdamConfig::default()),
     );
-    assert!(none.is_empty(), "{}", cx.what("an empty ensemble gave results"));
+    assert!(
+        none.is_empty(),
+        "{}",
+        cx.what("an empty ensemble gave results")
+    );
 }

@@ -1,0 +1,102 @@
+//! Ensembles: many networks trained as one job on one backend.
+//!
+//! An [`EnsembleTrainer`] holds E [`Trainer`]s (each its own seed, curriculum stage,
+//! parameters, optimiser state, checkpoint and metrics) sharing one upload of the digits,
+//! and takes their steps together ([`Trainer::steps_together`]): one backend call per
+//! operation for the members of one cell and sequence length, through the backend's
+//! `ensemble_*` operations (on the CPU the members run side by side across the pool; a
+//! GPU backend may fuse them into one launch). Everything around the step (reading the
+//! record back, logging, checkpoints, divergence) is the single trainer's own code, run
+//! per member, so a member writes exactly the files it writes trained alone. A member that
+//! diverges (or whose numbers the backend refuses) stops with its error; the others go on.
+
+use crate::error::{config_err, Result};
+use crate::task::DigitSet;
+use crate::train::{upload_digits, RunLog, RunOutput, TrainConfig, TrainSummary, Trainer};
+use memrnn_core::Backend;
+use std::sync::Arc;
+
+/// E networks trained as one job on one backend (see the module docs).
+pub struct EnsembleTrainer<'a, B: Backend> {
+    backend: &'a B,
+    /// The members, in the order of the configurations they were made from.
+    pub members: Vec<Trainer<'a, B>>,
+}
+
+impl<'a, B: Backend> EnsembleTrainer<'a, B> {
+    /// Fresh networks, one per configuration (each exactly [`Trainer::new`]'s), sharing one
+    /// copy of the digits on the backend. Members of different cells or batch sizes are
+    /// allowed (they are stepped in groups of one shape); an empty list is an error.
+    pub fn new(backend: &'a B, set: &'a DigitSet, cfgs: Vec<TrainConfig>) -> Result<Self> {
+        if cfgs.is_empty() {
+            return config_err("an ensemble needs at least one network");
+        }
+        for c in &cfgs {
+            c.validate_for(set.input_size(), 0)?;
+        }
+        let digits = Arc::new(upload_digits(backend, set)?);
+        let members = cfgs
+            .into_iter()
+            .map(|c| Trainer::new_sharing(backend, set, c, digits.clone()))
+            .collect::<Result<_>>()?;
+        Ok(EnsembleTrainer { backend, members })
+    }
+
+    /// Trains every member up to its `cfg.steps`, member `i` writing to `outs[i]` exactly
+    /// as [`Trainer::run`] does. Returns each member's outcome: its summary, or the error
+    /// that stopped it (divergence, a refused checkpoint, nothing to train). The outer
+    /// error (a backend failure in a shared call) stops the whole ensemble.
+    pub fn run(&mut self, outs: &[RunOutput]) -> Result<Vec<Result<TrainSummary>>> {
+        let n = self.members.len();
+        if outs.len() != n {
+            return config_err(format!(
+                "internal: {} outputs for an ensemble of {n} networks",
+                outs.len()
+            ));
+        }
+        let mut logs: Vec<Option<RunLog>> = (0..n).map(|_| None).collect();
+        let mut ended: Vec<Option<Result<TrainSummary>>> = (0..n).map(|_| None).collect();
+        for (i, t) in self.members.iter_mut().enumerate() {
+            match t.run_begin(&outs[i]) {
+                Ok(l) => logs[i] = Some(l),
+                Err(e) => ended[i] = Some(Err(e)),
+            }
+        }
+        loop {
+            let active: Vec<usize> = (0..n).filter(|&i| ended[i].is_none()).collect();
+            if active.is_empty() {
+                break;
+            }
+            let mut stepping: Vec<&mut Trainer<'a, B>> = self
+                .members
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| ended[*i].is_none())
+                .map(|(_, t)| t)
+                .collect();
+            let outcomes = Trainer::steps_together(self.backend, &mut stepping)?;
+            drop(stepping);
+            for (i, outcome) in active.into_iter().zip(outcomes) {
+                let (t, out) = (&mut self.members[i], &outs[i]);
+                let Some(log) = logs[i].as_mut() else {
+                    continue;
+                };
+                let after = outcome
+                    .and_then(|()| t.run_after_step(out, log, 0, &mut |_: &Trainer<'a, B>| Ok(())));
+                if let Err(e) = after {
+                    log.pb.abandon_with_message("stopped");
+                    ended[i] = Some(Err(e));
+                    logs[i] = None;
+                } else if t.step >= t.cfg.steps {
+                    if let Some(log) = logs[i].take() {
+                        ended[i] = Some(t.run_end(out, log));
+                    }
+                }
+            }
+        }
+        Ok(ended
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| config_err("internal: a member never ended")))
+            .collect())
+    }
+}
