@@ -12,7 +12,9 @@
 
 use crate::error::{config_err, Result};
 use crate::task::DigitSet;
-use crate::train::{upload_digits, RunLog, RunOutput, TrainConfig, TrainSummary, Trainer};
+use crate::train::{
+    upload_digits, RunLog, RunOutput, StepStats, TrainConfig, TrainSummary, Trainer,
+};
 use memrnn_core::Backend;
 use std::sync::Arc;
 
@@ -98,5 +100,38 @@ impl<'a, B: Backend> EnsembleTrainer<'a, B> {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| config_err("internal: a member never ended")))
             .collect())
+    }
+
+    /// `n` steps of every member (no logging, no checkpoints: [`Trainer::train_steps`] for
+    /// the ensemble, for benchmarks and library use). Each member's outcome: the stats of
+    /// its steps, or what stopped it (a member that stops takes no further steps).
+    pub fn train_steps(&mut self, n: u64) -> Result<Vec<Result<Vec<StepStats>>>> {
+        let e = self.members.len();
+        let mut done: Vec<Result<Vec<StepStats>>> = (0..e).map(|_| Ok(vec![])).collect();
+        for k in 0..n {
+            let active: Vec<usize> = (0..e).filter(|&i| done[i].is_ok()).collect();
+            if active.is_empty() {
+                break;
+            }
+            let mut stepping: Vec<&mut Trainer<'a, B>> = self
+                .members
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| done[*i].is_ok())
+                .map(|(_, t)| t)
+                .collect();
+            let outcomes = Trainer::steps_together(self.backend, &mut stepping)?;
+            drop(stepping);
+            for (i, outcome) in active.into_iter().zip(outcomes) {
+                let t = &mut self.members[i];
+                let read = outcome.and_then(|()| t.read_when_needed(k + 1 == n, "none"));
+                match (read, &mut done[i]) {
+                    (Ok(stats), Ok(all)) => all.extend(stats),
+                    (Err(err), slot) => *slot = Err(err),
+                    (Ok(_), Err(_)) => {}
+                }
+            }
+        }
+        Ok(done)
     }
 }

@@ -736,11 +736,23 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut out = Vec::new();
         for k in 0..n {
             self.step_on_backend()?;
-            if k + 1 == n || self.unread.len() >= RECORD_ROWS || self.needs_each_step() {
-                out.extend(self.read_record(checkpoint)?);
-            }
+            out.extend(self.read_when_needed(k + 1 == n, checkpoint)?);
         }
         Ok(out)
+    }
+
+    /// Reads the record back when `last`, when it is full, or when the curriculum needs
+    /// the accuracy (what [`Self::train_steps`] does after each step).
+    pub(crate) fn read_when_needed(
+        &mut self,
+        last: bool,
+        checkpoint: &str,
+    ) -> Result<Vec<StepStats>> {
+        if last || self.unread.len() >= RECORD_ROWS || self.needs_each_step() {
+            self.read_record(checkpoint)
+        } else {
+            Ok(vec![])
+        }
     }
 
     /// Whether the curriculum's next move depends on this step's accuracy: then every
