@@ -300,6 +300,194 @@ pub fn training_ops<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
     }
 }
 
+/// `ensemble_clip_adam_update` over more members than one launch of a fused backend takes
+/// (10), each with its own lengths, Adam step count (so its own bias corrections), clip
+/// and guard outcome (member 4's loss is NaN, member 7's gradient is), against
+/// `clip_adam_update` member by member.
+pub fn clip_adam_many<B: Backend>(cx: &Cx<'_, B>) {
+    let seed = cx.seed(1302);
+    let e = 10usize;
+    let cfg = AdamConfig {
+        lr: 0.02,
+        ..AdamConfig::default()
+    };
+    let clip = Some(0.7);
+    let mut r = rng(seed);
+    struct Host {
+        p: [Vec<f32>; 2],
+        g: [Vec<f32>; 2],
+        m: [Vec<f32>; 2],
+        v: [Vec<f32>; 2],
+        step: u64,
+        loss: f32,
+    }
+    let hosts: Vec<Host> = (0..e)
+        .map(|k| {
+            let lens = [1 + (k * 37) % 301, 1 + (k * 11) % 23];
+            let mut g: [Vec<f32>; 2] = lens.map(|n| uniform(&mut r, n, -1.0, 1.0));
+            if k == 7 {
+                g[1][0] = f32::NAN;
+            }
+            Host {
+                p: lens.map(|n| uniform(&mut r, n, -1.0, 1.0)),
+                m: lens.map(|n| uniform(&mut r, n, -0.1, 0.1)),
+                v: lens.map(|n| uniform(&mut r, n, 0.0, 0.1)),
+                g,
+                step: k as u64 * 3,
+                loss: if k == 4 { f32::NAN } else { 1.0 },
+            }
+        })
+        .collect();
+    type Side<T> = (Vec<[T; 2]>, Vec<[AdamState<T>; 2]>, Vec<T>);
+    let make = || -> Side<B::Tensor> {
+        let params = hosts
+            .iter()
+            .map(|h| [cx.up(&h.p[0]), cx.up(&h.p[1])])
+            .collect();
+        let states = hosts
+            .iter()
+            .map(|h| {
+                [0, 1].map(|j| AdamState {
+                    m: cx.up(&h.m[j]),
+                    v: cx.up(&h.v[j]),
+                    step: h.step,
+                })
+            })
+            .collect();
+        let halted = (0..e).map(|_| cx.zeros(1)).collect();
+        (params, states, halted)
+    };
+    let grads: Vec<[B::Tensor; 2]> = hosts
+        .iter()
+        .map(|h| [cx.up(&h.g[0]), cx.up(&h.g[1])])
+        .collect();
+    let losses: Vec<B::Tensor> = hosts.iter().map(|h| cx.up(&[h.loss])).collect();
+    let (mut ep, mut es, mut eh) = make();
+    let outs = {
+        let mut members: Vec<MemberAdam<'_, B::Tensor>> = ep
+            .iter_mut()
+            .zip(es.iter_mut())
+            .zip(eh.iter_mut())
+            .enumerate()
+            .map(|(k, ((p, s), halted))| {
+                let [p0, p1] = p;
+                let [s0, s1] = s;
+                MemberAdam {
+                    groups: vec![
+                        AdamGroup {
+                            params: p0,
+                            grad: &grads[k][0],
+                            state: s0,
+                        },
+                        AdamGroup {
+                            params: p1,
+                            grad: &grads[k][1],
+                            state: s1,
+                        },
+                    ],
+                    guard: Some(StepGuard {
+                        loss: &losses[k],
+                        max_loss: 10.0,
+                        halted,
+                    }),
+                }
+            })
+            .collect();
+        cx.ok(
+            "ensemble_clip_adam_update (10 members)",
+            cx.b.ensemble_clip_adam_update(&mut members, clip, &cfg),
+        )
+    };
+    let (mut sp, mut ss, mut sh) = make();
+    for k in 0..e {
+        let what = |x: &str| format!("10 members, member {k}: {x}");
+        let [p0, p1] = &mut sp[k];
+        let [s0, s1] = &mut ss[k];
+        let single = cx.ok(
+            what("clip_adam_update"),
+            cx.b.clip_adam_update(
+                &mut [
+                    AdamGroup {
+                        params: p0,
+                        grad: &grads[k][0],
+                        state: s0,
+                    },
+                    AdamGroup {
+                        params: p1,
+                        grad: &grads[k][1],
+                        state: s1,
+                    },
+                ],
+                clip,
+                Some(StepGuard {
+                    loss: &losses[k],
+                    max_loss: 10.0,
+                    halted: &mut sh[k],
+                }),
+                &cfg,
+            ),
+        );
+        let (got, want) = (cx.down(&outs[k]), cx.down(&single));
+        let skipped = got[ClipNorm::Skipped as usize];
+        assert_eq!(
+            skipped,
+            if k == 4 || k == 7 { 1.0 } else { 0.0 },
+            "{}",
+            cx.what(what("skipped"))
+        );
+        assert_eq!(
+            skipped,
+            want[ClipNorm::Skipped as usize],
+            "{}",
+            cx.what(what("skipped vs alone"))
+        );
+        if k != 7 {
+            cx.close(
+                what("[norm, scale, skipped]"),
+                &got,
+                &f64s(&want),
+                ENSEMBLE_TOL,
+                seed,
+            );
+        }
+        for j in 0..2 {
+            cx.close(
+                what(&format!("params {j}")),
+                &cx.down(&ep[k][j]),
+                &f64s(&cx.down(&sp[k][j])),
+                ENSEMBLE_TOL,
+                seed,
+            );
+            cx.close(
+                what(&format!("m {j}")),
+                &cx.down(&es[k][j].m),
+                &f64s(&cx.down(&ss[k][j].m)),
+                ENSEMBLE_TOL,
+                seed,
+            );
+            cx.close(
+                what(&format!("v {j}")),
+                &cx.down(&es[k][j].v),
+                &f64s(&cx.down(&ss[k][j].v)),
+                ENSEMBLE_TOL,
+                seed,
+            );
+            assert_eq!(
+                es[k][j].step,
+                hosts[k].step + 1,
+                "{}",
+                cx.what(what("step count"))
+            );
+        }
+        assert_eq!(
+            cx.down(&eh[k]),
+            cx.down(&sh[k]),
+            "{}",
+            cx.what(what("halted"))
+        );
+    }
+}
+
 /// `ensemble_task_batch`, each member its own seed, step and curriculum stage, bit for bit
 /// against `task_batch` (the task is exact on every backend).
 pub fn task_batches<B: Backend>(cx: &Cx<'_, B>) {

@@ -245,6 +245,7 @@ macro_rules! backend_conformance {
             ensemble_gru_training_ops => |cx| $crate::conformance::ensemble::training_ops(cx, $crate::conformance::CellKind::Gru),
             ensemble_lstm_training_ops => |cx| $crate::conformance::ensemble::training_ops(cx, $crate::conformance::CellKind::Lstm),
             ensemble_task_batches => $crate::conformance::ensemble::task_batches,
+            ensemble_clip_adam_many => $crate::conformance::ensemble::clip_adam_many,
             ensemble_bad_member => $crate::conformance::ensemble::bad_member,
         }
     };
