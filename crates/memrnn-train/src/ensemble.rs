@@ -44,6 +44,35 @@ impl<'a, B: Backend> EnsembleTrainer<'a, B> {
         Ok(EnsembleTrainer { backend, members })
     }
 
+    /// Networks continuing from `models` (one per configuration, each exactly
+    /// [`Trainer::from_model`]'s: fresh optimiser, step 0, first stage), sharing one copy
+    /// of the digits: an ensemble of fine-tunings.
+    pub fn from_models(
+        backend: &'a B,
+        set: &'a DigitSet,
+        cfgs: Vec<TrainConfig>,
+        models: Vec<memrnn_core::Model>,
+    ) -> Result<Self> {
+        if cfgs.is_empty() || cfgs.len() != models.len() {
+            return config_err(format!(
+                "an ensemble needs at least one network, and one model per configuration \
+                 ({} configurations, {} models)",
+                cfgs.len(),
+                models.len()
+            ));
+        }
+        for c in &cfgs {
+            c.validate_for(set.input_size(), 0)?;
+        }
+        let digits = Arc::new(upload_digits(backend, set)?);
+        let members = cfgs
+            .into_iter()
+            .zip(models)
+            .map(|(c, m)| Trainer::from_model_sharing(backend, set, c, m, Some(digits.clone())))
+            .collect::<Result<_>>()?;
+        Ok(EnsembleTrainer { backend, members })
+    }
+
     /// Trains every member up to its `cfg.steps`, member `i` writing to `outs[i]` exactly
     /// as [`Trainer::run`] does. Returns each member's outcome: its summary, or the error
     /// that stopped it (divergence, a refused checkpoint, nothing to train). The outer

@@ -385,7 +385,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Self::from_model_sharing(backend, set, cfg, model, Some(digits))
     }
 
-    fn from_model_sharing(
+    pub(crate) fn from_model_sharing(
         backend: &'a B,
         set: &'a DigitSet,
         cfg: TrainConfig,

@@ -200,3 +200,62 @@ fn an_empty_ensemble_and_mismatched_outputs_are_errors() {
     let e = ens.run(&[]).unwrap_err().to_string();
     assert!(e.contains("outputs"), "{e}");
 }
+
+/// A member whose numbers the backend refuses (a readout so large that its logits
+/// overflow: the loss and `∂L/∂h` are not finite, which the CPU backend's backward pass
+/// refuses) stops with the error it gets trained alone; the others train on, bit for bit
+/// as alone.
+#[test]
+fn a_member_the_backend_refuses_stops_alone() {
+    use memrnn_core::{CellDims, Model, Readout};
+    let b = CpuBackend::new();
+    let cfgs = members(6, 3, 4, 7);
+    let cell = CellDims::new(CellKind::Gru, set().input_size(), 6).unwrap();
+    let models: Vec<Model> = cfgs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut m = Model::init(cell, c.seed);
+            let mut r = Readout::init(11, 6, c.seed ^ 0xAB).unwrap();
+            if i == 1 {
+                r.weight.iter_mut().for_each(|w| *w = 3e38);
+            }
+            m.readout = Some(r);
+            m
+        })
+        .collect();
+    let mut cfgs = cfgs;
+    cfgs[2].diverge_loss = 100.0;
+    let dir = tmp("refused");
+    let outs: Vec<RunOutput> = (0..3).map(|i| out(&dir, i)).collect();
+    let mut ens = EnsembleTrainer::from_models(&b, set(), cfgs.clone(), models.clone()).unwrap();
+    let results = ens.run(&outs).unwrap();
+    let alone: Vec<_> = (0..3)
+        .map(|i| {
+            let mut t = Trainer::from_model(&b, set(), cfgs[i].clone(), models[i].clone()).unwrap();
+            let r = t.run(&out(&tmp(&format!("refused-alone-{i}")), i));
+            (r, t.model().unwrap())
+        })
+        .collect();
+    match (&results[1], &alone[1].0) {
+        (Err(e), Err(a)) => {
+            // The backend's refusal (not the divergence guard): the path under test.
+            assert!(e.to_string().contains("non-finite"), "{e}");
+            assert_eq!(e.to_string(), a.to_string())
+        }
+        other => panic!("the overflowing member should fail as it does alone: {other:?}"),
+    }
+    for i in [0, 2] {
+        assert!(results[i].is_ok(), "member {i}: {:?}", results[i]);
+        assert!(
+            ens.members[i].model().unwrap() == alone[i].1,
+            "member {i} differs from alone"
+        );
+    }
+    let e = EnsembleTrainer::from_models(&b, set(), cfgs, vec![])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("one model per configuration"), "{e}");
+    let _ = std::fs::remove_dir_all(dir);
+}
