@@ -131,6 +131,16 @@ impl<'a, B: Backend> EnsembleTrainer<'a, B> {
             .collect())
     }
 
+    /// [`Self::run`], then each member's trained network (or what stopped it).
+    pub fn run_models(&mut self, outs: &[RunOutput]) -> Result<Vec<Result<memrnn_core::Model>>> {
+        let ended = self.run(outs)?;
+        Ok(ended
+            .into_iter()
+            .zip(&self.members)
+            .map(|(r, t)| r.and_then(|_| t.model()))
+            .collect())
+    }
+
     /// `n` steps of every member (no logging, no checkpoints: [`Trainer::train_steps`] for
     /// the ensemble, for benchmarks and library use). Each member's outcome: the stats of
     /// its steps, or what stopped it (a member that stops takes no further steps).

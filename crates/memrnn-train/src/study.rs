@@ -390,13 +390,7 @@ fn train_nets<B: Backend>(
             progress: false,
         })
         .collect();
-    let mut ens = EnsembleTrainer::new(backend, set, cfgs)?;
-    let ended = ens.run(&outs)?;
-    Ok(ended
-        .into_iter()
-        .zip(&ens.members)
-        .map(|(r, t)| r.and_then(|_| t.model()))
-        .collect())
+    EnsembleTrainer::new(backend, set, cfgs)?.run_models(&outs)
 }
 
 /// A trained network's row: its class slow points, accuracy far beyond the training

@@ -122,10 +122,11 @@ pub struct SweepConfig {
     pub shard: Shard,
     /// Stop after this many networks (a time-boxed job; run again to continue).
     pub max_networks: Option<usize>,
-    /// Base networks (one per seed, all of one shape) trained together as one ensemble, at
-    /// most ([`crate::EnsembleTrainer`]); `None`: a worker's whole share at once; `Some(1)`:
-    /// one after another. Fine-tuned networks are trained one by one. The results do not
-    /// depend on it.
+    /// Networks trained together as one ensemble, at most ([`crate::EnsembleTrainer`]):
+    /// the base networks (one per seed), then the fine-tunes with a fixed penalty and the
+    /// controls (refound targets, which re-find their points between segments, train one
+    /// by one); `None`: a worker's whole share at once; `Some(1)`: one after another. The
+    /// results do not depend on it.
     pub ensemble: Option<usize>,
     pub progress: bool,
 }
@@ -402,7 +403,25 @@ pub fn run_sweep<B: Backend>(
         }
         first_err.map_or(Ok(()), Err)
     })?;
-    jobs::run_jobs(backends, &tunes, |b, n| {
+    // Fine-tunes with a fixed penalty (and the controls) as ensembles too; those that
+    // re-find their points between segments one by one.
+    let (fixed, refound): (Vec<Net>, Vec<Net>) = tunes
+        .into_iter()
+        .partition(|n| !matches!(n.target, Some(Target::Refound { .. })));
+    let ensembles = jobs::ensemble_chunks(&fixed, backends.len(), cfg.ensemble);
+    jobs::run_jobs(backends, &ensembles, |b, nets| {
+        let start = std::time::Instant::now();
+        pb.set_message(format!("{} fine-tuned network(s)", nets.len()));
+        let trained = train_tunes(b, set, cfg, nets)?;
+        let mut first_err = None;
+        for (n, model) in nets.iter().zip(trained) {
+            if let Err(e) = model.and_then(|m| finish(b, n, m, start, nets.len())) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    })?;
+    jobs::run_jobs(backends, &refound, |b, n| {
         let start = std::time::Instant::now();
         pb.set_message(n.file_stem());
         let model = run_tune(b, set, cfg, n)?;
@@ -437,20 +456,92 @@ fn train_bases<B: Backend>(
             progress: false,
         })
         .collect();
-    let mut ens = EnsembleTrainer::new(b, set, cfgs)?;
-    let ended = ens.run(&outs)?;
-    Ok(ended
-        .into_iter()
-        .zip(&ens.members)
-        .map(|(r, t)| r.and_then(|_| t.model()))
-        .collect())
+    EnsembleTrainer::new(b, set, cfgs)?.run_models(&outs)
+}
+
+/// Fine-tunes `nets` (each from its seed's base checkpoint, with its own penalty; no
+/// refound target: those re-find their points between segments) as one ensemble.
+fn train_tunes<B: Backend>(
+    b: &B,
+    set: &DigitSet,
+    cfg: &SweepConfig,
+    nets: &[Net],
+) -> Result<Vec<Result<Model>>> {
+    let mut cfgs = vec![];
+    let mut bases = vec![];
+    let mut penalties = vec![];
+    for n in nets {
+        let base = load_base(cfg, n.seed)?;
+        penalties.push(tune_penalty(b, set, cfg, n, &base)?);
+        cfgs.push(cfg.finetune_config(n.seed));
+        bases.push(base);
+    }
+    let outs: Vec<RunOutput> = nets
+        .iter()
+        .map(|n| RunOutput {
+            dir: cfg.nets_dir(),
+            name: n.file_stem(),
+            progress: false,
+        })
+        .collect();
+    let mut ens = EnsembleTrainer::from_models(b, set, cfgs, bases)?;
+    for (t, p) in ens.members.iter_mut().zip(penalties) {
+        if p.is_some() {
+            t.set_penalty(p)?;
+        }
+    }
+    ens.run_models(&outs)
+}
+
+/// A seed's base network, from its checkpoint.
+fn load_base(cfg: &SweepConfig, seed: u64) -> Result<Model> {
+    let base_stem = Net {
+        seed,
+        target: None,
+        lambda: None,
+    }
+    .file_stem();
+    let path = cfg.nets_dir().join(format!("{base_stem}.safetensors"));
+    Ok(memrnn_core::checkpoint::load_checkpoint(&path)
+        .map_err(|e| {
+            TrainError::Config(format!(
+                "the base network of seed {seed} ({}): {e}; delete its result file \
+                 nets/{base_stem}.json to retrain it",
+                path.display()
+            ))
+        })?
+        .model)
+}
+
+/// The speed penalty a fine-tune starts with: none for the control, else `λ` on its
+/// target's points `V`, found on the base network.
+fn tune_penalty<B: Backend>(
+    b: &B,
+    set: &DigitSet,
+    cfg: &SweepConfig,
+    n: &Net,
+    base: &Model,
+) -> Result<Option<SpeedPenalty>> {
+    match (n.target, n.lambda) {
+        (Some(target), Some(lambda)) => {
+            let delay = cfg.train.task.t_max;
+            let v = build_v(
+                b,
+                base,
+                set,
+                &cfg.base_config(n.seed),
+                target.v_source(delay),
+            )?;
+            Ok(Some(SpeedPenalty::new(lambda, v)?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Fine-tunes one network from its seed's base checkpoint.
 fn run_tune<B: Backend>(b: &B, set: &DigitSet, cfg: &SweepConfig, n: &Net) -> Result<Model> {
-    let dir = cfg.nets_dir();
     let out = RunOutput {
-        dir: dir.clone(),
+        dir: cfg.nets_dir(),
         name: n.file_stem(),
         progress: false,
     };
@@ -459,26 +550,7 @@ fn run_tune<B: Backend>(b: &B, set: &DigitSet, cfg: &SweepConfig, n: &Net) -> Re
             "internal: {} is a base network, trained with the ensemble of bases",
             n.file_stem()
         )),
-        Some(lambda) => {
-            let base_stem = Net {
-                seed: n.seed,
-                target: None,
-                lambda: None,
-            }
-            .file_stem();
-            let path = dir.join(format!("{base_stem}.safetensors"));
-            let base = memrnn_core::checkpoint::load_checkpoint(&path)
-                .map_err(|e| {
-                    TrainError::Config(format!(
-                        "the base network of seed {} ({}): {e}; delete its result file \
-                         nets/{base_stem}.json to retrain it",
-                        n.seed,
-                        path.display()
-                    ))
-                })?
-                .model;
-            finetune(b, set, cfg, n, lambda, base, &out)
-        }
+        Some(lambda) => finetune(b, set, cfg, n, lambda, load_base(cfg, n.seed)?, &out),
     }
 }
 
@@ -525,14 +597,14 @@ fn finetune<B: Backend>(
     let ft = cfg.finetune_config(n.seed);
     let base_cfg = cfg.base_config(n.seed);
     let delay = cfg.train.task.t_max;
-    let mut t = Trainer::from_model(b, set, ft.clone(), base.clone())?;
-    let Some(target) = n.target else {
+    let penalty = tune_penalty(b, set, cfg, n, &base)?;
+    let mut t = Trainer::from_model(b, set, ft.clone(), base)?;
+    let (Some(target), Some(_)) = (n.target, &penalty) else {
         // The control: no penalty at all (λ = 0 adds nothing to the gradient).
         t.run(out)?;
         return t.model();
     };
-    let v = build_v(b, &base, set, &base_cfg, target.v_source(delay))?;
-    t.set_penalty(Some(SpeedPenalty::new(lambda, v)?))?;
+    t.set_penalty(penalty)?;
     match target {
         Target::Refound { every } => {
             // Segments of `every` steps; the batches are keyed by step, so they are those
