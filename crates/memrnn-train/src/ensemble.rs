@@ -18,6 +18,31 @@ use crate::train::{
 use memrnn_core::Backend;
 use std::sync::Arc;
 
+/// Checks every member's configuration, then the memory the whole ensemble's step
+/// allocates (every member's at once) against this machine's.
+fn check_memory(set: &DigitSet, cfgs: &[TrainConfig]) -> Result<()> {
+    check_memory_in(set, cfgs, &crate::limits::MemoryBudget::detect()?)
+}
+
+/// [`check_memory`] against `budget`.
+fn check_memory_in(
+    set: &DigitSet,
+    cfgs: &[TrainConfig],
+    budget: &crate::limits::MemoryBudget,
+) -> Result<()> {
+    let mut need: u128 = 0;
+    for c in cfgs {
+        c.validate_for(set.input_size(), 0)?;
+        let cell = memrnn_core::CellDims::new(c.cell, set.input_size(), c.hidden)?;
+        need = need.saturating_add(crate::limits::train_bytes(&cell, c.task.t_max, c.batch, 0));
+    }
+    budget.check(
+        &format!("training an ensemble of {} networks at once", cfgs.len()),
+        need,
+        "train fewer networks together (--ensemble N), or lower --batch or --hidden",
+    )
+}
+
 /// E networks trained as one job on one backend (see the module docs).
 pub struct EnsembleTrainer<'a, B: Backend> {
     backend: &'a B,
@@ -33,9 +58,7 @@ impl<'a, B: Backend> EnsembleTrainer<'a, B> {
         if cfgs.is_empty() {
             return config_err("an ensemble needs at least one network");
         }
-        for c in &cfgs {
-            c.validate_for(set.input_size(), 0)?;
-        }
+        check_memory(set, &cfgs)?;
         let digits = Arc::new(upload_digits(backend, set)?);
         let members = cfgs
             .into_iter()
@@ -61,9 +84,7 @@ impl<'a, B: Backend> EnsembleTrainer<'a, B> {
                 models.len()
             ));
         }
-        for c in &cfgs {
-            c.validate_for(set.input_size(), 0)?;
-        }
+        check_memory(set, &cfgs)?;
         let digits = Arc::new(upload_digits(backend, set)?);
         let members = cfgs
             .into_iter()
@@ -172,5 +193,34 @@ impl<'a, B: Backend> EnsembleTrainer<'a, B> {
             }
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::MemoryBudget;
+
+    #[test]
+    fn an_ensemble_too_large_for_the_memory_is_refused_by_its_size() {
+        let set = DigitSet::new(crate::idx::load_bundled().unwrap()).unwrap();
+        let cfg = TrainConfig {
+            hidden: 8,
+            batch: 4,
+            ..TrainConfig::default()
+        };
+        let budget = MemoryBudget {
+            available: 64 << 20,
+            total: None,
+            source: "a test's limit".into(),
+        };
+        assert!(check_memory_in(&set, &[cfg.clone()], &budget).is_ok());
+        let e = check_memory_in(&set, &vec![cfg; 100], &budget)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ensemble of 100 networks") && e.contains("--ensemble"),
+            "{e}"
+        );
     }
 }

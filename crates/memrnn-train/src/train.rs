@@ -352,11 +352,7 @@ struct Unread {
 impl<'a, B: Backend> Trainer<'a, B> {
     /// A fresh network (PyTorch's default initialisation from `cfg.seed`).
     pub fn new(backend: &'a B, set: &'a DigitSet, cfg: TrainConfig) -> Result<Self> {
-        // Before the parameters are allocated.
-        cfg.validate_for(set.input_size(), 0)?;
-        let cell = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
-        let mut model = Model::init(cell, cfg.seed);
-        model.readout = Some(Readout::init(CLASSES, cfg.hidden, cfg.seed ^ 0xAB)?);
+        let model = fresh_model(set, &cfg)?;
         Self::from_model_sharing(backend, set, cfg, model, None)
     }
 
@@ -378,10 +374,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg: TrainConfig,
         digits: Arc<DigitTable<B::Tensor>>,
     ) -> Result<Self> {
-        cfg.validate_for(set.input_size(), 0)?;
-        let cell = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
-        let mut model = Model::init(cell, cfg.seed);
-        model.readout = Some(Readout::init(CLASSES, cfg.hidden, cfg.seed ^ 0xAB)?);
+        let model = fresh_model(set, &cfg)?;
         Self::from_model_sharing(backend, set, cfg, model, Some(digits))
     }
 
@@ -1373,6 +1366,16 @@ impl<B: Backend> Trainer<'_, B> {
         }
         Ok(ck)
     }
+}
+
+/// A fresh network for `cfg` on `set` (PyTorch's default initialisation from `cfg.seed`),
+/// after checking the configuration (before the parameters are allocated).
+fn fresh_model(set: &DigitSet, cfg: &TrainConfig) -> Result<Model> {
+    cfg.validate_for(set.input_size(), 0)?;
+    let cell = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
+    let mut model = Model::init(cell, cfg.seed);
+    model.readout = Some(Readout::init(CLASSES, cfg.hidden, cfg.seed ^ 0xAB)?);
+    Ok(model)
 }
 
 /// Groups `0..n` by `same` (an equivalence), each group in order, groups in the order of
