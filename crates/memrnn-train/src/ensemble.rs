@@ -214,7 +214,7 @@ mod tests {
             total: None,
             source: "a test's limit".into(),
         };
-        assert!(check_memory_in(&set, &[cfg.clone()], &budget).is_ok());
+        assert!(check_memory_in(&set, std::slice::from_ref(&cfg), &budget).is_ok());
         let e = check_memory_in(&set, &vec![cfg; 100], &budget)
             .unwrap_err()
             .to_string();
