@@ -213,6 +213,18 @@ struct MrClipAdamParams {
     float beta1, beta2, step_size, bc2_sqrt, eps;
 };
 
+// clip_norm_ens_f32 / clip_adam_ens_f32: the clipped, guarded Adam of up to
+// MR_CLIP_ENS_MAX ensemble members in one launch each, member k's MrClipAdamParams in m[k]
+// (its own groups, norm, scale, guard and bias corrections): clip_norm_ens_f32 runs one
+// block per member, clip_adam_ens_f32 blocks_per_member blocks per member (member
+// blockIdx.x / blocks_per_member).
+#define MR_CLIP_ENS_MAX 8
+struct MrClipAdamEnsParams {
+    MrClipAdamParams m[MR_CLIP_ENS_MAX];
+    int members;
+    int blocks_per_member;
+};
+
 // task_batch_f32 / task_delay_f32 / task_chunk_f32: x [T, B, P + 1] (task_delay_f32:
 // [B, P + 1], T unused), targets and weights [T, B] (task_batch_f32 only), the digit table
 // images [N, P] and offsets [11] (as f32), the Philox key (k0, k1) of (seed, step), vocab

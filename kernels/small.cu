@@ -26,6 +26,11 @@
 //   clip_adam_f32     adam_update_f32 over up to four groups in one launch, each gradient
 //                     times clip[1]; nothing is written when clip[2] is set.
 //                     Launch: 1-D, any block size, grid-stride over the groups' total.
+//   clip_norm_ens_f32, clip_adam_ens_f32
+//                     the same two for up to MR_CLIP_ENS_MAX ensemble members in one launch
+//                     each (a member's own norm, scale and guard; the same arithmetic).
+//                     Launch: clip_norm_ens_f32 exactly one block of CLIP_THREADS per
+//                     member; clip_adam_ens_f32 1-D, members * blocks_per_member blocks.
 // Every kernel takes one parameter struct (params.cuh), unpacked into locals first.
 // Limits: element counts below 2^31 except where a size_t count is taken.
 
@@ -166,9 +171,10 @@ extern "C" __global__ void axpy_f32(const MrAxpyParams P) {
 
 #define CLIP_THREADS 256
 
-extern "C" __global__ void clip_norm_f32(const MrClipAdamParams P) {
+// The global norm, clip scale and guard of one MrClipAdamParams, by one block of
+// CLIP_THREADS threads with `part` its CLIP_THREADS doubles of shared memory.
+__device__ void clip_norm_block(const MrClipAdamParams& P, double* part) {
     const mr::AdamGroupArgs gs[4] = {P.g0, P.g1, P.g2, P.g3};
-    __shared__ double part[CLIP_THREADS];
     double acc = 0.0;
     for (int k = 0; k < 4; ++k) {
         const float* __restrict__ g = gs[k].g;
@@ -200,15 +206,16 @@ extern "C" __global__ void clip_norm_f32(const MrClipAdamParams P) {
     }
 }
 
-extern "C" __global__ void clip_adam_f32(const MrClipAdamParams P) {
+// Adam on every group of one MrClipAdamParams: elements first, first + stride, ... (a
+// grid-stride loop over the blocks given to it).
+__device__ void clip_adam_span(const MrClipAdamParams& P, long long first, long long stride) {
     const mr::AdamGroupArgs gs[4] = {P.g0, P.g1, P.g2, P.g3};
     if (P.clip[2] != 0.0f) return;
     const float scale = P.clip[1];
     const float beta1 = P.beta1, beta2 = P.beta2, step_size = P.step_size;
     const float bc2_sqrt = P.bc2_sqrt, eps = P.eps;
     const long long total = gs[0].n + gs[1].n + gs[2].n + gs[3].n;
-    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
-         e += (long long)gridDim.x * blockDim.x) {
+    for (long long e = first; e < total; e += stride) {
         int k = 0;
         long long i = e;
         while (i >= gs[k].n) i -= gs[k++].n;
@@ -223,4 +230,29 @@ extern "C" __global__ void clip_adam_f32(const MrClipAdamParams P) {
         const float denom = sqrtf(vi) / bc2_sqrt + eps;
         p[i] -= step_size * mi / denom;
     }
+}
+
+extern "C" __global__ void clip_norm_f32(const MrClipAdamParams P) {
+    __shared__ double part[CLIP_THREADS];
+    clip_norm_block(P, part);
+}
+
+extern "C" __global__ void clip_adam_f32(const MrClipAdamParams P) {
+    clip_adam_span(P, (long long)blockIdx.x * blockDim.x + threadIdx.x,
+                   (long long)gridDim.x * blockDim.x);
+}
+
+// One block per ensemble member (the launch has exactly P.members blocks).
+extern "C" __global__ void clip_norm_ens_f32(const MrClipAdamEnsParams P) {
+    __shared__ double part[CLIP_THREADS];
+    clip_norm_block(P.m[blockIdx.x], part);
+}
+
+// P.blocks_per_member blocks per member, in member order.
+extern "C" __global__ void clip_adam_ens_f32(const MrClipAdamEnsParams P) {
+    const int member = (int)blockIdx.x / P.blocks_per_member;
+    if (member >= P.members) return;
+    const long long local = (long long)((int)blockIdx.x % P.blocks_per_member);
+    clip_adam_span(P.m[member], local * blockDim.x + threadIdx.x,
+                   (long long)P.blocks_per_member * blockDim.x);
 }

@@ -13,7 +13,12 @@ random uint8 images unless --mnist-dir gives the IDX files (the timing does not 
 the pixels either).
 
     python3 train_loop_torch.py [--hidden 200] [--batch 128] [--steps 20] [--iters 2000]
-        [--reps 7] [--device cuda] [--mnist-dir DIR]
+        [--reps 7] [--device cuda] [--mnist-dir DIR] [--ensemble E]
+
+With --ensemble E, E independent networks (each its own GRU, readout, Adam and batches)
+train side by side the way PyTorch offers: one training step of each in turn per
+iteration (E sequential cuDNN loops); it prints their throughput in networks·steps per
+second beside memrnn's `ensemble_throughput`.
 
 Prints ms per training step (median over --reps runs of --iters steps, each timed with
 CUDA events around the whole run after a warm-up) and the projected time of the paper's
@@ -24,6 +29,7 @@ import argparse
 import gzip
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -83,17 +89,24 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--mnist-dir", default=None)
+    ap.add_argument("--ensemble", type=int, default=1, help="independent networks trained in turn")
     args = ap.parse_args()
+    if args.ensemble < 1:
+        ap.error("--ensemble must be at least 1")
     dev = torch.device(args.device)
     torch.manual_seed(1)
     images, labels = load_digits(args.mnist_dir, dev)
-    gru = torch.nn.GRU(images.shape[1] + 1, args.hidden).to(dev)
-    readout = torch.nn.Linear(args.hidden, CLASSES).to(dev)
-    params = list(gru.parameters()) + list(readout.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3)
     rows = args.steps * args.batch
 
-    def step():
+    def member():
+        gru = torch.nn.GRU(images.shape[1] + 1, args.hidden).to(dev)
+        readout = torch.nn.Linear(args.hidden, CLASSES).to(dev)
+        params = list(gru.parameters()) + list(readout.parameters())
+        return gru, readout, params, torch.optim.Adam(params, lr=1e-3)
+
+    members = [member() for _ in range(args.ensemble)]
+
+    def member_step(gru, readout, params, opt):
         x, targets, weights = make_batch(images, labels, args.steps, args.batch, dev)
         h, _ = gru(x)
         logits = readout(h).view(rows, CLASSES)
@@ -104,6 +117,12 @@ def main():
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         return loss.detach()
+
+    def step():
+        loss = None
+        for m in members:
+            loss = member_step(*m)
+        return loss
 
     def run(n):
         loss = None
@@ -130,10 +149,15 @@ def main():
         times.append(secs * 1e3 / args.iters)
     ms = statistics.median(times)
     name = torch.cuda.get_device_name(dev) if cuda else "cpu"
+    each = f" of each of {args.ensemble} networks in turn" if args.ensemble > 1 else ""
     print(f"pytorch training loop on {name}: GRU H {args.hidden}, batch {args.batch}, T {args.steps}, "
-          f"I {images.shape[1] + 1}: {ms:.3f} ms/step (median of {args.reps} runs of {args.iters} steps; "
+          f"I {images.shape[1] + 1}: {ms:.3f} ms/step{each} (median of {args.reps} runs of {args.iters} steps; "
           f"last loss {last:.3f})")
     print(f"projected 140,000 steps: {ms * 140_000 / 60_000:.1f} min")
+    if "--ensemble" in sys.argv:
+        rate = args.ensemble * 1e3 / ms
+        print(f"pytorch ensemble of {args.ensemble} (sequential loops): {ms / args.ensemble:.3f} ms per "
+              f"network-step, {rate:.1f} networks·steps/s")
 
 
 if __name__ == "__main__":

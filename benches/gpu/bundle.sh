@@ -3,7 +3,8 @@
 # gpu-bundle/ (git-ignored) for the device tool to carry (name it in `carry`): the CUDA
 # test binaries, the gpu_table, bench_slowpoints and train_step timing binaries, the memrnn
 # CLI (for `memrnn train` at the paper shape, timed from its metrics by pipeline_rate.py),
-# the PyTorch comparison scripts (train_loop_torch.py with the bundled digits), and run.sh.
+# the PyTorch comparison scripts (train_loop_torch.py with the bundled digits), the ensemble
+# throughput binary, and run.sh.
 # PTX is embedded in the binaries. On the GPU machine: `bash gpu-bundle/run.sh`
 # (writes its logs to $OUT when set, else to gpu-bundle/out/).
 # Binaries are stripped (a device call carries 64 MiB in all); the script fails loudly when
@@ -42,6 +43,9 @@ cp benches/compare/train_loop_torch.py gpu-bundle/
 cargo build --release -p memrnn-cli --bin memrnn
 cp target/release/memrnn gpu-bundle/
 cp benches/compare/pipeline_rate.py gpu-bundle/
+# Ensembles: E networks trained as one job (memrnn) against E sequential PyTorch loops.
+cargo build --release -p memrnn-benches --bin ensemble_throughput
+cp target/release/ensemble_throughput gpu-bundle/
 mkdir -p gpu-bundle/mnist
 cp crates/memrnn-train/data/train-*-idx*-ubyte.gz gpu-bundle/mnist/
 cat > gpu-bundle/run.sh <<'RUN'
@@ -80,6 +84,11 @@ grep -m1 "GRU H 200, batch 128," "$out/train_loop_torch.txt" > "$out/train_loop_
 python3 "$here/pipeline_rate.py" "$out/pipeline/paper.metrics.jsonl" --skip 500 \
   --torch "$out/train_loop_torch_paper.txt" 2>&1 | tee -a "$out/pipeline_train.txt"
 rm -f "$out/pipeline/paper.safetensors"
+echo "== ensembles at the paper shape (GRU H 200, batch 128, T 20, 785 inputs): memrnn E = 1, 8, 32, 64 in networks·steps/s, then E sequential PyTorch/cuDNN loops"
+"$here/ensemble_throughput" --backend cuda --shape paper --ensembles 1,8,32,64 --steps 20 --reps 5 2>&1 | tee "$out/ensemble_memrnn.txt"
+for e in 1 8 32 64; do
+  PYTHONUNBUFFERED=1 python3 "$here/train_loop_torch.py" --hidden 200 --batch 128 --iters $((400 / e > 10 ? 400 / e : 10)) --reps 3 --ensemble $e --mnist-dir "$here/mnist" 2>&1 | tee -a "$out/ensemble_torch.txt"
+done
 RUN
 chmod +x gpu-bundle/run.sh
 # Debug info is most of each binary's size and is not needed to run it.

@@ -783,6 +783,7 @@ fn cmd_study<B: Backend>(backends: &[B], a: StudyArgs, progress: bool) -> Result
         out_dir: a.out.clone(),
         shard: a.jobs.shard()?,
         max_networks: a.jobs.max_networks,
+        ensemble: a.jobs.ensemble,
         progress,
     };
     cfg.validate()?;

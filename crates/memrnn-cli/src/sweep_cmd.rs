@@ -97,6 +97,12 @@ pub(crate) struct JobArgs {
     /// command again to continue.
     #[arg(long)]
     pub max_networks: Option<usize>,
+    /// Networks of one shape trained together as one ensemble (one backend call per
+    /// operation for all of them; on the CPU side by side across the worker's threads), at
+    /// most this many; default: each worker's whole share at once; 1 trains them one after
+    /// another. Results do not depend on it.
+    #[arg(long)]
+    pub ensemble: Option<usize>,
 }
 
 impl JobArgs {
@@ -198,6 +204,7 @@ pub(crate) fn cmd_sweep<B: Backend>(backends: &[B], a: SweepCmd, progress: bool)
         out_dir: a.out.clone(),
         shard: a.jobs.shard()?,
         max_networks: a.jobs.max_networks,
+        ensemble: a.jobs.ensemble,
         progress,
     };
     cfg.validate()?;

@@ -456,6 +456,74 @@ pub trait Backend: Send + Sync {
         noise_std: f32,
     ) -> Result<Self::Tensor>;
 
+    // ----- The ensemble dimension (see [`crate::ensemble`]): one call for E networks of
+    // one cell and shape, each member's tensors its own. The defaults run the single
+    // operation member by member; a member's result must be what the single operation
+    // gives it (bit for bit where the backend runs the same code; within f32 reordering
+    // where it fuses), whatever the other members hold, even NaN.
+
+    /// [`Self::task_batch`] for every spec (each member its own seed, step and curriculum
+    /// stage; one digit table for all).
+    fn ensemble_task_batch(
+        &self,
+        digits: &crate::DigitTable<Self::Tensor>,
+        specs: &[crate::TaskBatchSpec],
+    ) -> Result<Vec<crate::TaskBatch<Self::Tensor>>> {
+        crate::ensemble::for_members(specs.len(), |i| self.task_batch(digits, &specs[i]))
+    }
+
+    /// [`Self::seq_forward`] for every member, all of one `cell` and `shape`.
+    fn ensemble_seq_forward(
+        &self,
+        cell: &CellDims,
+        shape: SeqShape,
+        members: &[crate::ensemble::SeqArgs<'_, Self::Tensor>],
+    ) -> Result<Vec<SeqForward<Self::Tensor, Self::Cache>>> {
+        crate::ensemble::for_members(members.len(), |i| {
+            let m = &members[i];
+            self.seq_forward(cell, m.params, shape, m.x, m.s0)
+        })
+    }
+
+    /// [`Self::readout_ce`] for every member, all of one `hidden` and `classes`.
+    fn ensemble_readout_ce(
+        &self,
+        hidden: usize,
+        classes: usize,
+        members: &[crate::ensemble::ReadoutArgs<'_, Self::Tensor>],
+    ) -> Result<Vec<crate::ReadoutCe<Self::Tensor>>> {
+        crate::ensemble::for_members(members.len(), |i| {
+            let m = &members[i];
+            self.readout_ce(hidden, classes, m.h, m.readout, m.targets, m.weights)
+        })
+    }
+
+    /// [`Self::seq_backward`] for every member, all of one `cell` and `shape`.
+    fn ensemble_seq_backward(
+        &self,
+        cell: &CellDims,
+        shape: SeqShape,
+        members: &[crate::ensemble::BackwardArgs<'_, Self::Tensor, Self::Cache>],
+        want_dx: bool,
+    ) -> Result<Vec<SeqGrads<Self::Tensor>>> {
+        crate::ensemble::for_members(members.len(), |i| {
+            let m = &members[i];
+            self.seq_backward(cell, m.params, shape, m.x, m.fwd, m.upstream, want_dx)
+        })
+    }
+
+    /// [`Self::clip_adam_update`] for every member: each clipped by its own global norm,
+    /// each guarded by its own [`StepGuard`](crate::StepGuard) (a member whose guard trips
+    /// is skipped; the others update). Returns each member's `[‖g‖, scale, skipped]`.
+    fn ensemble_clip_adam_update(
+        &self,
+        members: &mut [crate::ensemble::MemberAdam<'_, Self::Tensor>],
+        clip: Option<f32>,
+        cfg: &AdamConfig,
+    ) -> Result<Vec<Self::Tensor>> {
+        crate::ensemble::clip_adam_members(self, members, clip, cfg)
+    }
+
     /// Fresh Adam state (zero moments) for a tensor of `len` values.
     fn adam_state(&self, len: usize) -> Result<AdamState<Self::Tensor>> {
         Ok(AdamState {

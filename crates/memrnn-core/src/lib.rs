@@ -20,6 +20,8 @@
 //! - [`checks`]: the argument checks of every `Backend` operation, shared by the backends.
 //! - [`philox`] and [`task_gen`]: the task's counter-based random numbers and batches,
 //!   defined once so that every backend draws them bit for bit alike.
+//! - [`ensemble`]: E networks of one shape through one call per operation (the
+//!   arguments of the `Backend::ensemble_*` operations and their defaults).
 //! - [`step`]: the types of the training step's operations (readout cross-entropy,
 //!   clipped Adam over several tensors).
 //!
@@ -29,6 +31,7 @@ pub mod backend;
 pub mod cell;
 pub mod checkpoint;
 pub mod checks;
+pub mod ensemble;
 pub mod error;
 pub mod lm;
 pub mod lm_krylov;

@@ -8,6 +8,9 @@ use memrnn_core::checks::{
     check_step_jacobian, check_step_jvp, check_step_speed, check_step_speed_grad, ForwardInfo,
     UpstreamLens,
 };
+use memrnn_core::ensemble::{
+    member_error, reborrow_guard, BackwardArgs, MemberAdam, ReadoutArgs, SeqArgs,
+};
 use memrnn_core::{
     adam_update_host, check_finite, clip_scale, AdamConfig, AdamGroup, AdamState, Backend,
     CellDims, ClipNorm, Error, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream,
@@ -125,6 +128,21 @@ impl CpuBackend {
             })
         });
         x
+    }
+
+    /// `op(i)` for the members `0..n` of an ensemble operation, side by side on this
+    /// backend's pool, in member order; an error names its member.
+    fn par_members<R: Send>(
+        &self,
+        n: usize,
+        op: impl Fn(usize) -> Result<R> + Sync + Send,
+    ) -> Result<Vec<R>> {
+        self.install(|| {
+            (0..n)
+                .into_par_iter()
+                .map(|i| op(i).map_err(|e| member_error(i, n, e)))
+                .collect()
+        })
     }
 
     /// A forward + backward of one step from `states` with `ds_final` given by `upstream`
@@ -646,6 +664,75 @@ impl Backend for CpuBackend {
             spec.t0..spec.t0 + spec.len,
             (spec.noise_mean, spec.noise_std),
         ))
+    }
+
+    // The ensemble operations: the members side by side across the pool, each running
+    // the single operation (so each gives bit for bit what it gives alone, whatever the
+    // thread count; the single operations are deterministic across thread counts).
+
+    fn ensemble_task_batch(
+        &self,
+        digits: &DigitTable<Vec<f32>>,
+        specs: &[TaskBatchSpec],
+    ) -> Result<Vec<TaskBatch<Vec<f32>>>> {
+        self.par_members(specs.len(), |i| self.task_batch(digits, &specs[i]))
+    }
+
+    fn ensemble_seq_forward(
+        &self,
+        cell: &CellDims,
+        shape: SeqShape,
+        members: &[SeqArgs<'_, Vec<f32>>],
+    ) -> Result<Vec<SeqForward<Vec<f32>, FastCache>>> {
+        self.par_members(members.len(), |i| {
+            let m = &members[i];
+            self.seq_forward(cell, m.params, shape, m.x, m.s0)
+        })
+    }
+
+    fn ensemble_readout_ce(
+        &self,
+        hidden: usize,
+        classes: usize,
+        members: &[ReadoutArgs<'_, Vec<f32>>],
+    ) -> Result<Vec<ReadoutCe<Vec<f32>>>> {
+        self.par_members(members.len(), |i| {
+            let m = &members[i];
+            self.readout_ce(hidden, classes, m.h, m.readout, m.targets, m.weights)
+        })
+    }
+
+    fn ensemble_seq_backward(
+        &self,
+        cell: &CellDims,
+        shape: SeqShape,
+        members: &[BackwardArgs<'_, Vec<f32>, FastCache>],
+        want_dx: bool,
+    ) -> Result<Vec<SeqGrads<Vec<f32>>>> {
+        self.par_members(members.len(), |i| {
+            let m = &members[i];
+            self.seq_backward(cell, m.params, shape, m.x, m.fwd, m.upstream, want_dx)
+        })
+    }
+
+    fn ensemble_clip_adam_update(
+        &self,
+        members: &mut [MemberAdam<'_, Vec<f32>>],
+        clip: Option<f32>,
+        cfg: &AdamConfig,
+    ) -> Result<Vec<Vec<f32>>> {
+        let n = members.len();
+        self.install(|| {
+            members
+                .par_iter_mut()
+                .enumerate()
+                .map(|(i, m)| {
+                    let guard = reborrow_guard(&mut m.guard);
+                    self.clip_adam_update(&mut m.groups, clip, guard, cfg)
+                        .map_err(|e| member_error(i, n, e))
+                })
+                .collect()
+        })
     }
 
     fn delay_inputs(

@@ -13,6 +13,7 @@ use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath}
 use crate::ops::small::{self, AdamScalars};
 use crate::ops::spec;
 use crate::ops::task;
+use memrnn_core::ensemble::{member_error, MemberAdam};
 use memrnn_core::{
     check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
     check_readout_argmax, check_readout_ce, check_seq_backward, check_seq_forward,
@@ -752,6 +753,77 @@ impl Backend for CudaBackend {
             g.state.step += 1;
         }
         Ok(self.tensor(out, CLIP_NORM_LEN))
+    }
+
+    /// Every member's clipped, guarded Adam in one launch of each kernel (per
+    /// `kernels::CLIP_ENS_MAX` members): each member's own norm, scale and guard, the
+    /// arithmetic of `clip_adam_update`, so each member's result is bit for bit its own.
+    fn ensemble_clip_adam_update(
+        &self,
+        members: &mut [MemberAdam<'_, CudaTensor>],
+        clip: Option<f32>,
+        cfg: &AdamConfig,
+    ) -> Result<Vec<CudaTensor>> {
+        let n = members.len();
+        let mut outs = Vec::with_capacity(n);
+        for (i, m) in members.iter().enumerate() {
+            let lens: Vec<_> = m
+                .groups
+                .iter()
+                .map(|g| {
+                    (
+                        g.params.len,
+                        g.grad.len,
+                        g.state.m.len,
+                        g.state.v.len,
+                        g.state.step,
+                    )
+                })
+                .collect();
+            let guard_lens = m
+                .guard
+                .as_ref()
+                .map(|g| (g.loss.len, g.halted.len, g.max_loss));
+            check_clip_adam_update(&lens, guard_lens, clip, cfg)
+                .map_err(|e| member_error(i, n, e))?;
+            outs.push(self.out(CLIP_NORM_LEN)?);
+        }
+        let views: Vec<small::MemberViews<'_>> = members
+            .iter()
+            .zip(&outs)
+            .map(|(m, out)| small::MemberViews {
+                groups: m
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        (
+                            g.params.v(),
+                            g.grad.v(),
+                            g.state.m.v(),
+                            g.state.v.v(),
+                            g.params.len,
+                        )
+                    })
+                    .collect(),
+                clip: out.all(),
+                guard: m
+                    .guard
+                    .as_ref()
+                    .map(|g| (g.loss.v(), g.halted.v(), g.max_loss)),
+                scalars: adam_scalars(cfg, m.groups[0].state.step),
+            })
+            .collect();
+        small::clip_adam_ensemble(&self.dev, &views, clip)?;
+        drop(views);
+        for m in members.iter_mut() {
+            for g in m.groups.iter_mut() {
+                g.state.step += 1;
+            }
+        }
+        Ok(outs
+            .into_iter()
+            .map(|out| self.tensor(out, CLIP_NORM_LEN))
+            .collect())
     }
 
     fn copy_into(

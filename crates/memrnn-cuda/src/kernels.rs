@@ -280,6 +280,18 @@ pub(crate) struct ClipAdamParams {
     pub eps: f32,
 }
 
+/// The most ensemble members one `clip_*_ens_f32` launch takes (`MR_CLIP_ENS_MAX`).
+pub(crate) const CLIP_ENS_MAX: usize = 8;
+
+/// `MrClipAdamEnsParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClipAdamEnsParams {
+    pub m: [ClipAdamParams; CLIP_ENS_MAX],
+    pub members: i32,
+    pub blocks_per_member: i32,
+}
+
 /// `MrTaskParams`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -354,6 +366,7 @@ params!(
     ReadoutParams,
     AxpyParams,
     ClipAdamParams,
+    ClipAdamEnsParams,
     TaskParams,
     ArgmaxParams,
 );
@@ -458,6 +471,8 @@ kernels! {
     AXPY = axpy_f32(AxpyParams) in Small;
     CLIP_NORM = clip_norm_f32(ClipAdamParams) in Small;
     CLIP_ADAM = clip_adam_f32(ClipAdamParams) in Small;
+    CLIP_NORM_ENS = clip_norm_ens_f32(ClipAdamEnsParams) in Small;
+    CLIP_ADAM_ENS = clip_adam_ens_f32(ClipAdamEnsParams) in Small;
     READOUT_CE_ROWS = readout_ce_rows_f32(ReadoutParams) in Readout;
     TASK_BATCH = task_batch_f32(TaskParams) in Task;
     TASK_DELAY = task_delay_f32(TaskParams) in Task;
@@ -575,6 +590,9 @@ mod tests {
             has_guard: i32 => "has_guard", max_norm: f32 => "max_norm",
             has_max: i32 => "has_max", beta1: f32 => "beta1", beta2: f32 => "beta2",
             step_size: f32 => "step_size", bc2_sqrt: f32 => "bc2_sqrt", eps: f32 => "eps");
+        fields!(v, "MrClipAdamEnsParams", ClipAdamEnsParams,
+            m: [ClipAdamParams; CLIP_ENS_MAX] => "m", members: i32 => "members",
+            blocks_per_member: i32 => "blocks_per_member");
         fields!(v, "MrTaskParams", TaskParams,
             x: DevPtr => "x", targets: DevPtr => "targets", weights: DevPtr => "weights",
             images: DevPtr => "images", offsets: DevPtr => "offsets", k0: u32 => "k0",

@@ -216,6 +216,37 @@ pub fn merge_file(dirs: &[PathBuf], name: &str, out: &Path) -> Result<bool> {
     }
 }
 
+/// Checks an ensemble size (`--ensemble`): at least one network when given.
+pub fn check_ensemble_size(ensemble: Option<usize>) -> Result<()> {
+    if ensemble == Some(0) {
+        return config_err(
+            "--ensemble 0 would train no network at a time: give at least 1 (1 trains the \
+             networks one after another), or leave it out to train each worker's share together",
+        );
+    }
+    Ok(())
+}
+
+/// Splits `units` (networks of one shape) into the ensembles the workers train: at most
+/// `max` units each (`None`: as few ensembles as there are `workers`, so that each worker
+/// trains its share together), in order, sizes differing by at most one.
+pub fn ensemble_chunks<T: Clone>(units: &[T], workers: usize, max: Option<usize>) -> Vec<Vec<T>> {
+    if units.is_empty() {
+        return vec![];
+    }
+    let per = max.unwrap_or(usize::MAX).max(1);
+    let count = units.len().div_ceil(per).max(workers.clamp(1, units.len()));
+    let (base, extra) = (units.len() / count, units.len() % count);
+    let mut out = Vec::with_capacity(count);
+    let mut at = 0;
+    for k in 0..count {
+        let len = base + (k < extra) as usize;
+        out.push(units[at..at + len].to_vec());
+        at += len;
+    }
+    out
+}
+
 /// One progress line over a whole job, in units of work (training steps), with an ETA.
 pub fn job_progress(show: bool, total: u64, prefix: &str) -> indicatif::ProgressBar {
     if !show {
@@ -300,6 +331,29 @@ mod tests {
                 .count();
             assert_eq!(owners, 1);
         }
+    }
+
+    #[test]
+    fn ensemble_chunks_cover_every_unit_once_within_the_limit() {
+        for n in 0..23usize {
+            let units: Vec<usize> = (0..n).collect();
+            for workers in 1..4 {
+                for max in [None, Some(1), Some(2), Some(5), Some(100)] {
+                    let chunks = ensemble_chunks(&units, workers, max);
+                    let flat: Vec<usize> = chunks.iter().flatten().copied().collect();
+                    assert_eq!(flat, units, "n {n} workers {workers} max {max:?}");
+                    assert!(chunks.iter().all(|c| !c.is_empty()));
+                    if let Some(m) = max {
+                        assert!(chunks.iter().all(|c| c.len() <= m), "{chunks:?}");
+                    }
+                    if max.is_none() && n > 0 {
+                        assert_eq!(chunks.len(), workers.min(n), "n {n} workers {workers}");
+                    }
+                }
+            }
+        }
+        assert!(check_ensemble_size(Some(0)).is_err());
+        assert!(check_ensemble_size(Some(1)).is_ok() && check_ensemble_size(None).is_ok());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   over any constant state set `V` ([`objective::SpeedSet`]).
 //! - [`vset`]: sources of `V`: per-class mean delay states, trajectory states.
 //! - [`train`]: Adam training, clipping, checkpoints, resume, metrics, divergence stops.
+//! - [`ensemble`]: many networks trained as one job, each member exactly as alone.
 //! - [`eval`]: report accuracy against delay far beyond training; table, JSON, SVG.
 //! - [`pipeline`]: train → speed-regularised fine-tuning and λ = 0 control → evaluation.
 //! - [`sweep`]: the λ sweep over seeds and regularisation targets, with intervals.
@@ -17,6 +18,7 @@
 //! - [`stats`]: means with t-intervals over seeds, paired differences, Spearman ρ and its
 //!   seeded bootstrap interval.
 
+pub mod ensemble;
 pub mod error;
 pub mod eval;
 pub mod idx;
@@ -37,6 +39,7 @@ pub mod task;
 pub mod train;
 pub mod vset;
 
+pub use ensemble::EnsembleTrainer;
 pub use error::{Result, TrainError};
 pub use eval::{evaluate, EvalConfig, EvalResult};
 pub use idx::{load_mnist_dir, Mnist};

@@ -47,6 +47,16 @@ pub(crate) fn targets_f32(batch: &Batch) -> Vec<f32> {
     batch.targets.iter().map(|&t| t as f32).collect()
 }
 
+/// One member's batch for [`ensemble_batch_gradients`]: its network and its tensors.
+pub(crate) struct GradArgs<'a, T> {
+    pub params: &'a T,
+    pub readout: &'a T,
+    pub x: &'a T,
+    pub targets: &'a T,
+    pub weights: &'a T,
+    pub penalty: Option<PenaltyArgs<'a, T>>,
+}
+
 /// Forward, readout cross-entropy, backward and the penalty's gradient, all on the
 /// backend; `x`, `targets` and `weights` are the batch's tensors.
 #[allow(clippy::too_many_arguments)]
@@ -61,42 +71,100 @@ pub(crate) fn batch_gradients<B: Backend>(
     weights: &B::Tensor,
     penalty: Option<PenaltyArgs<'_, B::Tensor>>,
 ) -> Result<StepGrads<B::Tensor>> {
-    let fwd = b.seq_forward(cell, params, shape, x, None)?;
-    let classes = crate::task::CLASSES;
-    let ce = b.readout_ce(cell.hidden, classes, &fwd.h_seq, readout, targets, weights)?;
-    let g = b.seq_backward(
-        cell,
+    let one = GradArgs {
         params,
-        shape,
+        readout,
         x,
-        &fwd,
-        SeqUpstream {
-            dh_seq: Some(&ce.dh),
-            ds_final: None,
-        },
-        false,
-    )?;
-    let mut dparams = g.dparams;
-    let speed_sum = match penalty {
-        Some(p) => {
-            p.penalty.set.check(cell)?;
-            let sg = b.step_speed_grad(cell, params, p.states, p.x, p.penalty.set.n, true)?;
-            let d = sg.dparams.ok_or_else(|| memrnn_core::Error::Backend {
-                backend: b.name(),
-                reason: "step_speed_grad returned no parameter gradient although one was asked for"
-                    .into(),
-            })?;
-            b.axpy(&mut dparams, p.penalty.lambda, &d)?;
-            Some(b.sum(&sg.speed)?)
-        }
-        None => None,
+        targets,
+        weights,
+        penalty,
     };
-    Ok(StepGrads {
-        dparams,
-        dreadout: ce.dreadout,
-        ce_stats: ce.stats,
-        speed_sum,
-    })
+    let mut g = ensemble_batch_gradients(b, cell, shape, std::slice::from_ref(&one))?;
+    g.pop()
+        .ok_or_else(|| internal(b, "the ensemble step returned no gradients"))
+}
+
+fn internal<B: Backend>(b: &B, what: &str) -> crate::error::TrainError {
+    memrnn_core::Error::Backend {
+        backend: b.name(),
+        reason: format!("internal: {what}"),
+    }
+    .into()
+}
+
+/// [`batch_gradients`] for the members of an ensemble, all of one cell and shape: one
+/// backend call per operation for all of them (`ensemble_seq_forward`,
+/// `ensemble_readout_ce`, `ensemble_seq_backward`); the speed penalty, when a member
+/// has one, member by member.
+pub(crate) fn ensemble_batch_gradients<B: Backend>(
+    b: &B,
+    cell: &CellDims,
+    shape: SeqShape,
+    members: &[GradArgs<'_, B::Tensor>],
+) -> Result<Vec<StepGrads<B::Tensor>>> {
+    use memrnn_core::ensemble::{BackwardArgs, ReadoutArgs, SeqArgs};
+    let fwd_args: Vec<_> = members
+        .iter()
+        .map(|m| SeqArgs {
+            params: m.params,
+            x: m.x,
+            s0: None,
+        })
+        .collect();
+    let fwd = b.ensemble_seq_forward(cell, shape, &fwd_args)?;
+    let classes = crate::task::CLASSES;
+    let ro_args: Vec<_> = members
+        .iter()
+        .zip(&fwd)
+        .map(|(m, f)| ReadoutArgs {
+            h: &f.h_seq,
+            readout: m.readout,
+            targets: m.targets,
+            weights: m.weights,
+        })
+        .collect();
+    let ce = b.ensemble_readout_ce(cell.hidden, classes, &ro_args)?;
+    let bw_args: Vec<_> = members
+        .iter()
+        .zip(&fwd)
+        .zip(&ce)
+        .map(|((m, f), c)| BackwardArgs {
+            params: m.params,
+            x: m.x,
+            fwd: f,
+            upstream: SeqUpstream {
+                dh_seq: Some(&c.dh),
+                ds_final: None,
+            },
+        })
+        .collect();
+    let grads = b.ensemble_seq_backward(cell, shape, &bw_args, false)?;
+    let mut out = Vec::with_capacity(members.len());
+    for ((m, g), c) in members.iter().zip(grads).zip(ce) {
+        let mut dparams = g.dparams;
+        let speed_sum = match &m.penalty {
+            Some(p) => {
+                p.penalty.set.check(cell)?;
+                let sg = b.step_speed_grad(cell, m.params, p.states, p.x, p.penalty.set.n, true)?;
+                let d = sg.dparams.ok_or_else(|| {
+                    internal(
+                        b,
+                        "step_speed_grad returned no parameter gradient although one was asked for",
+                    )
+                })?;
+                b.axpy(&mut dparams, p.penalty.lambda, &d)?;
+                Some(b.sum(&sg.speed)?)
+            }
+            None => None,
+        };
+        out.push(StepGrads {
+            dparams,
+            dreadout: c.dreadout,
+            ce_stats: c.stats,
+            speed_sum,
+        });
+    }
+    Ok(out)
 }
 
 /// One step's numbers as read back from the record.

@@ -17,13 +17,14 @@
 //!   study.svg, study_d<delay>.svg      scatter plots (study.svg: the longest delay)
 //! ```
 
+use crate::ensemble::EnsembleTrainer;
 use crate::error::{config_err, Result, TrainError};
 use crate::eval::{evaluate, EvalConfig};
 use crate::jobs::{self, Shard};
 use crate::slow::class_slow_points_with;
 use crate::stats::{spearman_bootstrap, RhoCi};
 use crate::task::{Curriculum, DigitSet};
-use crate::train::{RunOutput, TrainConfig, Trainer};
+use crate::train::{RunOutput, TrainConfig};
 use crate::vset;
 use memrnn_core::{Backend, CellKind};
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,10 @@ pub struct StudyConfig {
     pub shard: Shard,
     /// Stop after this many networks (run again to continue).
     pub max_networks: Option<usize>,
+    /// Networks of one cell trained together as one ensemble, at most
+    /// ([`crate::EnsembleTrainer`]); `None`: a worker's whole share of a cell at once;
+    /// `Some(1)`: one after another. The results do not depend on it.
+    pub ensemble: Option<usize>,
     pub progress: bool,
 }
 
@@ -224,7 +229,7 @@ impl StudyConfig {
                 "--max-networks 0 would run nothing: give at least 1, or leave it out",
             );
         }
-        Ok(())
+        crate::jobs::check_ensemble_size(self.ensemble)
     }
 
     fn settings(&self) -> serde_json::Value {
@@ -309,19 +314,41 @@ pub fn run_study<B: Backend>(
     }
     let pb = jobs::job_progress(cfg.progress, todo.len() as u64 * cfg.train.steps, "study");
     let eval = cfg.eval();
-    jobs::run_jobs(backends, &todo, |b, &(cell, curriculum, seed)| {
-        let name = net_name(cell, curriculum, seed);
-        pb.set_message(name.clone());
-        let row = run_net(b, set, cfg, &eval, cell, curriculum, seed)?;
-        jobs::write_atomic(&path((cell, curriculum, seed)), &jobs::to_json(&row)?)?;
-        pb.inc(cfg.train.steps);
-        if cfg.progress {
-            pb.println(format!(
-                "study: {name}: S {:.3e}, accuracy {:.3} at the training delay, {:?} at {:?}",
-                row.slow_point_speed_sq, row.acc_train_delay, row.acc_long, cfg.long_delays
-            ));
+    // Ensembles of one cell (one shape), split among the workers.
+    let mut ensembles = vec![];
+    for &cell in &cfg.cells {
+        let of_cell: Vec<_> = todo.iter().copied().filter(|n| n.0 == cell).collect();
+        ensembles.extend(jobs::ensemble_chunks(
+            &of_cell,
+            backends.len(),
+            cfg.ensemble,
+        ));
+    }
+    jobs::run_jobs(backends, &ensembles, |b, nets| {
+        let trained = train_nets(b, set, cfg, nets)?;
+        let mut first_err = None;
+        for (&(cell, curriculum, seed), model) in nets.iter().zip(trained) {
+            let name = net_name(cell, curriculum, seed);
+            let row =
+                model.and_then(|m| analyse_net(b, set, cfg, &eval, cell, curriculum, seed, &m));
+            let row = match row {
+                Ok(r) => r,
+                Err(e) => {
+                    // One network failing stops only it: the others' results are kept.
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            jobs::write_atomic(&path((cell, curriculum, seed)), &jobs::to_json(&row)?)?;
+            pb.inc(cfg.train.steps);
+            if cfg.progress {
+                pb.println(format!(
+                    "study: {name}: S {:.3e}, accuracy {:.3} at the training delay, {:?} at {:?}",
+                    row.slow_point_speed_sq, row.acc_train_delay, row.acc_long, cfg.long_delays
+                ));
+            }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     })?;
     pb.finish_and_clear();
     let mut done = 0;
@@ -337,7 +364,39 @@ pub fn run_study<B: Backend>(
     Ok(StudyOutcome::Finished(Box::new(write_report(cfg)?)))
 }
 
-fn run_net<B: Backend>(
+/// Trains the networks `nets` (all of one cell) as one ensemble, each writing its
+/// checkpoint and metrics under `nets/`; each one's trained model, or what stopped it.
+fn train_nets<B: Backend>(
+    backend: &B,
+    set: &DigitSet,
+    cfg: &StudyConfig,
+    nets: &[(CellKind, Curriculum, u64)],
+) -> Result<Vec<Result<memrnn_core::Model>>> {
+    let cfgs = nets
+        .iter()
+        .map(|&(cell, curriculum, seed)| {
+            let mut tc = cfg.train.clone();
+            tc.cell = cell;
+            tc.curriculum = curriculum;
+            tc.seed = seed;
+            tc
+        })
+        .collect();
+    let outs: Vec<RunOutput> = nets
+        .iter()
+        .map(|&(c, k, s)| RunOutput {
+            dir: cfg.nets_dir(),
+            name: net_name(c, k, s),
+            progress: false,
+        })
+        .collect();
+    EnsembleTrainer::new(backend, set, cfgs)?.run_models(&outs)
+}
+
+/// A trained network's row: its class slow points, accuracy far beyond the training
+/// delay, memory diagnostics and probe.
+#[allow(clippy::too_many_arguments)]
+fn analyse_net<B: Backend>(
     backend: &B,
     set: &DigitSet,
     cfg: &StudyConfig,
@@ -345,40 +404,23 @@ fn run_net<B: Backend>(
     cell: CellKind,
     curriculum: Curriculum,
     seed: u64,
+    model: &memrnn_core::Model,
 ) -> Result<StudyRow> {
-    let mut tc = cfg.train.clone();
-    tc.cell = cell;
-    tc.curriculum = curriculum;
-    tc.seed = seed;
-    let mut t = Trainer::new(backend, set, tc)?;
-    t.run(&RunOutput {
-        dir: cfg.nets_dir(),
-        name: net_name(cell, curriculum, seed),
-        progress: false,
-    })?;
-    let model = t.model()?;
-    let means = vset::class_mean_states(
-        backend,
-        &model,
-        set,
-        &cfg.train.task,
-        500,
-        20,
-        seed ^ 0x7E57,
-    )?;
+    let means =
+        vset::class_mean_states(backend, model, set, &cfg.train.task, 500, 20, seed ^ 0x7E57)?;
     let slow = class_slow_points_with(
         backend,
-        &model,
+        model,
         &cfg.train.task,
         &means,
         &memrnn_slowpoints::FinderConfig::default(),
     )?;
-    let r = evaluate(backend, &model, set, &cfg.train.task, eval, None)?;
-    let diag = diagnostics(backend, &model, set, cfg, seed)?;
+    let r = evaluate(backend, model, set, &cfg.train.task, eval, None)?;
+    let diag = diagnostics(backend, model, set, cfg, seed)?;
     let longest = cfg.long_delays.iter().copied().max().unwrap_or(1);
     let memory = crate::memprobe::long_memory(
         backend,
-        &model,
+        model,
         set,
         &cfg.train.task,
         1000,
@@ -529,6 +571,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<StudyReport> {
         out_dir: out.to_path_buf(),
         shard: Shard::default(),
         max_networks: None,
+        ensemble: None,
         progress: false,
     };
     if jobs::normalise(&cfg.settings())? != settings {

@@ -21,6 +21,7 @@
 //!   longest_vs_lambda.svg           accuracy at the longest delay vs λ, with error bars
 //! ```
 
+use crate::ensemble::EnsembleTrainer;
 use crate::error::{config_err, Result, TrainError};
 use crate::eval::{evaluate, EvalConfig};
 use crate::jobs::{self, Shard};
@@ -121,6 +122,12 @@ pub struct SweepConfig {
     pub shard: Shard,
     /// Stop after this many networks (a time-boxed job; run again to continue).
     pub max_networks: Option<usize>,
+    /// Networks trained together as one ensemble, at most ([`crate::EnsembleTrainer`]):
+    /// the base networks (one per seed), then the fine-tunes with a fixed penalty and the
+    /// controls (refound targets, which re-find their points between segments, train one
+    /// by one); `None`: a worker's whole share at once; `Some(1)`: one after another. The
+    /// results do not depend on it.
+    pub ensemble: Option<usize>,
     pub progress: bool,
 }
 
@@ -208,6 +215,7 @@ impl SweepConfig {
                 "--max-networks 0 would run nothing: give at least 1, or leave it out",
             );
         }
+        jobs::check_ensemble_size(self.ensemble)?;
         TrainConfig {
             adam: memrnn_core::AdamConfig {
                 lr: self.finetune_lr,
@@ -358,12 +366,9 @@ pub fn run_sweep<B: Backend>(
         .filter(|n| n.lambda.is_some())
         .cloned()
         .collect();
-    let work = |b: &B, n: &Net| -> Result<()> {
-        let start = std::time::Instant::now();
-        pb.set_message(n.file_stem());
-        let r = run_net(b, set, cfg, n)?;
-        jobs::write_atomic(&result_path(n), &jobs::to_json(&r)?)?;
-        pb.inc(cost(n));
+    // One line of timing.jsonl: a network's seconds (for an ensemble's base networks,
+    // the ensemble's training seconds and its size, plus the network's own analysis).
+    let log_time = |b: &B, n: &Net, seconds: f64, ensemble: usize| -> Result<()> {
         let _g = timing.lock();
         use std::io::Write;
         let path = cfg.out_dir.join("timing.jsonl");
@@ -375,12 +380,54 @@ pub fn run_sweep<B: Backend>(
         writeln!(
             f,
             "{}",
-            serde_json::json!({"network": n.file_stem(), "seconds": start.elapsed().as_secs_f64(), "backend": b.name()})
+            serde_json::json!({"network": n.file_stem(), "seconds": seconds, "backend": b.name(), "ensemble": ensemble})
         )
         .map_err(|e| TrainError::io(&path, e))
     };
-    jobs::run_jobs(backends, &bases, work)?;
-    jobs::run_jobs(backends, &tunes, work)?;
+    let finish = |b: &B, n: &Net, model: Model, start: std::time::Instant, size: usize| {
+        let r = analyse_net(b, set, cfg, n, &model)?;
+        jobs::write_atomic(&result_path(n), &jobs::to_json(&r)?)?;
+        pb.inc(cost(n));
+        log_time(b, n, start.elapsed().as_secs_f64(), size)
+    };
+    let ensembles = jobs::ensemble_chunks(&bases, backends.len(), cfg.ensemble);
+    jobs::run_jobs(backends, &ensembles, |b, nets| {
+        let start = std::time::Instant::now();
+        pb.set_message(format!("{} base network(s)", nets.len()));
+        let trained = train_bases(b, set, cfg, nets)?;
+        let mut first_err = None;
+        for (n, model) in nets.iter().zip(trained) {
+            // One network failing stops only it: the others' results are kept.
+            if let Err(e) = model.and_then(|m| finish(b, n, m, start, nets.len())) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    })?;
+    // Fine-tunes with a fixed penalty (and the controls) as ensembles too; those that
+    // re-find their points between segments one by one.
+    let (fixed, refound): (Vec<Net>, Vec<Net>) = tunes
+        .into_iter()
+        .partition(|n| !matches!(n.target, Some(Target::Refound { .. })));
+    let ensembles = jobs::ensemble_chunks(&fixed, backends.len(), cfg.ensemble);
+    jobs::run_jobs(backends, &ensembles, |b, nets| {
+        let start = std::time::Instant::now();
+        pb.set_message(format!("{} fine-tuned network(s)", nets.len()));
+        let trained = train_tunes(b, set, cfg, nets)?;
+        let mut first_err = None;
+        for (n, model) in nets.iter().zip(trained) {
+            if let Err(e) = model.and_then(|m| finish(b, n, m, start, nets.len())) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    })?;
+    jobs::run_jobs(backends, &refound, |b, n| {
+        let start = std::time::Instant::now();
+        pb.set_message(n.file_stem());
+        let model = run_tune(b, set, cfg, n)?;
+        finish(b, n, model, start, 1)
+    })?;
     pb.finish_and_clear();
 
     let done = all.iter().filter(|n| is_done(n).unwrap_or(false)).count();
@@ -393,49 +440,136 @@ pub fn run_sweep<B: Backend>(
     Ok(SweepOutcome::Finished(Box::new(write_report(cfg)?)))
 }
 
-/// Trains (or fine-tunes), evaluates and analyses one network.
-fn run_net<B: Backend>(b: &B, set: &DigitSet, cfg: &SweepConfig, n: &Net) -> Result<NetResult> {
-    let dir = cfg.nets_dir();
+/// Trains the base networks `nets` as one ensemble, each writing its checkpoint and
+/// metrics under `nets/`; each one's trained model, or what stopped it.
+fn train_bases<B: Backend>(
+    b: &B,
+    set: &DigitSet,
+    cfg: &SweepConfig,
+    nets: &[Net],
+) -> Result<Vec<Result<Model>>> {
+    let cfgs = nets.iter().map(|n| cfg.base_config(n.seed)).collect();
+    let outs: Vec<RunOutput> = nets
+        .iter()
+        .map(|n| RunOutput {
+            dir: cfg.nets_dir(),
+            name: n.file_stem(),
+            progress: false,
+        })
+        .collect();
+    EnsembleTrainer::new(b, set, cfgs)?.run_models(&outs)
+}
+
+/// Fine-tunes `nets` (each from its seed's base checkpoint, with its own penalty; no
+/// refound target: those re-find their points between segments) as one ensemble.
+fn train_tunes<B: Backend>(
+    b: &B,
+    set: &DigitSet,
+    cfg: &SweepConfig,
+    nets: &[Net],
+) -> Result<Vec<Result<Model>>> {
+    let mut cfgs = vec![];
+    let mut bases = vec![];
+    let mut penalties = vec![];
+    for n in nets {
+        let base = load_base(cfg, n.seed)?;
+        penalties.push(tune_penalty(b, set, cfg, n, &base)?);
+        cfgs.push(cfg.finetune_config(n.seed));
+        bases.push(base);
+    }
+    let outs: Vec<RunOutput> = nets
+        .iter()
+        .map(|n| RunOutput {
+            dir: cfg.nets_dir(),
+            name: n.file_stem(),
+            progress: false,
+        })
+        .collect();
+    let mut ens = EnsembleTrainer::from_models(b, set, cfgs, bases)?;
+    for (t, p) in ens.members.iter_mut().zip(penalties) {
+        if p.is_some() {
+            t.set_penalty(p)?;
+        }
+    }
+    ens.run_models(&outs)
+}
+
+/// A seed's base network, from its checkpoint.
+fn load_base(cfg: &SweepConfig, seed: u64) -> Result<Model> {
+    let base_stem = Net {
+        seed,
+        target: None,
+        lambda: None,
+    }
+    .file_stem();
+    let path = cfg.nets_dir().join(format!("{base_stem}.safetensors"));
+    Ok(memrnn_core::checkpoint::load_checkpoint(&path)
+        .map_err(|e| {
+            TrainError::Config(format!(
+                "the base network of seed {seed} ({}): {e}; delete its result file \
+                 nets/{base_stem}.json to retrain it",
+                path.display()
+            ))
+        })?
+        .model)
+}
+
+/// The speed penalty a fine-tune starts with: none for the control, else `λ` on its
+/// target's points `V`, found on the base network.
+fn tune_penalty<B: Backend>(
+    b: &B,
+    set: &DigitSet,
+    cfg: &SweepConfig,
+    n: &Net,
+    base: &Model,
+) -> Result<Option<SpeedPenalty>> {
+    match (n.target, n.lambda) {
+        (Some(target), Some(lambda)) => {
+            let delay = cfg.train.task.t_max;
+            let v = build_v(
+                b,
+                base,
+                set,
+                &cfg.base_config(n.seed),
+                target.v_source(delay),
+            )?;
+            Ok(Some(SpeedPenalty::new(lambda, v)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Fine-tunes one network from its seed's base checkpoint.
+fn run_tune<B: Backend>(b: &B, set: &DigitSet, cfg: &SweepConfig, n: &Net) -> Result<Model> {
     let out = RunOutput {
-        dir: dir.clone(),
+        dir: cfg.nets_dir(),
         name: n.file_stem(),
         progress: false,
     };
-    let base_cfg = cfg.base_config(n.seed);
-    let model = match n.lambda {
-        None => {
-            let mut t = Trainer::new(b, set, base_cfg.clone())?;
-            t.run(&out)?;
-            t.model()?
-        }
-        Some(lambda) => {
-            let base_stem = Net {
-                seed: n.seed,
-                target: None,
-                lambda: None,
-            }
-            .file_stem();
-            let path = dir.join(format!("{base_stem}.safetensors"));
-            let base = memrnn_core::checkpoint::load_checkpoint(&path)
-                .map_err(|e| {
-                    TrainError::Config(format!(
-                        "the base network of seed {} ({}): {e}; delete its result file \
-                         nets/{base_stem}.json to retrain it",
-                        n.seed,
-                        path.display()
-                    ))
-                })?
-                .model;
-            finetune(b, set, cfg, n, lambda, base, &out)?
-        }
-    };
+    match n.lambda {
+        None => config_err(format!(
+            "internal: {} is a base network, trained with the ensemble of bases",
+            n.file_stem()
+        )),
+        Some(lambda) => finetune(b, set, cfg, n, lambda, load_base(cfg, n.seed)?, &out),
+    }
+}
+
+/// Evaluates a trained network and finds its per-class slow points: its result.
+fn analyse_net<B: Backend>(
+    b: &B,
+    set: &DigitSet,
+    cfg: &SweepConfig,
+    n: &Net,
+    model: &Model,
+) -> Result<NetResult> {
     let delay = cfg.train.task.t_max;
-    let r = evaluate(b, &model, set, &cfg.train.task, &cfg.eval, None)?;
+    let r = evaluate(b, model, set, &cfg.train.task, &cfg.eval, None)?;
     let means =
-        vset::class_mean_states(b, &model, set, &cfg.train.task, 500, delay, n.seed ^ 0x7E57)?;
+        vset::class_mean_states(b, model, set, &cfg.train.task, 500, delay, n.seed ^ 0x7E57)?;
     let slow = class_slow_points_with(
         b,
-        &model,
+        model,
         &cfg.train.task,
         &means,
         &memrnn_slowpoints::FinderConfig::default(),
@@ -464,14 +598,14 @@ fn finetune<B: Backend>(
     let ft = cfg.finetune_config(n.seed);
     let base_cfg = cfg.base_config(n.seed);
     let delay = cfg.train.task.t_max;
-    let mut t = Trainer::from_model(b, set, ft.clone(), base.clone())?;
-    let Some(target) = n.target else {
+    let penalty = tune_penalty(b, set, cfg, n, &base)?;
+    let mut t = Trainer::from_model(b, set, ft.clone(), base)?;
+    let (Some(target), Some(_)) = (n.target, &penalty) else {
         // The control: no penalty at all (λ = 0 adds nothing to the gradient).
         t.run(out)?;
         return t.model();
     };
-    let v = build_v(b, &base, set, &base_cfg, target.v_source(delay))?;
-    t.set_penalty(Some(SpeedPenalty::new(lambda, v)?))?;
+    t.set_penalty(penalty)?;
     match target {
         Target::Refound { every } => {
             // Segments of `every` steps; the batches are keyed by step, so they are those
@@ -781,6 +915,7 @@ pub fn config_from_settings(v: &serde_json::Value) -> Result<SweepConfig> {
         out_dir: PathBuf::new(),
         shard: Shard::default(),
         max_networks: None,
+        ensemble: None,
         progress: false,
     })
 }

@@ -38,11 +38,12 @@
 use crate::error::{config_err, Result, TrainError};
 use crate::objective::SpeedPenalty;
 use crate::step::{
-    batch_gradients, targets_f32, PenaltyArgs, StepRow, RECORD_ROWS, RECORD_WIDTH, REC_CLIP,
-    REC_SPEED,
+    batch_gradients, ensemble_batch_gradients, targets_f32, GradArgs, PenaltyArgs, StepGrads,
+    StepRow, RECORD_ROWS, RECORD_WIDTH, REC_CLIP, REC_SPEED,
 };
 use crate::task::{self, Curriculum, DigitSet, Stage, StageSchedule, TaskConfig, CLASSES};
 use memrnn_core::checkpoint::{load_checkpoint, read_tensors, save_checkpoint_with_state};
+use memrnn_core::ensemble::MemberAdam;
 use memrnn_core::{
     AdamConfig, AdamGroup, AdamState, Backend, CellDims, CellKind, DigitTable, Model, Readout,
     SeqShape, StepGuard, TaskBatchSpec, CE_STATS, CLIP_NORM_LEN,
@@ -51,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Metadata keys of a training checkpoint.
@@ -335,8 +337,9 @@ pub struct Trainer<'a, B: Backend> {
     adam: AdamState<B::Tensor>,
     /// `[W_out | b_out]`.
     readout: B::Tensor,
-    /// The digits' images, uploaded once; batches are drawn from them on the backend.
-    digits: DigitTable<B::Tensor>,
+    /// The digits' images, uploaded once (and shared by the members of an ensemble);
+    /// batches are drawn from them on the backend.
+    digits: Arc<DigitTable<B::Tensor>>,
     ro_adam: AdamState<B::Tensor>,
     /// Steps done (including those not yet read back from the record).
     pub step: u64,
@@ -377,12 +380,8 @@ struct Unread {
 impl<'a, B: Backend> Trainer<'a, B> {
     /// A fresh network (PyTorch's default initialisation from `cfg.seed`).
     pub fn new(backend: &'a B, set: &'a DigitSet, cfg: TrainConfig) -> Result<Self> {
-        // Before the parameters are allocated.
-        cfg.validate_for(set.input_size(), set.image_count(), 0)?;
-        let cell = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
-        let mut model = Model::init(cell, cfg.seed);
-        model.readout = Some(Readout::init(CLASSES, cfg.hidden, cfg.seed ^ 0xAB)?);
-        Self::from_model(backend, set, cfg, model)
+        let model = fresh_model(set, &cfg)?;
+        Self::from_model_sharing(backend, set, cfg, model, None)
     }
 
     /// Continues from `model` (fresh optimiser, step 0, first stage): fine-tuning.
@@ -391,6 +390,28 @@ impl<'a, B: Backend> Trainer<'a, B> {
         set: &'a DigitSet,
         cfg: TrainConfig,
         model: Model,
+    ) -> Result<Self> {
+        Self::from_model_sharing(backend, set, cfg, model, None)
+    }
+
+    /// [`Self::new`] with the digits already on the backend (`digits`, from
+    /// [`crate::task::digit_table`] on the same `set`): how an ensemble's members share one copy.
+    pub(crate) fn new_sharing(
+        backend: &'a B,
+        set: &'a DigitSet,
+        cfg: TrainConfig,
+        digits: Arc<DigitTable<B::Tensor>>,
+    ) -> Result<Self> {
+        let model = fresh_model(set, &cfg)?;
+        Self::from_model_sharing(backend, set, cfg, model, Some(digits))
+    }
+
+    pub(crate) fn from_model_sharing(
+        backend: &'a B,
+        set: &'a DigitSet,
+        cfg: TrainConfig,
+        model: Model,
+        digits: Option<Arc<DigitTable<B::Tensor>>>,
     ) -> Result<Self> {
         cfg.validate_for(set.input_size(), set.image_count(), 0)?;
         let want = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
@@ -409,7 +430,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             adam: backend.adam_state(model.params.len())?,
             ro_adam: backend.adam_state(ro.len())?,
             readout: backend.upload(&ro)?,
-            digits: crate::task::digit_table(backend, set)?,
+            digits: match digits {
+                Some(d) => d,
+                None => Arc::new(crate::task::digit_table(backend, set)?),
+            },
             step: 0,
             stages,
             stage: 0,
@@ -749,11 +773,23 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut out = Vec::new();
         for k in 0..n {
             self.step_on_backend()?;
-            if k + 1 == n || self.unread.len() >= RECORD_ROWS || self.needs_each_step() {
-                out.extend(self.read_record(checkpoint)?);
-            }
+            out.extend(self.read_when_needed(k + 1 == n, checkpoint)?);
         }
         Ok(out)
+    }
+
+    /// Reads the record back when `last`, when it is full, or when the curriculum needs
+    /// the accuracy (what [`Self::train_steps`] does after each step).
+    pub(crate) fn read_when_needed(
+        &mut self,
+        last: bool,
+        checkpoint: &str,
+    ) -> Result<Vec<StepStats>> {
+        if last || self.unread.len() >= RECORD_ROWS || self.needs_each_step() {
+            self.read_record(checkpoint)
+        } else {
+            Ok(vec![])
+        }
     }
 
     /// Whether the curriculum's next move depends on this step's accuracy: then every
@@ -763,10 +799,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
             && matches!(self.cfg.schedule, StageSchedule::Accuracy { .. })
     }
 
-    /// One step on the backend: uploads the batch, reads nothing back; its numbers go to
-    /// the record (read with [`Self::read_record`], which must come before the record is
-    /// full or the curriculum needs the accuracy).
+    /// One step on the backend: draws the batch there, reads nothing back; its numbers go
+    /// to the record (read with [`Self::read_record`], which must come before the record
+    /// is full or the curriculum needs the accuracy). The one-member case of
+    /// [`Self::steps_together`].
     fn step_on_backend(&mut self) -> Result<()> {
+        let b = self.backend;
+        match Self::steps_together(b, &mut [self])?.pop() {
+            Some(r) => r,
+            None => config_err("internal: a training step gave no outcome"),
+        }
+    }
+
+    /// The next step's batch and its shape; refuses when the record is full.
+    fn next_spec(&self) -> Result<(TaskBatchSpec, SeqShape)> {
         if self.unread.len() >= RECORD_ROWS {
             return config_err("internal: the step record is full; read it first");
         }
@@ -782,10 +828,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
             noise_mean: task.noise_mean,
             noise_std: task.noise_std,
         };
-        let b = self.backend;
-        let batch = b.task_batch(&self.digits, &spec)?;
-        let xs = match &self.penalty {
-            Some(p) => Some(b.delay_inputs(
+        Ok((spec, SeqShape::new(stage.t_max, self.cfg.batch)?))
+    }
+
+    /// The speed penalty's inputs of the next step, drawn on the backend.
+    fn penalty_x(&self) -> Result<Option<B::Tensor>> {
+        let task = &self.cfg.task;
+        Ok(match &self.penalty {
+            Some(p) => Some(self.backend.delay_inputs(
                 self.penalty_seed,
                 self.step,
                 p.set.n,
@@ -794,32 +844,117 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 task.noise_std,
             )?),
             None => None,
-        };
-        let g = batch_gradients(
-            b,
-            &self.cell,
-            &self.params,
-            &self.readout,
-            SeqShape::new(stage.t_max, self.cfg.batch)?,
-            &batch.x,
-            &batch.targets,
-            &batch.weights,
-            self.penalty_args(xs.as_ref()),
-        )?;
-        // The guard's loss: L_CE + λ Σ S.
-        b.copy_into(&mut self.step_loss, 0, &g.ce_stats, 0, 1)?;
-        if let (Some(p), Some(s)) = (&self.penalty, &g.speed_sum) {
-            b.axpy(&mut self.step_loss, p.lambda, s)?;
+        })
+    }
+
+    /// One training step of every trainer of `ts` (all on `b`), through the backend's
+    /// ensemble operations: one call per operation for the trainers that share a cell, a
+    /// sequence length (their curriculum stages may differ) and a digit table, and one
+    /// clipped Adam update for those that share clipping and Adam's settings. Each
+    /// trainer's step is exactly what it would take alone (the ensemble operations'
+    /// contract). The outer error stops every trainer; an inner one (the backend refused
+    /// that trainer's numbers) stops only that trainer, which then took no step.
+    pub(crate) fn steps_together(b: &B, ts: &mut [&mut Self]) -> Result<Vec<Result<()>>> {
+        let n = ts.len();
+        let mut outcome: Vec<Result<()>> = (0..n).map(|_| Ok(())).collect();
+        let specs: Vec<(TaskBatchSpec, SeqShape)> =
+            ts.iter().map(|t| t.next_spec()).collect::<Result<_>>()?;
+        let mut grads: Vec<Option<StepGrads<B::Tensor>>> = (0..n).map(|_| None).collect();
+        let view: &[&mut Self] = ts;
+        let groups = group_by(n, |i, j| {
+            specs[i].1 == specs[j].1
+                && view[i].cell == view[j].cell
+                && Arc::ptr_eq(&view[i].digits, &view[j].digits)
+        });
+        for g in &groups {
+            let lead: &Self = view[g[0]];
+            let gspecs: Vec<TaskBatchSpec> = g.iter().map(|&i| specs[i].0).collect();
+            let batches = b.ensemble_task_batch(&lead.digits, &gspecs)?;
+            let xs: Vec<Option<B::Tensor>> = g
+                .iter()
+                .map(|&i| view[i].penalty_x())
+                .collect::<Result<_>>()?;
+            let args: Vec<GradArgs<'_, B::Tensor>> = g
+                .iter()
+                .zip(&batches)
+                .zip(&xs)
+                .map(|((&i, batch), x)| GradArgs {
+                    params: &view[i].params,
+                    readout: &view[i].readout,
+                    x: &batch.x,
+                    targets: &batch.targets,
+                    weights: &batch.weights,
+                    penalty: view[i].penalty_args(x.as_ref()),
+                })
+                .collect();
+            let shape = specs[g[0]].1;
+            match ensemble_batch_gradients(b, &lead.cell, shape, &args) {
+                Ok(gs) => g.iter().zip(gs).for_each(|(&i, gr)| grads[i] = Some(gr)),
+                Err(e) if g.len() == 1 => outcome[g[0]] = Err(e),
+                Err(_) => {
+                    // The backend refused some member's numbers (a non-finite gradient,
+                    // say): each member on its own, so that only those stop.
+                    for (k, &i) in g.iter().enumerate() {
+                        let one = std::slice::from_ref(&args[k]);
+                        match ensemble_batch_gradients(b, &lead.cell, shape, one) {
+                            Ok(mut gs) => grads[i] = gs.pop(),
+                            Err(e) => outcome[i] = Err(e),
+                        }
+                    }
+                }
+            }
         }
-        let unread = Unread {
-            step: self.step,
-            stage: self.stage,
-            stage_start: self.stage_start,
-            adam_step: self.adam.step,
-            advanced: false,
-        };
-        let clip = b.clip_adam_update(
-            &mut [
+        // The guards' losses, L_CE + λ Σ S, and what the host knew before each step.
+        let mut unread: Vec<Option<Unread>> = (0..n).map(|_| None).collect();
+        for (i, t) in ts.iter_mut().enumerate() {
+            if let Some(g) = &grads[i] {
+                b.copy_into(&mut t.step_loss, 0, &g.ce_stats, 0, 1)?;
+                if let (Some(p), Some(s)) = (&t.penalty, &g.speed_sum) {
+                    b.axpy(&mut t.step_loss, p.lambda, s)?;
+                }
+                unread[i] = Some(Unread {
+                    step: t.step,
+                    stage: t.stage,
+                    stage_start: t.stage_start,
+                    adam_step: t.adam.step,
+                    advanced: false,
+                });
+            }
+        }
+        let active: Vec<usize> = (0..n).filter(|&i| grads[i].is_some()).collect();
+        let view: &[&mut Self] = ts;
+        let updates = group_by(active.len(), |a, c| {
+            let (x, y) = (&view[active[a]].cfg, &view[active[c]].cfg);
+            x.clip == y.clip && x.adam == y.adam
+        });
+        let mut clips: Vec<Option<B::Tensor>> = (0..n).map(|_| None).collect();
+        for u in updates {
+            let members_of: Vec<usize> = u.iter().map(|&a| active[a]).collect();
+            let (clip, adam) = (ts[members_of[0]].cfg.clip, ts[members_of[0]].cfg.adam);
+            let mut members: Vec<MemberAdam<'_, B::Tensor>> = ts
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| members_of.contains(i))
+                .filter_map(|(i, t)| grads[i].as_ref().map(|g| t.member_adam(g)))
+                .collect();
+            let out = b.ensemble_clip_adam_update(&mut members, clip, &adam)?;
+            drop(members);
+            for (i, c) in members_of.into_iter().zip(out) {
+                clips[i] = Some(c);
+            }
+        }
+        for (i, t) in ts.iter_mut().enumerate() {
+            if let (Some(g), Some(c), Some(u)) = (&grads[i], &clips[i], unread[i]) {
+                t.file_step(g, c, u)?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// This trainer's clipped, guarded Adam update over its parameters and readout.
+    fn member_adam<'s>(&'s mut self, g: &'s StepGrads<B::Tensor>) -> MemberAdam<'s, B::Tensor> {
+        MemberAdam {
+            groups: vec![
                 AdamGroup {
                     params: &mut self.params,
                     grad: &g.dparams,
@@ -831,15 +966,24 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     state: &mut self.ro_adam,
                 },
             ],
-            self.cfg.clip,
-            Some(StepGuard {
+            guard: Some(StepGuard {
                 loss: &self.step_loss,
                 // A limit beyond f32's range becomes ∞: then only a non-finite loss trips.
                 max_loss: self.cfg.diverge_loss as f32,
                 halted: &mut self.halted,
             }),
-            &self.cfg.adam,
-        )?;
+        }
+    }
+
+    /// Files a step's numbers into the record and moves the step count (and the
+    /// curriculum, when it moves by step count) on.
+    fn file_step(
+        &mut self,
+        g: &StepGrads<B::Tensor>,
+        clip: &B::Tensor,
+        unread: Unread,
+    ) -> Result<()> {
+        let b = self.backend;
         let row = self.unread.len() * RECORD_WIDTH;
         b.copy_into(&mut self.record, row, &g.ce_stats, 0, CE_STATS)?;
         if let Some(s) = &g.speed_sum {
@@ -847,7 +991,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         } else {
             b.copy_into(&mut self.record, row + REC_SPEED, &self.zero, 0, 1)?;
         }
-        b.copy_into(&mut self.record, row + REC_CLIP, &clip, 0, CLIP_NORM_LEN)?;
+        b.copy_into(&mut self.record, row + REC_CLIP, clip, 0, CLIP_NORM_LEN)?;
         self.unread.push(unread);
         self.step += 1;
         if !self.needs_each_step() && self.stage_due() {
@@ -1000,6 +1144,23 @@ impl<'a, B: Backend> Trainer<'a, B> {
         every: u64,
         mut track: impl FnMut(&Self) -> Result<()>,
     ) -> Result<TrainSummary> {
+        let mut log = self.run_begin(out)?;
+        if every > 0 && self.step % every == 0 {
+            track(self)?;
+        }
+        while self.step < self.cfg.steps {
+            if let Err(e) = self.step_on_backend() {
+                log.pb.abandon_with_message("failed");
+                return Err(e);
+            }
+            self.run_after_step(out, &mut log, every, &mut track)?;
+        }
+        self.run_end(out, log)
+    }
+
+    /// The start of [`Self::run_tracked`]: checks, the output folder, the metrics file
+    /// made to describe exactly the steps the state we start from covers, the progress bar.
+    pub(crate) fn run_begin(&mut self, out: &RunOutput) -> Result<RunLog> {
         out.validate()?;
         if self.step >= self.cfg.steps {
             return config_err(format!(
@@ -1023,10 +1184,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         // carries.
         let metrics_path = out.metrics();
         let pending = std::mem::take(&mut self.pending_metrics);
-        let mut metrics = sync_metrics(&metrics_path, self.step, &pending)?;
-        if every > 0 && self.step % every == 0 {
-            track(self)?;
-        }
+        let metrics = sync_metrics(&metrics_path, self.step, &pending)?;
         let pb = if out.progress {
             let pb = indicatif::ProgressBar::new(self.cfg.steps);
             pb.set_style(
@@ -1041,92 +1199,124 @@ impl<'a, B: Backend> Trainer<'a, B> {
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let start = Instant::now();
-        let mut last_ckpt: Option<PathBuf> = out.checkpoint().is_file().then(|| out.checkpoint());
-        let (mut win_rep, mut win_sil, mut win_n) = (0.0, 0.0, 0u64);
-        let mut last = StepStats::default();
-        while self.step < self.cfg.steps {
-            if let Err(e) = self.step_on_backend() {
-                pb.abandon_with_message("failed");
+        Ok(RunLog {
+            metrics,
+            metrics_path,
+            pb,
+            start: Instant::now(),
+            last_ckpt: out.checkpoint().is_file().then(|| out.checkpoint()),
+            win_rep: 0.0,
+            win_sil: 0.0,
+            win_n: 0,
+            last: StepStats::default(),
+        })
+    }
+
+    /// After each step of [`Self::run_tracked`]: reads the record back where the host
+    /// needs the numbers (a log line, a checkpoint, a tracking point, the end, a full
+    /// record, or a curriculum that moves on accuracy), logs, checkpoints and tracks.
+    /// Divergence is an error (the trainer rewound to before the bad step).
+    pub(crate) fn run_after_step(
+        &mut self,
+        out: &RunOutput,
+        log: &mut RunLog,
+        every: u64,
+        track: &mut impl FnMut(&Self) -> Result<()>,
+    ) -> Result<()> {
+        let s = self.step;
+        let due = |n: u64| n > 0 && s % n == 0;
+        if !(due(self.cfg.log_every)
+            || due(self.cfg.checkpoint_every)
+            || due(every)
+            || s == self.cfg.steps
+            || self.unread.len() >= RECORD_ROWS
+            || self.needs_each_step())
+        {
+            return Ok(());
+        }
+        let ck_name = log
+            .last_ckpt
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none (no checkpoint was written before the failure)".into());
+        let steps = match self.read_record(&ck_name) {
+            Ok(v) => v,
+            Err(e) => {
+                log.pb.abandon_with_message("diverged");
                 return Err(e);
             }
-            // Read the record back only where the host needs the numbers: a log line, a
-            // checkpoint, a tracking point, the end, a full record, or a curriculum that
-            // moves on accuracy.
-            let s = self.step;
-            let due = |n: u64| n > 0 && s % n == 0;
-            if !(due(self.cfg.log_every)
-                || due(self.cfg.checkpoint_every)
-                || due(every)
-                || s == self.cfg.steps
-                || self.unread.len() >= RECORD_ROWS
-                || self.needs_each_step())
-            {
-                continue;
-            }
-            let ck_name = last_ckpt
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "none (no checkpoint was written before the failure)".into());
-            let steps = match self.read_record(&ck_name) {
-                Ok(v) => v,
-                Err(e) => {
-                    pb.abandon_with_message("diverged");
-                    return Err(e);
+        };
+        for stats in steps {
+            log.last = stats;
+            log.win_rep += stats.report_acc;
+            log.win_sil += stats.silence_acc;
+            log.win_n += 1;
+            // Steps done after this one, as the host path counted them.
+            let done = stats.step + 1;
+            if done % self.cfg.log_every == 0 || done == self.cfg.steps {
+                let win = log.win_n as f64;
+                let mut v =
+                    serde_json::to_value(stats).map_err(|e| TrainError::Config(e.to_string()))?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("step".into(), done.into());
+                    o.insert("report_acc_window".into(), (log.win_rep / win).into());
+                    o.insert("elapsed_s".into(), log.start.elapsed().as_secs_f64().into());
+                    o.insert("precision".into(), self.backend.precision().name().into());
                 }
-            };
-            for stats in steps {
-                last = stats;
-                win_rep += stats.report_acc;
-                win_sil += stats.silence_acc;
-                win_n += 1;
-                // Steps done after this one, as the host path counted them.
-                let done = stats.step + 1;
-                if done % self.cfg.log_every == 0 || done == self.cfg.steps {
-                    let mut v = serde_json::to_value(stats)
-                        .map_err(|e| TrainError::Config(e.to_string()))?;
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("step".into(), done.into());
-                        o.insert("report_acc_window".into(), (win_rep / win_n as f64).into());
-                        o.insert("elapsed_s".into(), start.elapsed().as_secs_f64().into());
-                        o.insert("precision".into(), self.backend.precision().name().into());
-                    }
-                    self.pending_metrics.push(v.to_string());
-                    pb.set_message(format!(
-                        "loss {:.3} report {:.2} silence {:.3} T {} vocab {}",
-                        stats.loss,
-                        win_rep / win_n as f64,
-                        win_sil / win_n as f64,
-                        stats.t_max,
-                        stats.vocab
-                    ));
-                    if done < self.cfg.steps {
-                        win_rep = 0.0;
-                        win_sil = 0.0;
-                        win_n = 0;
-                    }
+                self.pending_metrics.push(v.to_string());
+                log.pb.set_message(format!(
+                    "loss {:.3} report {:.2} silence {:.3} T {} vocab {}",
+                    stats.loss,
+                    log.win_rep / win,
+                    log.win_sil / win,
+                    stats.t_max,
+                    stats.vocab
+                ));
+                if done < self.cfg.steps {
+                    log.win_rep = 0.0;
+                    log.win_sil = 0.0;
+                    log.win_n = 0;
                 }
             }
-            if self.step % self.cfg.checkpoint_every == 0 && self.step < self.cfg.steps {
-                last_ckpt = Some(self.save_and_log(out, &mut metrics, &metrics_path)?);
-            }
-            if every > 0 && self.step % every == 0 {
-                track(self)?;
-            }
-            pb.set_position(self.step);
         }
-        pb.finish();
-        let ck = self.save_and_log(out, &mut metrics, &metrics_path)?;
-        let n = win_n.max(1) as f64;
+        if self.step % self.cfg.checkpoint_every == 0 && self.step < self.cfg.steps {
+            log.last_ckpt = Some(self.save_and_log(out, &mut log.metrics, &log.metrics_path)?);
+        }
+        if every > 0 && self.step % every == 0 {
+            track(self)?;
+        }
+        log.pb.set_position(self.step);
+        Ok(())
+    }
+
+    /// The end of [`Self::run_tracked`]: the last checkpoint and the summary.
+    pub(crate) fn run_end(&mut self, out: &RunOutput, mut log: RunLog) -> Result<TrainSummary> {
+        log.pb.finish();
+        let ck = self.save_and_log(out, &mut log.metrics, &log.metrics_path)?;
+        let n = log.win_n.max(1) as f64;
         Ok(TrainSummary {
             steps: self.step,
-            last,
-            report_acc: win_rep / n,
-            silence_acc: win_sil / n,
-            seconds: start.elapsed().as_secs_f64(),
+            last: log.last,
+            report_acc: log.win_rep / n,
+            silence_acc: log.win_sil / n,
+            seconds: log.start.elapsed().as_secs_f64(),
             checkpoint: Some(ck),
         })
     }
+}
+
+/// A run's bookkeeping between steps ([`Trainer::run_begin`] to [`Trainer::run_end`]):
+/// the metrics file, the progress bar and the current log window.
+pub(crate) struct RunLog {
+    metrics: std::fs::File,
+    metrics_path: PathBuf,
+    pub(crate) pb: indicatif::ProgressBar,
+    start: Instant,
+    last_ckpt: Option<PathBuf>,
+    win_rep: f64,
+    win_sil: f64,
+    win_n: u64,
+    last: StepStats,
 }
 
 /// Keeps the lines of a JSON-lines file (metrics, tracking) whose `step` is at most
@@ -1225,6 +1415,29 @@ impl<B: Backend> Trainer<'_, B> {
         }
         Ok(ck)
     }
+}
+
+/// A fresh network for `cfg` on `set` (PyTorch's default initialisation from `cfg.seed`),
+/// after checking the configuration (before the parameters are allocated).
+fn fresh_model(set: &DigitSet, cfg: &TrainConfig) -> Result<Model> {
+    cfg.validate_for(set.input_size(), set.image_count(), 0)?;
+    let cell = CellDims::new(cfg.cell, set.input_size(), cfg.hidden)?;
+    let mut model = Model::init(cell, cfg.seed);
+    model.readout = Some(Readout::init(CLASSES, cfg.hidden, cfg.seed ^ 0xAB)?);
+    Ok(model)
+}
+
+/// Groups `0..n` by `same` (an equivalence), each group in order, groups in the order of
+/// their first member.
+fn group_by(n: usize, same: impl Fn(usize, usize) -> bool) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = vec![];
+    for i in 0..n {
+        match groups.iter_mut().find(|g| same(g[0], i)) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
 }
 
 /// Fails unless `model` is a `want` cell with an 11-class readout, naming both.

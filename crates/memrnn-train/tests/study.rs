@@ -43,6 +43,7 @@ fn tiny(out: &Path) -> StudyConfig {
         out_dir: out.to_path_buf(),
         shard: Shard::default(),
         max_networks: None,
+        ensemble: None,
         progress: false,
     }
 }
@@ -119,6 +120,39 @@ fn study_parallel_sharded_and_resumed_runs_give_the_same_report() {
     let b = tmp("parallel");
     finished(run_study(&[cpu(1), cpu(1)], set(), &tiny(&b)).unwrap());
     assert_eq!(report(&b), want, "parallel workers changed the report");
+
+    // The networks of a cell were trained as one ensemble above; one after another, and
+    // in ensembles of two, every network's result file is the same, byte for byte.
+    for (tag, size) in [("one-by-one", Some(1)), ("pairs", Some(2))] {
+        let d = tmp(tag);
+        let mut c = tiny(&d);
+        c.ensemble = size;
+        finished(run_study(&[cpu(2)], set(), &c).unwrap());
+        let mut files = 0;
+        for f in std::fs::read_dir(a.join("nets")).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "json") {
+                let name = p.file_name().unwrap();
+                assert_eq!(
+                    std::fs::read(&p).unwrap(),
+                    std::fs::read(d.join("nets").join(name)).unwrap(),
+                    "{tag}: {name:?} differs from the ensemble's"
+                );
+                files += 1;
+            }
+        }
+        assert_eq!(files, 6);
+        assert_eq!(
+            report(&d),
+            want,
+            "{tag}: the report differs from the ensemble's"
+        );
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let mut c = tiny(&b);
+    c.ensemble = Some(0);
+    let e = run_study(&[cpu(1)], set(), &c).unwrap_err().to_string();
+    assert!(e.contains("--ensemble 0"), "{e}");
 
     // Three shards over six networks, merged in another order.
     let dirs: Vec<PathBuf> = (0..3).map(|i| tmp(&format!("shard{i}"))).collect();

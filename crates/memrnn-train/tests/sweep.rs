@@ -51,6 +51,7 @@ fn tiny(out: &Path) -> SweepConfig {
         out_dir: out.to_path_buf(),
         shard: Shard::default(),
         max_networks: None,
+        ensemble: None,
         progress: false,
     }
 }
@@ -119,6 +120,29 @@ fn sweep_parallel_sharded_and_resumed_runs_give_the_same_report() {
     let b = tmp("parallel");
     finished(run_sweep(&[cpu(1), cpu(1)], set(), &tiny(&b)).unwrap());
     assert_eq!(report(&b), want, "parallel workers changed the report");
+
+    // The base networks were trained as one ensemble above; one after another, every
+    // network's result file is the same, byte for byte.
+    let d = tmp("one-by-one");
+    let mut c = tiny(&d);
+    c.ensemble = Some(1);
+    finished(run_sweep(&[cpu(2)], set(), &c).unwrap());
+    let mut files = 0;
+    for f in std::fs::read_dir(a.join("nets")).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "json") {
+            let name = p.file_name().unwrap();
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                std::fs::read(d.join("nets").join(name)).unwrap(),
+                "{name:?} differs from the ensemble's"
+            );
+            files += 1;
+        }
+    }
+    assert_eq!(files, 12);
+    assert_eq!(report(&d), want, "one by one, the report differs");
+    let _ = std::fs::remove_dir_all(d);
 
     // Two shards (seeds 3, 8 and seed 5), merged: the same bytes.
     let (s0, s1, m) = (tmp("shard0"), tmp("shard1"), tmp("merged"));

@@ -5,8 +5,8 @@
 use crate::device::{backend_err, Device, LaunchDims, View};
 use crate::kernels::DevPtr;
 use crate::kernels::{
-    self, AdamGroupArgs, AdamParams, AxpyParams, ClipAdamParams, ColSumParams, FillParams,
-    OneHotParams, RepeatRowsParams, SpeedParams, SubParams, TransposeParams,
+    self, AdamGroupArgs, AdamParams, AxpyParams, ClipAdamEnsParams, ClipAdamParams, ColSumParams,
+    FillParams, OneHotParams, RepeatRowsParams, SpeedParams, SubParams, TransposeParams,
 };
 use memrnn_core::Result;
 
@@ -264,6 +264,97 @@ pub(crate) fn clip_adam(
     max_norm: Option<f32>,
     s: &AdamScalars,
 ) -> Result<()> {
+    let params = clip_params(dev, groups, clip, guard, max_norm, s)?;
+    // Each kernel touches indices < n of each group's buffers (checked by clip_params;
+    // unused slots have n = 0), clip[0..3], and with the guard loss[0] and halted[0].
+    dev.launch(
+        &kernels::CLIP_NORM,
+        LaunchDims::linear(1, CLIP_THREADS, 0),
+        params,
+    )?;
+    let total: usize = groups.iter().map(|g| g.4).sum();
+    if total > 0 {
+        dev.launch(&kernels::CLIP_ADAM, grid1d(total, dev.info().sms), params)?;
+    }
+    Ok(())
+}
+
+/// One ensemble member's arguments of [`clip_adam_ensemble`]: its groups, its
+/// `[norm, scale, skipped]` output, its guard and its Adam scalars.
+pub(crate) struct MemberViews<'a> {
+    pub groups: Vec<GroupViews<'a>>,
+    pub clip: View<'a, f32>,
+    pub guard: Option<GuardViews<'a>>,
+    pub scalars: AdamScalars,
+}
+
+/// [`clip_adam`] for the members of an ensemble: one launch of each kernel per
+/// [`kernels::CLIP_ENS_MAX`] members (kernels/small.cu: clip_norm_ens_f32 with a block
+/// per member, clip_adam_ens_f32 with the same blocks per member), each member with its
+/// own norm, scale and guard and exactly `clip_adam`'s arithmetic.
+pub(crate) fn clip_adam_ensemble(
+    dev: &Device,
+    members: &[MemberViews<'_>],
+    max_norm: Option<f32>,
+) -> Result<()> {
+    for chunk in members.chunks(kernels::CLIP_ENS_MAX) {
+        let mut m = [None; kernels::CLIP_ENS_MAX];
+        let mut most = 0usize;
+        for (slot, mv) in m.iter_mut().zip(chunk) {
+            *slot = Some(clip_params(
+                dev,
+                &mv.groups,
+                mv.clip,
+                mv.guard,
+                max_norm,
+                &mv.scalars,
+            )?);
+            most = most.max(mv.groups.iter().map(|g| g.4).sum());
+        }
+        let first = m[0].ok_or_else(|| backend_err("internal: an empty ensemble chunk"))?;
+        // Unused slots repeat the first member and are never read: clip_norm_ens_f32 has
+        // exactly `members` blocks, clip_adam_ens_f32 returns past them.
+        let params = ClipAdamEnsParams {
+            m: m.map(|p| p.unwrap_or(first)),
+            members: chunk.len() as i32,
+            blocks_per_member: 1,
+        };
+        let n = chunk.len() as u32;
+        // clip_norm_ens_f32: block k reads member k's groups (indices < n, checked by
+        // clip_params) and writes its clip[0..3] (and guard); members' buffers are their
+        // own tensors, so no two blocks write the same element.
+        dev.launch(
+            &kernels::CLIP_NORM_ENS,
+            LaunchDims::linear(n, CLIP_THREADS, 0),
+            params,
+        )?;
+        if most > 0 {
+            // The blocks one member gets: clip_adam's grid for the largest member, shared
+            // out so that the whole launch stays within grid1d's cap.
+            let per = grid1d(most, dev.info().sms).grid.0.div_ceil(n).max(1);
+            let params = ClipAdamEnsParams {
+                blocks_per_member: per as i32,
+                ..params
+            };
+            dev.launch(
+                &kernels::CLIP_ADAM_ENS,
+                LaunchDims::linear(per * n, THREADS, 0),
+                params,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The kernel arguments of one clipped Adam update, checked against the views.
+fn clip_params(
+    dev: &Device,
+    groups: &[GroupViews<'_>],
+    clip: View<'_, f32>,
+    guard: Option<GuardViews<'_>>,
+    max_norm: Option<f32>,
+    s: &AdamScalars,
+) -> Result<ClipAdamParams> {
     if groups.len() > 4 {
         return Err(backend_err(format!(
             "clipped Adam takes at most 4 groups, got {}",
@@ -297,7 +388,7 @@ pub(crate) fn clip_adam(
             n: n as i64,
         };
     }
-    let params = ClipAdamParams {
+    Ok(ClipAdamParams {
         g0: args[0],
         g1: args[1],
         g2: args[2],
@@ -314,17 +405,5 @@ pub(crate) fn clip_adam(
         step_size: s.step_size,
         bc2_sqrt: s.bc2_sqrt,
         eps: s.eps,
-    };
-    // Each kernel touches indices < n of each group's buffers (checked above; unused
-    // slots have n = 0), clip[0..3], and with the guard loss[0] and halted[0].
-    dev.launch(
-        &kernels::CLIP_NORM,
-        LaunchDims::linear(1, CLIP_THREADS, 0),
-        params,
-    )?;
-    let total: usize = groups.iter().map(|g| g.4).sum();
-    if total > 0 {
-        dev.launch(&kernels::CLIP_ADAM, grid1d(total, dev.info().sms), params)?;
-    }
-    Ok(())
+    })
 }

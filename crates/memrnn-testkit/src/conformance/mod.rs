@@ -26,6 +26,8 @@
 //!   on raw weights against the reference on the rounded ones. (Every other numerical
 //!   test runs a half-precision subject on weights its format holds exactly,
 //!   [`Cx::storable_params`], at the f32 tolerance.)
+//! - [`ensemble`]: the `ensemble_*` operations against the single operations member by
+//!   member (E = 1 and 3, odd sizes, a NaN member that must reach no other);
 //! - [`bad_args`]: bad lengths, zero sizes, empty point batches, mismatched forward
 //!   passes, bad configs: every backend must answer them with the same [`Error`] variant
 //!   naming the same argument (the rules are [`memrnn_core::checks`]').
@@ -49,6 +51,7 @@
 
 pub mod adam;
 pub mod bad_args;
+pub mod ensemble;
 pub mod jacobian;
 pub mod precision;
 pub mod readout;
@@ -268,6 +271,12 @@ macro_rules! backend_conformance {
             empty_point_batches => $crate::conformance::bad_args::empty_points,
             bad_adam => $crate::conformance::bad_args::adam,
             bad_slow_point_args => $crate::conformance::bad_args::slow_points,
+            ensemble_rnn_training_ops => |cx| $crate::conformance::ensemble::training_ops(cx, $crate::conformance::CellKind::Rnn),
+            ensemble_gru_training_ops => |cx| $crate::conformance::ensemble::training_ops(cx, $crate::conformance::CellKind::Gru),
+            ensemble_lstm_training_ops => |cx| $crate::conformance::ensemble::training_ops(cx, $crate::conformance::CellKind::Lstm),
+            ensemble_task_batches => $crate::conformance::ensemble::task_batches,
+            ensemble_clip_adam_many => $crate::conformance::ensemble::clip_adam_many,
+            ensemble_bad_member => $crate::conformance::ensemble::bad_member,
         }
     };
 }
