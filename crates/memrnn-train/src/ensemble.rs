@@ -118,15 +118,7 @@ impl<'a, B: Backend> EnsembleTrainer<'a, B> {
             if active.is_empty() {
                 break;
             }
-            let mut stepping: Vec<&mut Trainer<'a, B>> = self
-                .members
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| ended[*i].is_none())
-                .map(|(_, t)| t)
-                .collect();
-            let outcomes = Trainer::steps_together(self.backend, &mut stepping)?;
-            drop(stepping);
+            let outcomes = self.step_members(&active)?;
             for (i, outcome) in active.into_iter().zip(outcomes) {
                 let (t, out) = (&mut self.members[i], &outs[i]);
                 let Some(log) = logs[i].as_mut() else {
@@ -151,6 +143,19 @@ impl<'a, B: Backend> EnsembleTrainer<'a, B> {
             .collect())
     }
 
+    /// One step of the members `active` (ascending indices) together; each one's outcome,
+    /// in that order.
+    fn step_members(&mut self, active: &[usize]) -> Result<Vec<Result<()>>> {
+        let mut stepping: Vec<&mut Trainer<'a, B>> = self
+            .members
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| active.binary_search(i).is_ok())
+            .map(|(_, t)| t)
+            .collect();
+        Trainer::steps_together(self.backend, &mut stepping)
+    }
+
     /// [`Self::run`], then each member's trained network (or what stopped it).
     pub fn run_models(&mut self, outs: &[RunOutput]) -> Result<Vec<Result<memrnn_core::Model>>> {
         let ended = self.run(outs)?;
@@ -172,15 +177,7 @@ impl<'a, B: Backend> EnsembleTrainer<'a, B> {
             if active.is_empty() {
                 break;
             }
-            let mut stepping: Vec<&mut Trainer<'a, B>> = self
-                .members
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| done[*i].is_ok())
-                .map(|(_, t)| t)
-                .collect();
-            let outcomes = Trainer::steps_together(self.backend, &mut stepping)?;
-            drop(stepping);
+            let outcomes = self.step_members(&active)?;
             for (i, outcome) in active.into_iter().zip(outcomes) {
                 let t = &mut self.members[i];
                 let read = outcome.and_then(|()| t.read_when_needed(k + 1 == n, "none"));
