@@ -55,6 +55,12 @@ impl PhaseTeam {
     /// returns once every part of the phase is done. Everything written by any part of
     /// this phase is visible to the caller afterwards (Release on `done` by the runner,
     /// Acquire here). Phases must be entered in order by every member.
+    ///
+    /// `#[inline(always)]`, and it must stay so: `part` runs SIMD code that has to be
+    /// inlined into the caller's `#[target_feature]` function (`simd::run_avx2`). Out of
+    /// line, this function is compiled without AVX2/FMA, the intrinsics inside `part`
+    /// become function calls, and the small-batch backward ran 10–16× slower.
+    #[inline(always)]
     pub fn run_phase(&self, phase: usize, home: usize, mut part: impl FnMut(usize)) {
         let flags = &self.claimed[phase * self.parts..(phase + 1) * self.parts];
         let done = &self.done[phase];
