@@ -390,19 +390,22 @@ pub fn run_sweep<B: Backend>(
         pb.inc(cost(n));
         log_time(b, n, start.elapsed().as_secs_f64(), size)
     };
-    let ensembles = jobs::ensemble_chunks(&bases, backends.len(), cfg.ensemble);
-    jobs::run_jobs(backends, &ensembles, |b, nets| {
-        let start = std::time::Instant::now();
-        pb.set_message(format!("{} base network(s)", nets.len()));
-        let trained = train_bases(b, set, cfg, nets)?;
+    // An ensemble's networks, each finished on its own: one network failing stops only
+    // it, the others' results are kept, and the first error is returned.
+    let finish_all = |b: &B, nets: &[Net], trained: Vec<Result<Model>>, start| -> Result<()> {
         let mut first_err = None;
         for (n, model) in nets.iter().zip(trained) {
-            // One network failing stops only it: the others' results are kept.
             if let Err(e) = model.and_then(|m| finish(b, n, m, start, nets.len())) {
                 first_err.get_or_insert(e);
             }
         }
         first_err.map_or(Ok(()), Err)
+    };
+    let ensembles = jobs::ensemble_chunks(&bases, backends.len(), cfg.ensemble);
+    jobs::run_jobs(backends, &ensembles, |b, nets| {
+        let start = std::time::Instant::now();
+        pb.set_message(format!("{} base network(s)", nets.len()));
+        finish_all(b, nets, train_bases(b, set, cfg, nets)?, start)
     })?;
     // Fine-tunes with a fixed penalty (and the controls) as ensembles too; those that
     // re-find their points between segments one by one.
@@ -413,14 +416,7 @@ pub fn run_sweep<B: Backend>(
     jobs::run_jobs(backends, &ensembles, |b, nets| {
         let start = std::time::Instant::now();
         pb.set_message(format!("{} fine-tuned network(s)", nets.len()));
-        let trained = train_tunes(b, set, cfg, nets)?;
-        let mut first_err = None;
-        for (n, model) in nets.iter().zip(trained) {
-            if let Err(e) = model.and_then(|m| finish(b, n, m, start, nets.len())) {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        finish_all(b, nets, train_tunes(b, set, cfg, nets)?, start)
     })?;
     jobs::run_jobs(backends, &refound, |b, n| {
         let start = std::time::Instant::now();
