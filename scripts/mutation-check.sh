@@ -19,9 +19,11 @@ trap 'rm -rf "$work"' EXIT
 # name | file | exact original text | replacement | test filter (cargo test name filter)
 mutants=(
   "grid-sync|common.cuh|        if (t + 1 < a.T) grid.sync();|        (void)grid;  // MUTANT: the forward step's grid sync skipped|seq_gru_small"
-  "wrong-gate|gru.cu|        const float z = mr::sigmoid(az + uz);|        const float z = mr::sigmoid(az - uz);  // MUTANT|seq_gru_small"
+  "wrong-gate|gru.cuh|    g.z = sigmoid(az + uz);|    g.z = sigmoid(az - uz);  // MUTANT|seq_gru_small"
   "staging-row|common.cuh|                    const int b = tl.b0 + r;|                    const int b = tl.b0 + r + 1;  // MUTANT: staged row off by one|seq_rnn_small"
   "adam-bias|small.cu|        const float denom = sqrtf(vi) / bc2_sqrt + eps;|        const float denom = sqrtf(vi) + eps;  // MUTANT|adam_matches_host"
+  "argmax-nan|readout.cu|    if (isnan(y)) y = -INFINITY;  // a NaN logit never wins|    (void)0;  // MUTANT: a NaN logit may win|readout_argmax"
+  "chunk-t0|task.cu|(unsigned)P.t0 + t, b, img, P.t_read, P.t_report);|(unsigned)t, b, img, P.t_read, P.t_report);  // MUTANT: the chunk's first step ignored|task_chunk"
   "sp-compact|slowpoints.cu|    if (tid == 0) *count = running_total;|    if (tid == 0) *count = running_total > 0 ? running_total - 1 : 0;  // MUTANT: last active candidate dropped|slowpoints_search_rnn"
 )
 
