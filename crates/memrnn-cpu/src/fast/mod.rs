@@ -328,7 +328,10 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdUnitJob<'_, C, E> {
         let home = team.join();
         for (i, t) in (0..self.steps).rev().enumerate() {
             let (ctx, carry) = (&self.ctx, &self.carry);
-            team.run_phase(2 * i, home, |part| {
+            // The loop bodies are written here, not passed as closures: see
+            // `PhaseTeam::phase` for why.
+            let mut gate_phase = team.phase(2 * i, home);
+            for part in gate_phase.by_ref() {
                 let cols = cols_of(part);
                 let mut b = 0;
                 while b < batch {
@@ -340,8 +343,10 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdUnitJob<'_, C, E> {
                     unsafe { C::bwd_gates(s, ctx, carry, t, b, n, 2 * cols.start..2 * cols.end) };
                     b += n;
                 }
-            });
-            team.run_phase(2 * i + 1, home, |part| {
+            }
+            gate_phase.wait();
+            let mut grad_phase = team.phase(2 * i + 1, home);
+            for part in grad_phase.by_ref() {
                 let cols = cols_of(part);
                 let mut b = 0;
                 while b < batch {
@@ -358,7 +363,8 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdUnitJob<'_, C, E> {
                     };
                     b += n;
                 }
-            });
+            }
+            grad_phase.wait();
             self.carry.swap();
         }
     }

@@ -51,30 +51,61 @@ impl PhaseTeam {
         self.next_member.fetch_add(1, Ordering::Relaxed) % self.parts
     }
 
-    /// Runs the parts of `phase` this member can claim (its own `home` part first), then
-    /// returns once every part of the phase is done. Everything written by any part of
-    /// this phase is visible to the caller afterwards (Release on `done` by the runner,
-    /// Acquire here). Phases must be entered in order by every member.
+    /// Enters `phase` for a member whose preferred part is `home`: iterate the returned
+    /// [`Phase`] to claim and run parts (its own `home` part first), then call
+    /// [`Phase::wait`], which returns once every part of the phase is done. Everything
+    /// written by any part of this phase is visible to the caller afterwards (Release on
+    /// `done` by the runner, Acquire in `wait`). Phases must be entered in order by every
+    /// member.
     ///
-    /// `#[inline(always)]`, and it must stay so: `part` runs SIMD code that has to be
-    /// inlined into the caller's `#[target_feature]` function (`simd::run_avx2`). Out of
-    /// line, this function is compiled without AVX2/FMA, the intrinsics inside `part`
-    /// become function calls, and the small-batch backward ran 10–16× slower.
+    /// Why an iterator and not a closure: the parts run SIMD code that has to be compiled
+    /// inside the caller's `#[target_feature]` function (`simd::run_avx2`). A closure
+    /// handed to a phase runner is a function of its own, which LLVM may leave out of
+    /// line even when the runner is inlined; then it is compiled without AVX2/FMA and every
+    /// intrinsic in it becomes a call (the small-batch backward ran 10–16× slower when the
+    /// runner itself was out of line, and 4% slower when only the LSTM's closure was).
+    /// With the loop body in the caller there is nothing to leave out of line.
     #[inline(always)]
-    pub fn run_phase(&self, phase: usize, home: usize, mut part: impl FnMut(usize)) {
-        let flags = &self.claimed[phase * self.parts..(phase + 1) * self.parts];
-        let done = &self.done[phase];
-        for i in 0..self.parts {
-            let p = (home + i) % self.parts;
-            // The load first: once the team is in step, most flags are already taken and
-            // a plain read does not bounce the cache line between cores.
-            if !flags[p].load(Ordering::Relaxed) && !flags[p].swap(true, Ordering::Acquire) {
-                part(p);
-                done.fetch_add(1, Ordering::Release);
-            }
+    pub fn phase(&self, phase: usize, home: usize) -> Phase<'_> {
+        Phase {
+            flags: &self.claimed[phase * self.parts..(phase + 1) * self.parts],
+            done: &self.done[phase],
+            parts: self.parts,
+            home,
+            tried: 0,
+            running: false,
         }
+    }
+}
+
+/// One member's pass through one phase: yields the parts it claims, counts each done when
+/// the next is asked for (or in `wait`), and waits for the others' parts in `wait`.
+#[must_use = "call `wait` after running the claimed parts"]
+pub struct Phase<'a> {
+    flags: &'a [AtomicBool],
+    done: &'a AtomicUsize,
+    parts: usize,
+    home: usize,
+    tried: usize,
+    /// Whether the last part yielded is still being run by this member.
+    running: bool,
+}
+
+impl Phase<'_> {
+    #[inline(always)]
+    fn finish_running(&mut self) {
+        if self.running {
+            self.running = false;
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Counts this member's last part done, then returns once every part of the phase is.
+    #[inline(always)]
+    pub fn wait(mut self) {
+        self.finish_running();
         let mut spins = 0u32;
-        while done.load(Ordering::Acquire) < self.parts {
+        while self.done.load(Ordering::Acquire) < self.parts {
             // A phase's part is short, so spin first; yield later so an oversubscribed
             // machine still runs the member that holds the missing part.
             std::hint::spin_loop();
@@ -83,6 +114,37 @@ impl PhaseTeam {
                 std::thread::yield_now();
             }
         }
+    }
+}
+
+impl Iterator for Phase<'_> {
+    type Item = usize;
+
+    /// The next part this member claims (the previous one counts as done from here on).
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        self.finish_running();
+        while self.tried < self.parts {
+            let p = (self.home + self.tried) % self.parts;
+            self.tried += 1;
+            // The load first: once the team is in step, most flags are already taken and
+            // a plain read does not bounce the cache line between cores.
+            if !self.flags[p].load(Ordering::Relaxed)
+                && !self.flags[p].swap(true, Ordering::Acquire)
+            {
+                self.running = true;
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Phase<'_> {
+    /// A part abandoned by a panic still counts as done, so the other members return
+    /// (with the panic on its way up through rayon) instead of spinning forever.
+    fn drop(&mut self) {
+        self.finish_running();
     }
 }
 
@@ -106,6 +168,14 @@ mod tests {
         }
     }
 
+    fn run_logged(team: &PhaseTeam, ph: usize, home: usize, log: &Mutex<Vec<(usize, usize)>>) {
+        let mut phase = team.phase(ph, home);
+        for p in phase.by_ref() {
+            log.lock().unwrap().push((ph, p));
+        }
+        phase.wait();
+    }
+
     #[test]
     fn one_task_runs_every_part_without_waiting_for_absent_members() {
         // A spinning barrier for a team of 3 would hang here: only one task ever runs.
@@ -114,7 +184,7 @@ mod tests {
         let log = Mutex::new(Vec::new());
         let home = team.join();
         for ph in 0..phases {
-            team.run_phase(ph, home, |p| log.lock().unwrap().push((ph, p)));
+            run_logged(&team, ph, home, &log);
         }
         check(&log.into_inner().unwrap(), phases, parts);
     }
@@ -128,7 +198,7 @@ mod tests {
             // Members one after another on this thread, as rayon may schedule them.
             let home = team.join();
             for ph in 0..phases {
-                team.run_phase(ph, home, |p| log.lock().unwrap().push((ph, p)));
+                run_logged(&team, ph, home, &log);
             }
         }
         check(&log.into_inner().unwrap(), phases, parts);
@@ -149,7 +219,7 @@ mod tests {
                     s.spawn(|_| {
                         let home = team.join();
                         for ph in 0..phases {
-                            team.run_phase(ph, home, |p| log.lock().unwrap().push((ph, p)));
+                            run_logged(&team, ph, home, &log);
                         }
                     });
                 }
