@@ -240,3 +240,19 @@ pub fn criterion_cpu_cell(c: &mut criterion::Criterion, kind: CellKind) {
         g.finish();
     }
 }
+
+/// `--simd portable|avx2+fma|avx512vl`: the CPU fast path's SIMD level (the detected best
+/// when absent); exits with a message naming the available levels when it is unknown or
+/// not on this CPU.
+pub fn simd_arg(args: &[String]) -> Option<memrnn_cpu::SimdLevel> {
+    let name: String = arg(args, "--simd")?;
+    let available = memrnn_cpu::SimdLevel::available();
+    let names: Vec<&str> = available.iter().map(|l| l.name()).collect();
+    match memrnn_cpu::SimdLevel::from_name(&name) {
+        Some(level) if level.is_available() => Some(level),
+        _ => {
+            eprintln!("--simd {name}: not a SIMD level of this CPU (available: {names:?})");
+            std::process::exit(2)
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! threads and for concurrent callers on one pool; speed, Jacobian and Adam through the `Backend` trait; bad input.
 
 use memrnn_core::{
-    real::convert, AdamConfig, Backend, CellDims, CellKind, Error, SeqShape, SeqUpstream,
+    real::convert, AdamConfig, Backend, CellDims, CellKind, Error, Precision, SeqShape, SeqUpstream,
 };
 use memrnn_cpu::{reference, CpuBackend, SimdLevel};
 use memrnn_testkit::{
@@ -231,6 +231,58 @@ fn results_are_identical_for_one_and_two_threads() {
                 one.3 == many.3 && one.4 == many.4,
                 "{kind}: ds0/dx differ with {threads} threads (seed {seed})"
             );
+        }
+    }
+}
+
+/// AVX2 and AVX-512VL run the same instructions (the second only has 32 registers, so its
+/// tiles take more rows), and an element's arithmetic does not depend on the tiling: the
+/// two levels must agree bit for bit, forward and backward, in f32 and in bf16 storage.
+/// Batches: 8 and 13 fill the wider tiles with rows left over, 5 takes the unit split,
+/// 37 the batch split.
+#[test]
+fn avx2_and_avx512vl_give_identical_bits() {
+    let levels = SimdLevel::available();
+    if !levels.contains(&SimdLevel::Avx512Vl) {
+        eprintln!("skipped: this CPU has no AVX-512VL (levels: {levels:?})");
+        return;
+    }
+    for (kind, batch) in CellKind::ALL
+        .into_iter()
+        .flat_map(|k| [(k, 37), (k, 13), (k, 8), (k, 5)])
+    {
+        let case = Case {
+            cell: CellDims::new(kind, 23, 45).unwrap(),
+            shape: SeqShape::new(5, batch).unwrap(),
+        };
+        let (cell, shape) = (case.cell, case.shape);
+        let seed = test_seed(&format!("levels-{kind}-{batch}"), 17);
+        let inp = inputs(&case, seed);
+        let (p, x, s0): (Vec<f32>, Vec<f32>, Vec<f32>) =
+            (convert(&inp.params), convert(&inp.x), convert(&inp.s0));
+        let dh: Vec<f32> = convert(&inp.dh_seq);
+        for precision in [Precision::F32, Precision::Bf16] {
+            let run = |level: SimdLevel| {
+                let be = CpuBackend::new()
+                    .with_threads(2)
+                    .unwrap()
+                    .with_simd(level)
+                    .unwrap()
+                    .with_precision(precision)
+                    .with_poisoned_scratch(true);
+                let f = be.seq_forward(&cell, &p, shape, &x, Some(&s0)).unwrap();
+                let up = SeqUpstream {
+                    dh_seq: Some(&dh),
+                    ds_final: None,
+                };
+                let g = be.seq_backward(&cell, &p, shape, &x, &f, up, true).unwrap();
+                (f.h_seq, f.s_final, g.dparams, g.ds0, g.dx.unwrap())
+            };
+            let (a, b) = (run(SimdLevel::Avx2Fma), run(SimdLevel::Avx512Vl));
+            let what = format!("{kind} B{batch} {precision} (seed {seed})");
+            assert!(a.0 == b.0 && a.1 == b.1, "{what}: forward differs");
+            assert!(a.2 == b.2, "{what}: dparams differ");
+            assert!(a.3 == b.3 && a.4 == b.4, "{what}: ds0/dx differ");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! pass and storage precision of `W_hh`), for `benches/compare/cpu_torch.py` to set beside
 //! PyTorch's.
 //!
-//! `cargo run --release -p memrnn-benches --bin cpu_table -- [--reps N] [--shapes paper,small-batch] [--threads N] [--precisions f32,bf16,f16]`
+//! `cargo run --release -p memrnn-benches --bin cpu_table -- [--reps N] [--shapes paper,small-batch] [--threads N] [--simd LEVEL] [--precisions f32,bf16,f16]`
 //!
 //! `--shapes tiny` runs a tiny shape (checks that everything runs; its timings mean
 //! nothing).
@@ -30,6 +30,9 @@ fn main() {
         })
         .collect();
     let mut be = CpuBackend::new();
+    if let Some(level) = memrnn_benches::simd_arg(&args) {
+        be = be.with_simd(level).unwrap_or_else(|e| panic!("{e}"));
+    }
     if let Some(t) = arg::<usize>(&args, "--threads") {
         be = be.with_threads(t).unwrap_or_else(|e| panic!("{e}"));
     }

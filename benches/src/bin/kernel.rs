@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p memrnn-benches --bin kernel -- FAMILY [--backend cpu|cuda|cuda-sim]
-//!     [--shape tiny|paper|small-batch|long|wide] [--reps N] [--threads N]
+//!     [--shape tiny|paper|small-batch|long|wide] [--reps N] [--threads N] [--simd LEVEL]
 //!     [--points N] [--cell gru] [--precision f32|bf16|f16]
 //! ```
 //!
@@ -304,6 +304,9 @@ fn main() {
     match backend.as_str() {
         "cpu" => {
             let mut be = CpuBackend::new().with_precision(precision);
+            if let Some(level) = memrnn_benches::simd_arg(&args) {
+                be = be.with_simd(level).unwrap_or_else(|e| panic!("{e}"));
+            }
             if let Some(t) = arg::<usize>(&args, "--threads") {
                 be = be.with_threads(t).unwrap_or_else(|e| fail(e.to_string()));
             }

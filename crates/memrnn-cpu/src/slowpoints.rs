@@ -276,7 +276,7 @@ impl<C: FastCell> SimdJob for ChunkJob<'_, C> {
             };
             let mut b = 0;
             while b < active {
-                let cnt = C::ROW_TILE.min(active - b);
+                let cnt = C::row_tile(S::REGISTERS).min(active - b);
                 // SAFETY: the buffers behind fctx are this task's own and sized for one
                 // step of `n` rows (hs, cs [2, n, Hp]; a [n, G·Hp]; gates [n, cw]), with
                 // b + cnt ≤ active ≤ n; step 0's inputs (row s of every slot) are set.

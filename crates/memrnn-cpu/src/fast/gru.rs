@@ -10,12 +10,21 @@ use std::ops::Range;
 pub struct Gru;
 
 /// Rows per forward tile: 3 rows × 3 gate vectors = 9 accumulators, + 3 weight vectors
-/// + 1 broadcast = 13 of the 16 ymm registers (4 rows would need all 16 and spill).
-const R_FWD: usize = 3;
+/// + 1 broadcast = 13 of 16 vector registers (4 rows would need all 16 and spill); with
+/// 32 (AVX-512VL), 6 rows = 22.
+const fn fwd_rows_max(registers: usize) -> usize {
+    if registers >= 32 {
+        6
+    } else {
+        3
+    }
+}
 
 impl FastCell for Gru {
     const CACHE_WIDTH: usize = 4;
-    const ROW_TILE: usize = R_FWD;
+    fn row_tile(registers: usize) -> usize {
+        fwd_rows_max(registers)
+    }
 
     #[inline(always)]
     unsafe fn fwd_block<S: Simd, E: WeightElem>(
@@ -26,7 +35,7 @@ impl FastCell for Gru {
         n: usize,
     ) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2, 3]) }
+        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2, 3, 4, 5, 6]) }
     }
 
     #[inline(always)]
@@ -44,7 +53,7 @@ impl FastCell for Gru {
             with_rows!(
                 n,
                 bwd_rows::<S, E>(s, ctx, carry, t, b0, units),
-                [1, 2, 3, 4]
+                [1, 2, 3, 4, 5, 6, 7, 8]
             )
         }
     }

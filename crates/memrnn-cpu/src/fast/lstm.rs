@@ -10,12 +10,21 @@ use std::ops::Range;
 pub struct Lstm;
 
 /// Rows per forward tile: 2 rows × 4 gate vectors = 8 accumulators, + 4 weight vectors
-/// + 1 broadcast = 13 of the 16 ymm registers (3 rows would need 17 and spill).
-const R_FWD: usize = 2;
+/// + 1 broadcast = 13 of 16 vector registers (3 rows would need 17 and spill); with 32
+/// (AVX-512VL), 4 rows = 21.
+const fn fwd_rows_max(registers: usize) -> usize {
+    if registers >= 32 {
+        4
+    } else {
+        2
+    }
+}
 
 impl FastCell for Lstm {
     const CACHE_WIDTH: usize = 4;
-    const ROW_TILE: usize = R_FWD;
+    fn row_tile(registers: usize) -> usize {
+        fwd_rows_max(registers)
+    }
 
     #[inline(always)]
     unsafe fn fwd_block<S: Simd, E: WeightElem>(
@@ -26,7 +35,7 @@ impl FastCell for Lstm {
         n: usize,
     ) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2]) }
+        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2, 3, 4]) }
     }
 
     #[inline(always)]
@@ -44,7 +53,7 @@ impl FastCell for Lstm {
             with_rows!(
                 n,
                 bwd_rows::<S, E>(s, ctx, carry, t, b0, units),
-                [1, 2, 3, 4]
+                [1, 2, 3, 4, 5, 6, 7, 8]
             )
         }
     }

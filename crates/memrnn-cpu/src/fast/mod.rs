@@ -77,10 +77,12 @@ impl Default for FastOptions {
 pub trait FastCell {
     /// Floats cached per step and row, in units of `Hp`.
     const CACHE_WIDTH: usize;
-    /// Batch rows per forward tile (the register budget: rows × gates ≤ 12).
-    const ROW_TILE: usize;
+    /// Batch rows per forward tile with `registers` vector registers
+    /// ([`simd::Simd::REGISTERS`]): rows × gates accumulators, plus the gate vectors and
+    /// a broadcast, must fit without spilling.
+    fn row_tile(registers: usize) -> usize;
 
-    /// Forward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ ROW_TILE`).
+    /// Forward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ row_tile(S::REGISTERS)`).
     ///
     /// # Safety
     /// The buffers behind `ctx` have the documented sizes, the rows belong to the calling
@@ -93,7 +95,7 @@ pub trait FastCell {
         n: usize,
     );
 
-    /// The gate part of backward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ 4`) and the
+    /// The gate part of backward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ 8`) and the
     /// 8-unit tiles `units`: `∂L/∂a`, `∂L/∂u` and the direct part of `∂L/∂s_{t−1}`;
     /// [`recurrent_grad`] then adds the recurrent part.
     ///
@@ -113,8 +115,17 @@ pub trait FastCell {
     );
 }
 
-/// Rows per backward tile, every cell.
-const BWD_TILE: usize = 4;
+/// Rows per backward tile, every cell, with `registers` vector registers: the recurrent
+/// part holds rows × 2 accumulators (16 columns) + 2 weight vectors + 1 broadcast, so 4
+/// rows in 16 registers, 8 in 32 (AVX-512VL; one tile then covers the small-batch shape's
+/// 8 rows and the backward panels stream once per step instead of twice).
+fn bwd_tile(registers: usize) -> usize {
+    if registers >= 32 {
+        8
+    } else {
+        4
+    }
+}
 
 /// What the fast forward pass keeps for its backward pass.
 pub struct FastCache {
@@ -243,7 +254,7 @@ impl<C: FastCell, E: WeightElem> SimdJob for FwdJob<C, E> {
         for t in 0..self.steps {
             let mut b = self.rows.start;
             while b < self.rows.end {
-                let n = balanced_tile(self.rows.end - b, C::ROW_TILE);
+                let n = balanced_tile(self.rows.end - b, C::row_tile(S::REGISTERS));
                 // SAFETY: seq_forward sized every buffer for [T(+1), B, ·] and gave this
                 // task the rows self.rows alone; steps run in order.
                 unsafe { C::fwd_block(s, &self.ctx, t, b, n) };
@@ -268,7 +279,7 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdJob<C, E> {
         for t in (0..self.steps).rev() {
             let mut b = self.rows.start;
             while b < self.rows.end {
-                let n = balanced_tile(self.rows.end - b, BWD_TILE);
+                let n = balanced_tile(self.rows.end - b, bwd_tile(S::REGISTERS));
                 let (units, cols) = (0..self.ctx.hp / LANES, 0..self.ctx.hp / (2 * LANES));
                 // SAFETY: seq_backward sized every buffer and gave this task the rows
                 // self.rows alone (all units and columns); steps run in reverse order,
@@ -278,7 +289,7 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdJob<C, E> {
                     with_rows!(
                         n,
                         recurrent_grad::<S, E>(s, &self.ctx, t, b, self.carry.next_h, cols),
-                        [1, 2, 3, 4]
+                        [1, 2, 3, 4, 5, 6, 7, 8]
                     );
                 }
                 b += n;
@@ -335,7 +346,7 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdUnitJob<'_, C, E> {
                 let cols = cols_of(part);
                 let mut b = 0;
                 while b < batch {
-                    let n = balanced_tile(batch - b, BWD_TILE);
+                    let n = balanced_tile(batch - b, bwd_tile(S::REGISTERS));
                     // SAFETY: the team hands this part to one task alone, and the part
                     // writes only ∂L/∂a, ∂L/∂u and the direct terms of next_h/next_c of
                     // its own unit tiles; the previous phase (the recurrent part of step
@@ -350,7 +361,7 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdUnitJob<'_, C, E> {
                 let cols = cols_of(part);
                 let mut b = 0;
                 while b < batch {
-                    let n = balanced_tile(batch - b, BWD_TILE);
+                    let n = balanced_tile(batch - b, bwd_tile(S::REGISTERS));
                     // SAFETY: this part alone writes the column tiles `cols` of next_h
                     // (which hold its own units' direct terms); the gate phase of step t,
                     // which wrote ∂L/∂u of every unit, is done.
@@ -358,7 +369,7 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdUnitJob<'_, C, E> {
                         with_rows!(
                             n,
                             recurrent_grad::<S, E>(s, ctx, t, b, carry.next_h, cols.clone()),
-                            [1, 2, 3, 4]
+                            [1, 2, 3, 4, 5, 6, 7, 8]
                         )
                     };
                     b += n;
@@ -717,7 +728,7 @@ fn run_forward<C: FastCell, E: WeightElem>(
 ) {
     let panels = recurrent::pack_forward::<E>(cell, w_hh);
     let ctx = ctx.with_panels(panels.as_ptr());
-    batch_tasks(ctx.batch, C::ROW_TILE)
+    batch_tasks(ctx.batch, C::row_tile(opts.simd.registers()))
         .into_par_iter()
         .for_each(|rows| {
             opts.simd.run(FwdJob::<C, E> {
@@ -764,7 +775,7 @@ fn run_backward<C: FastCell, E: WeightElem>(
             member();
         });
     } else {
-        batch_tasks(batch, BWD_TILE)
+        batch_tasks(batch, bwd_tile(opts.simd.registers()))
             .into_par_iter()
             .for_each(|rows| {
                 opts.simd.run(BwdJob::<C, E> {

@@ -8,12 +8,15 @@ use std::ops::Range;
 
 pub struct Rnn;
 
-/// Rows per forward tile: 8 rows × 1 vector = 8 accumulators.
+/// Rows per forward tile: 8 rows × 1 vector = 8 accumulators (+ 1 weight vector + 1
+/// broadcast); more rows gain little with one gate, so every level uses 8.
 const R_FWD: usize = 8;
 
 impl FastCell for Rnn {
     const CACHE_WIDTH: usize = 0;
-    const ROW_TILE: usize = R_FWD;
+    fn row_tile(_registers: usize) -> usize {
+        R_FWD
+    }
 
     #[inline(always)]
     unsafe fn fwd_block<S: Simd, E: WeightElem>(
@@ -42,7 +45,7 @@ impl FastCell for Rnn {
             with_rows!(
                 n,
                 bwd_rows::<S, E>(s, ctx, carry, t, b0, units),
-                [1, 2, 3, 4]
+                [1, 2, 3, 4, 5, 6, 7, 8]
             )
         }
     }

@@ -1,5 +1,5 @@
-//! The SIMD layer of the fast path: 8-lane f32 vectors behind one trait, with an AVX2 +
-//! FMA implementation chosen at run time and a portable fallback (plain arrays that the
+//! The SIMD layer of the fast path: 8-lane f32 vectors behind one trait, with AVX2 + FMA
+//! implementations chosen at run time and a portable fallback (plain arrays that the
 //! compiler vectorises with the baseline instruction set). No `target-cpu=native`.
 //!
 //! How the dispatch works: a job implements [`SimdJob`]; [`SimdLevel::run`] calls its
@@ -9,29 +9,40 @@
 //! [`Avx2Fma`] is a proof that the CPU has both: only [`SimdLevel::run`] makes one, after
 //! checking. The AVX2 level also requires F16C (`vcvtph2ps`, how f16 weights widen);
 //! every AVX2 CPU has it, but it is detected like the others.
+//!
+//! The AVX-512VL level runs the very same 8-lane instructions, compiled with AVX-512F and
+//! VL enabled as well, for one reason: EVEX encoding gives the compiler 32 vector
+//! registers instead of 16. The register-tiled micro-kernels hold `rows × gates`
+//! accumulators, so twice the registers let a forward tile take twice the batch rows and
+//! stream each weight panel half as often ([`Simd::REGISTERS`] says which budget a job
+//! has). The arithmetic is the same instruction for instruction (FMA, the same `tanh`),
+//! so every level gives the same bits; 512-bit vectors are not used (the panel layouts
+//! are 8 lanes wide, and 256-bit code keeps the clock up on the CPUs that throttle for
+//! 512-bit).
 
 /// The instruction sets the fast path can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SimdLevel {
     /// Baseline x86-64 (SSE2) or whatever the target guarantees, via plain arrays.
     Portable,
-    /// AVX2 with fused multiply-add and F16C (x86-64 only).
+    /// AVX2 with fused multiply-add and F16C (x86-64 only): 16 vector registers.
     Avx2Fma,
+    /// [`SimdLevel::Avx2Fma`]'s instructions with AVX-512F + VL enabled: 32 vector
+    /// registers (x86-64 only).
+    Avx512Vl,
 }
 
 impl SimdLevel {
     /// The best level this CPU supports.
     pub fn detect() -> SimdLevel {
-        if SimdLevel::Avx2Fma.is_available() {
-            SimdLevel::Avx2Fma
-        } else {
-            SimdLevel::Portable
-        }
+        *SimdLevel::available()
+            .last()
+            .expect("the portable level is always available")
     }
 
     /// Every level this CPU supports, best last (the tests run each).
     pub fn available() -> Vec<SimdLevel> {
-        [SimdLevel::Portable, SimdLevel::Avx2Fma]
+        [SimdLevel::Portable, SimdLevel::Avx2Fma, SimdLevel::Avx512Vl]
             .into_iter()
             .filter(|l| l.is_available())
             .collect()
@@ -41,6 +52,7 @@ impl SimdLevel {
         match self {
             SimdLevel::Portable => true,
             SimdLevel::Avx2Fma => avx2_fma_detected(),
+            SimdLevel::Avx512Vl => avx2_fma_detected() && avx512vl_detected(),
         }
     }
 
@@ -48,6 +60,22 @@ impl SimdLevel {
         match self {
             SimdLevel::Portable => "portable",
             SimdLevel::Avx2Fma => "avx2+fma",
+            SimdLevel::Avx512Vl => "avx512vl",
+        }
+    }
+
+    /// The level called `name` ([`Self::name`]), if there is one.
+    pub fn from_name(name: &str) -> Option<SimdLevel> {
+        [SimdLevel::Portable, SimdLevel::Avx2Fma, SimdLevel::Avx512Vl]
+            .into_iter()
+            .find(|l| l.name() == name)
+    }
+
+    /// Vector registers a job running at this level may keep live.
+    pub fn registers(self) -> usize {
+        match self {
+            SimdLevel::Portable | SimdLevel::Avx2Fma => 16,
+            SimdLevel::Avx512Vl => 32,
         }
     }
 
@@ -73,6 +101,21 @@ impl SimdLevel {
                 #[cfg(not(target_arch = "x86_64"))]
                 unreachable!("avx2_fma_detected() is false off x86-64")
             }
+            SimdLevel::Avx512Vl => {
+                assert!(
+                    avx2_fma_detected() && avx512vl_detected(),
+                    "AVX-512VL (with AVX2+FMA+F16C) requested on a CPU without it"
+                );
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // SAFETY: the assert above checked that the CPU supports AVX2, FMA,
+                    // F16C, AVX-512F and AVX-512VL, the features `run_avx512vl` is
+                    // compiled with.
+                    unsafe { run_avx512vl(job) }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("avx512vl_detected() is false off x86-64")
+            }
         }
     }
 }
@@ -90,10 +133,28 @@ fn avx2_fma_detected() -> bool {
     }
 }
 
+fn avx512vl_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn run_avx2<J: SimdJob>(job: J) -> J::Output {
     job.run(Avx2Fma { _proof: () })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+unsafe fn run_avx512vl<J: SimdJob>(job: J) -> J::Output {
+    job.run(Avx512Vl { _proof: () })
 }
 
 /// A computation generic over the vector type, run through [`SimdLevel::run`].
@@ -109,6 +170,9 @@ pub const LANES: usize = 8;
 /// so that AVX2 code can only run where a token was made (after feature detection).
 pub trait Simd: Copy + Send + Sync + 'static {
     type V: Copy;
+    /// Vector registers the code may keep live ([`SimdLevel::registers`]): what sizes
+    /// the micro-kernels' register tiles.
+    const REGISTERS: usize;
     /// Loads 8 floats from `p` (no alignment needed).
     ///
     /// # Safety
@@ -190,6 +254,7 @@ macro_rules! lanewise {
 
 impl Simd for Portable {
     type V = [f32; LANES];
+    const REGISTERS: usize = 16;
     #[inline(always)]
     unsafe fn load(self, p: *const f32) -> Self::V {
         // SAFETY: the caller guarantees p..p+8 is readable; read_unaligned needs no alignment.
@@ -248,12 +313,17 @@ impl Simd for Portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use avx2::Avx2Fma;
+pub use avx2::{Avx2Fma, Avx512Vl};
 
 #[cfg(not(target_arch = "x86_64"))]
 /// Never constructed off x86-64.
 #[derive(Clone, Copy, Debug)]
 pub enum Avx2Fma {}
+
+#[cfg(not(target_arch = "x86_64"))]
+/// Never constructed off x86-64.
+#[derive(Clone, Copy, Debug)]
+pub enum Avx512Vl {}
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -266,65 +336,84 @@ mod avx2 {
         pub(super) _proof: (),
     }
 
-    // SAFETY (for every method below): an `Avx2Fma` exists only inside `run_avx2`, which
-    // is entered after `is_x86_feature_detected!` confirmed AVX2, FMA and F16C, so the
-    // instructions these intrinsics emit are supported. Pointer validity for load/store
-    // is the caller's contract, stated on the trait.
-    impl Simd for Avx2Fma {
-        type V = __m256;
-        #[inline(always)]
-        unsafe fn load(self, p: *const f32) -> __m256 {
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32, v: __m256) {
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn load_bf16(self, p: *const u16) -> __m256 {
-            // Zero-extend each u16 to 32 bits and shift it into the top half.
-            unsafe {
-                let bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
-                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(bits))
-            }
-        }
-        #[inline(always)]
-        unsafe fn load_f16(self, p: *const u16) -> __m256 {
-            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
-        }
-        #[inline(always)]
-        fn splat(self, x: f32) -> __m256 {
-            unsafe { _mm256_set1_ps(x) }
-        }
-        #[inline(always)]
-        fn add(self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_add_ps(a, b) }
-        }
-        #[inline(always)]
-        fn sub(self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_sub_ps(a, b) }
-        }
-        #[inline(always)]
-        fn mul(self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_mul_ps(a, b) }
-        }
-        #[inline(always)]
-        fn div(self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_div_ps(a, b) }
-        }
-        #[inline(always)]
-        fn min(self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_min_ps(a, b) }
-        }
-        #[inline(always)]
-        fn max(self, a: __m256, b: __m256) -> __m256 {
-            unsafe { _mm256_max_ps(a, b) }
-        }
-        #[inline(always)]
-        fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
-            unsafe { _mm256_fmadd_ps(a, b, c) }
-        }
+    /// A token proving AVX2, FMA, F16C, AVX-512F and AVX-512VL are present; made only by
+    /// `SimdLevel::run`. The same 8-lane operations as [`Avx2Fma`], with 32 registers.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx512Vl {
+        pub(super) _proof: (),
     }
+
+    // One body for both tokens: the instructions are the same, only the register budget
+    // (and the target features the enclosing function is compiled with) differ.
+    macro_rules! avx2_simd {
+        ($token:ident, $registers:literal) => {
+            impl Simd for $token {
+                type V = __m256;
+                const REGISTERS: usize = $registers;
+                #[inline(always)]
+                unsafe fn load(self, p: *const f32) -> __m256 {
+                    unsafe { _mm256_loadu_ps(p) }
+                }
+                #[inline(always)]
+                unsafe fn store(self, p: *mut f32, v: __m256) {
+                    unsafe { _mm256_storeu_ps(p, v) }
+                }
+                #[inline(always)]
+                unsafe fn load_bf16(self, p: *const u16) -> __m256 {
+                    // Zero-extend each u16 to 32 bits and shift it into the top half.
+                    unsafe {
+                        let bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+                        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(bits))
+                    }
+                }
+                #[inline(always)]
+                unsafe fn load_f16(self, p: *const u16) -> __m256 {
+                    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+                }
+                #[inline(always)]
+                fn splat(self, x: f32) -> __m256 {
+                    unsafe { _mm256_set1_ps(x) }
+                }
+                #[inline(always)]
+                fn add(self, a: __m256, b: __m256) -> __m256 {
+                    unsafe { _mm256_add_ps(a, b) }
+                }
+                #[inline(always)]
+                fn sub(self, a: __m256, b: __m256) -> __m256 {
+                    unsafe { _mm256_sub_ps(a, b) }
+                }
+                #[inline(always)]
+                fn mul(self, a: __m256, b: __m256) -> __m256 {
+                    unsafe { _mm256_mul_ps(a, b) }
+                }
+                #[inline(always)]
+                fn div(self, a: __m256, b: __m256) -> __m256 {
+                    unsafe { _mm256_div_ps(a, b) }
+                }
+                #[inline(always)]
+                fn min(self, a: __m256, b: __m256) -> __m256 {
+                    unsafe { _mm256_min_ps(a, b) }
+                }
+                #[inline(always)]
+                fn max(self, a: __m256, b: __m256) -> __m256 {
+                    unsafe { _mm256_max_ps(a, b) }
+                }
+                #[inline(always)]
+                fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+                    unsafe { _mm256_fmadd_ps(a, b, c) }
+                }
+            }
+        };
+    }
+
+    // SAFETY (for every method of both impls): an `Avx2Fma` exists only inside
+    // `run_avx2` and an `Avx512Vl` only inside `run_avx512vl`, each entered after
+    // `is_x86_feature_detected!` confirmed AVX2, FMA and F16C (and AVX-512F/VL for the
+    // second), so the instructions these intrinsics emit are supported. Pointer validity
+    // for load/store is the caller's contract, stated on the trait.
+    avx2_simd!(Avx2Fma, 16);
+    avx2_simd!(Avx512Vl, 32);
+
     const _: () = assert!(LANES == 8);
 }
 
