@@ -512,6 +512,21 @@ pub trait Backend: Send + Sync {
         })
     }
 
+    /// [`Self::step_speed_grad`] for every member, all of one `cell`: the speed
+    /// penalty's term of a training step (each member at its own points, with its own
+    /// `n`).
+    fn ensemble_step_speed_grad(
+        &self,
+        cell: &CellDims,
+        members: &[crate::ensemble::SpeedArgs<'_, Self::Tensor>],
+        want_dparams: bool,
+    ) -> Result<Vec<SpeedGrad<Self::Tensor>>> {
+        crate::ensemble::for_members(members.len(), |i| {
+            let m = &members[i];
+            self.step_speed_grad(cell, m.params, m.states, m.x, m.n, want_dparams)
+        })
+    }
+
     /// [`Self::clip_adam_update`] for every member: each clipped by its own global norm,
     /// each guarded by its own [`StepGuard`](crate::StepGuard) (a member whose guard trips
     /// is skipped; the others update). Returns each member's `[‖g‖, scale, skipped]`.

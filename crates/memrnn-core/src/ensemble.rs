@@ -45,6 +45,15 @@ pub struct BackwardArgs<'a, T, C> {
     pub upstream: SeqUpstream<'a, T>,
 }
 
+/// One member's arguments of [`Backend::ensemble_step_speed_grad`](crate::Backend::ensemble_step_speed_grad):
+/// its `n` states `[n, S]` and inputs `[n, I]` (members may have different `n`).
+pub struct SpeedArgs<'a, T> {
+    pub params: &'a T,
+    pub states: &'a T,
+    pub x: &'a T,
+    pub n: usize,
+}
+
 /// One member's update in [`Backend::ensemble_clip_adam_update`](crate::Backend::ensemble_clip_adam_update):
 /// its groups (clipped by their own global norm) and its own divergence guard.
 pub struct MemberAdam<'a, T> {

@@ -9,7 +9,7 @@ use memrnn_core::checks::{
     UpstreamLens,
 };
 use memrnn_core::ensemble::{
-    member_error, reborrow_guard, BackwardArgs, MemberAdam, ReadoutArgs, SeqArgs,
+    member_error, reborrow_guard, BackwardArgs, MemberAdam, ReadoutArgs, SeqArgs, SpeedArgs,
 };
 use memrnn_core::{
     adam_update_host, check_finite, clip_scale, AdamConfig, AdamGroup, AdamState, Backend,
@@ -712,6 +712,18 @@ impl Backend for CpuBackend {
         self.par_members(members.len(), |i| {
             let m = &members[i];
             self.seq_backward(cell, m.params, shape, m.x, m.fwd, m.upstream, want_dx)
+        })
+    }
+
+    fn ensemble_step_speed_grad(
+        &self,
+        cell: &CellDims,
+        members: &[SpeedArgs<'_, Vec<f32>>],
+        want_dparams: bool,
+    ) -> Result<Vec<SpeedGrad<Vec<f32>>>> {
+        self.par_members(members.len(), |i| {
+            let m = &members[i];
+            self.step_speed_grad(cell, m.params, m.states, m.x, m.n, want_dparams)
         })
     }
 

@@ -94,15 +94,15 @@ fn internal<B: Backend>(b: &B, what: &str) -> crate::error::TrainError {
 
 /// [`batch_gradients`] for the members of an ensemble, all of one cell and shape: one
 /// backend call per operation for all of them (`ensemble_seq_forward`,
-/// `ensemble_readout_ce`, `ensemble_seq_backward`); the speed penalty, when a member
-/// has one, member by member.
+/// `ensemble_readout_ce`, `ensemble_seq_backward`, and `ensemble_step_speed_grad` for
+/// the members with a speed penalty).
 pub(crate) fn ensemble_batch_gradients<B: Backend>(
     b: &B,
     cell: &CellDims,
     shape: SeqShape,
     members: &[GradArgs<'_, B::Tensor>],
 ) -> Result<Vec<StepGrads<B::Tensor>>> {
-    use memrnn_core::ensemble::{BackwardArgs, ReadoutArgs, SeqArgs};
+    use memrnn_core::ensemble::{BackwardArgs, ReadoutArgs, SeqArgs, SpeedArgs};
     let fwd_args: Vec<_> = members
         .iter()
         .map(|m| SeqArgs {
@@ -139,13 +139,30 @@ pub(crate) fn ensemble_batch_gradients<B: Backend>(
         })
         .collect();
     let grads = b.ensemble_seq_backward(cell, shape, &bw_args, false)?;
+    // The speed penalty of every member that has one, in one call.
+    let mut speed_args = Vec::new();
+    for m in members {
+        if let Some(p) = &m.penalty {
+            p.penalty.set.check(cell)?;
+            speed_args.push(SpeedArgs {
+                params: m.params,
+                states: p.states,
+                x: p.x,
+                n: p.penalty.set.n,
+            });
+        }
+    }
+    let mut speeds = b
+        .ensemble_step_speed_grad(cell, &speed_args, true)?
+        .into_iter();
     let mut out = Vec::with_capacity(members.len());
     for ((m, g), c) in members.iter().zip(grads).zip(ce) {
         let mut dparams = g.dparams;
         let speed_sum = match &m.penalty {
             Some(p) => {
-                p.penalty.set.check(cell)?;
-                let sg = b.step_speed_grad(cell, m.params, p.states, p.x, p.penalty.set.n, true)?;
+                let sg = speeds.next().ok_or_else(|| {
+                    internal(b, "ensemble_step_speed_grad returned too few results")
+                })?;
                 let d = sg.dparams.ok_or_else(|| {
                     internal(
                         b,

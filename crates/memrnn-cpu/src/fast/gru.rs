@@ -9,9 +9,9 @@ use std::ops::Range;
 
 pub struct Gru;
 
-/// Rows per forward tile: 3 rows × 3 gate vectors = 9 accumulators, + 3 weight vectors
-/// + 1 broadcast = 13 of 16 vector registers (4 rows would need all 16 and spill); with
-/// 32 (AVX-512VL), 6 rows = 22.
+/// Rows per forward tile: 3 rows × 3 gate vectors = 9 accumulators, plus 3 weight
+/// vectors and 1 broadcast, is 13 of 16 vector registers (4 rows would need all 16 and
+/// spill); with 32 (AVX-512VL), 6 rows need 22.
 const fn fwd_rows_max(registers: usize) -> usize {
     if registers >= 32 {
         6

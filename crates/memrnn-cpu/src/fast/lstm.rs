@@ -9,9 +9,9 @@ use std::ops::Range;
 
 pub struct Lstm;
 
-/// Rows per forward tile: 2 rows × 4 gate vectors = 8 accumulators, + 4 weight vectors
-/// + 1 broadcast = 13 of 16 vector registers (3 rows would need 17 and spill); with 32
-/// (AVX-512VL), 4 rows = 21.
+/// Rows per forward tile: 2 rows × 4 gate vectors = 8 accumulators, plus 4 weight
+/// vectors and 1 broadcast, is 13 of 16 vector registers (3 rows would need 17 and
+/// spill); with 32 (AVX-512VL), 4 rows need 21.
 const fn fwd_rows_max(registers: usize) -> usize {
     if registers >= 32 {
         4

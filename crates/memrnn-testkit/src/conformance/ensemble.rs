@@ -540,6 +540,97 @@ pub fn task_batches<B: Backend>(cx: &Cx<'_, B>) {
     }
 }
 
+/// The speed penalty's term for an ensemble (`ensemble_step_speed_grad`) against
+/// `step_speed_grad` member by member: every cell, 3 members at their own points with
+/// different counts (7, none, 4: an empty member is valid and gives empty speeds and zero
+/// parameter gradients), with and without the parameter gradient.
+pub fn speed_grads<B: Backend>(cx: &Cx<'_, B>) {
+    use memrnn_core::ensemble::SpeedArgs;
+    let seed = cx.seed(1700);
+    for (k, kind) in CellKind::ALL.into_iter().enumerate() {
+        let cell = CellDims::new(kind, 5, 13).expect("test dims");
+        let s = seed.wrapping_add(k as u64 * 31);
+        let counts = [7usize, 0, 4];
+        let mut r = rng(s);
+        let params: Vec<B::Tensor> = counts
+            .iter()
+            .map(|_| cx.up(&random_params(&mut r, &cell, 1.5)))
+            .collect();
+        let states: Vec<B::Tensor> = counts
+            .iter()
+            .map(|&n| cx.up(&uniform::<f32>(&mut r, n * cell.state_size(), -1.0, 1.0)))
+            .collect();
+        let xs: Vec<B::Tensor> = counts
+            .iter()
+            .map(|&n| cx.up(&uniform::<f32>(&mut r, n * cell.input, -1.0, 1.0)))
+            .collect();
+        let args: Vec<SpeedArgs<'_, B::Tensor>> = (0..counts.len())
+            .map(|m| SpeedArgs {
+                params: &params[m],
+                states: &states[m],
+                x: &xs[m],
+                n: counts[m],
+            })
+            .collect();
+        for want_dparams in [true, false] {
+            let got = cx.ok(
+                "ensemble_step_speed_grad",
+                cx.b.ensemble_step_speed_grad(&cell, &args, want_dparams),
+            );
+            assert_eq!(
+                got.len(),
+                counts.len(),
+                "{}",
+                cx.what("ensemble_step_speed_grad: one result per member")
+            );
+            for (m, g) in got.iter().enumerate() {
+                let what = |op: &str| {
+                    format!(
+                        "{kind} member {m} (n {}, dparams {want_dparams}): {op}",
+                        counts[m]
+                    )
+                };
+                let single = cx.ok(
+                    what("step_speed_grad"),
+                    cx.b.step_speed_grad(
+                        &cell,
+                        &params[m],
+                        &states[m],
+                        &xs[m],
+                        counts[m],
+                        want_dparams,
+                    ),
+                );
+                let close = |op: &str, got: &B::Tensor, want: &B::Tensor| {
+                    cx.close(
+                        what(op),
+                        &cx.down(got),
+                        &f64s(&cx.down(want)),
+                        ENSEMBLE_TOL,
+                        s,
+                    );
+                };
+                close("speed", &g.speed, &single.speed);
+                close("dstate", &g.dstate, &single.dstate);
+                match (&g.dparams, &single.dparams) {
+                    (Some(a), Some(b)) => close("dparams", a, b),
+                    (None, None) => {}
+                    _ => panic!(
+                        "{}",
+                        cx.what(what("dparams present in one result and not the other"))
+                    ),
+                }
+                assert_eq!(
+                    g.dparams.is_some(),
+                    want_dparams,
+                    "{}",
+                    cx.what(what("dparams returned although not asked for, or missing"))
+                );
+            }
+        }
+    }
+}
+
 /// A member with a bad length is refused with the single operation's error, naming the
 /// member; an empty ensemble is valid and gives nothing.
 pub fn bad_member<B: Backend>(cx: &Cx<'_, B>) {

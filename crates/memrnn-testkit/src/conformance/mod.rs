@@ -277,6 +277,7 @@ macro_rules! backend_conformance {
             ensemble_task_batches => $crate::conformance::ensemble::task_batches,
             ensemble_clip_adam_many => $crate::conformance::ensemble::clip_adam_many,
             ensemble_bad_member => $crate::conformance::ensemble::bad_member,
+            ensemble_speed_grads => $crate::conformance::ensemble::speed_grads,
         }
     };
 }
