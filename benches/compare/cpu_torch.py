@@ -105,11 +105,13 @@ def torch_rows(cells, shapes, reps, precisions):
     return rows
 
 
-def memrnn_rows(cells, shapes, reps, threads, precisions):
+def memrnn_rows(cells, shapes, reps, threads, precisions, simd=None):
     cmd = ["cargo", "run", "--quiet", "--release", "-p", "memrnn-benches", "--bin", "cpu_table", "--",
            "--sgemm", "--reps", str(reps), "--threads", str(threads),
            "--cells", ",".join(cells), "--shapes", ",".join(shapes),
            "--precisions", ",".join(precisions)]
+    if simd:
+        cmd += ["--simd", simd]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     rows = []
     for line in out.splitlines():
@@ -128,6 +130,8 @@ def main():
     ap.add_argument("--shapes", default="paper,small-batch")
     ap.add_argument("--precisions", default="f32",
                     help="storage precisions of W_hh to time, comma-separated: f32, bf16, f16")
+    ap.add_argument("--simd", default=None,
+                    help="memrnn's SIMD level (portable, avx2+fma, avx512vl; default: the best this CPU has)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cells, shapes = args.cells.split(","), args.shapes.split(",")
@@ -138,7 +142,7 @@ def main():
     for p in precisions:
         if p not in DTYPES:
             sys.exit(f"unknown precision {p}; known: {', '.join(DTYPES)}")
-    mine = memrnn_rows(cells, shapes, args.reps, args.threads, precisions)
+    mine = memrnn_rows(cells, shapes, args.reps, args.threads, precisions, args.simd)
     theirs = torch_rows(cells, shapes, args.reps, precisions)
     key = lambda r: (r.get("cell", "-"), r.get("shape", "-"), r.get("precision", "f32"),
                      r.get("pass_", r.get("op")))
@@ -146,7 +150,7 @@ def main():
     # PyTorch f32 beside every precision too: the target compares memrnn bf16
     # with PyTorch f32.
     t32 = {(k[0], k[1], k[3]): r for k, r in t.items() if k[2] == "f32"}
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.reps}")
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.reps}; memrnn SIMD level: {args.simd or 'detected best'}")
     print(f"| {'cell':4} | {'shape':11} | {'prec':4} | {'pass':5} | {'PyTorch':8} | {'PyTorch ms (GF/s)':>18} |"
           f" {'memrnn ms (GF/s)':>17} | {'speed-up':>8} | {'vs PyTorch f32':>14} |")
     print("| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
