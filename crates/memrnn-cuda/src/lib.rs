@@ -25,4 +25,5 @@ pub mod testing;
 pub use backend::{CudaBackend, CudaCache, CudaTensor};
 #[cfg(feature = "sim")]
 pub use device::sim::SimProps;
+pub use ops::ensemble::{EnsembleLaunches, EnsemblePlans};
 pub use ops::recurrence::RecurrencePath;

@@ -73,6 +73,9 @@ pub(crate) trait Elem:
 impl Elem for f32 {}
 impl Elem for u32 {}
 impl Elem for i32 {}
+impl Elem for u64 {}
+impl Elem for crate::kernels::FwdArgs {}
+impl Elem for crate::kernels::BwdArgs {}
 
 /// A device allocation of `len` elements (≥ 1) on the real or the simulated device.
 pub(crate) struct Buf<T: Elem> {
