@@ -22,6 +22,9 @@ mod ops;
 pub mod ptx;
 pub mod testing;
 
+#[cfg(all(test, feature = "sim"))]
+mod ensemble_tests;
+
 pub use backend::{CudaBackend, CudaCache, CudaTensor};
 #[cfg(feature = "sim")]
 pub use device::sim::SimProps;
