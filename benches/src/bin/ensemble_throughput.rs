@@ -10,7 +10,11 @@
 //! Shapes (T 20, the bundled digits' 785 inputs): paper = GRU H 200, batch 128; run = GRU
 //! H 64, batch 64; tiny = GRU H 8, batch 4 (a check that the command runs, not a figure).
 //! With `--backend cuda` it also projects the paper's 40-network study's training
-//! (140,000 steps each) from the largest E's throughput.
+//! (140,000 steps each) from the largest E's throughput. On the CUDA backends each row
+//! also says how the recurrences ran (`CudaBackend::ensemble_plan`): members per
+//! cooperative launch × launches and blocks per member, forward and backward, or member by
+//! member (the single-network kernels); `--sim-props h100` plans on the simulated H100
+//! (`--backend cuda-sim`; slow, for the plan and a run check, not a figure).
 
 use memrnn_core::{Backend, CellKind};
 use memrnn_train::idx::load_bundled;
@@ -45,8 +49,23 @@ fn shape(name: &str) -> (usize, usize) {
     }
 }
 
+/// How a backend runs the recurrences of E networks at H `hidden`, batch `batch` (None:
+/// nothing to say, e.g. the CPU).
+type PlanFn<'a> = &'a dyn Fn(usize, usize, usize) -> Option<String>;
+
+fn cuda_plan(b: &memrnn_cuda::CudaBackend) -> impl Fn(usize, usize, usize) -> Option<String> + '_ {
+    move |e, hidden, batch| {
+        let cell = memrnn_core::CellDims::new(CellKind::Gru, 1, hidden).ok()?;
+        Some(match b.ensemble_plan(&cell, batch, e) {
+            Ok(p) => p.to_string(),
+            Err(err) => format!("no plan: {err}"),
+        })
+    }
+}
+
 fn bench<B: Backend>(
     b: &B,
+    plan: PlanFn<'_>,
     set: &DigitSet,
     sizes: &[usize],
     shape_name: &str,
@@ -60,9 +79,9 @@ fn bench<B: Backend>(
         set.input_size()
     );
     println!(
-        "| E | ms per ensemble step | networks·steps/s | scaling: rate / (E × the first size's rate per network); 1 = linear |"
+        "| E | ms per ensemble step | networks·steps/s | scaling: rate / (E × the first size's rate per network); 1 = linear | recurrence launches |"
     );
-    println!("| --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- |");
     let mut one = None;
     let mut last = 0.0;
     for &e in sizes {
@@ -101,9 +120,10 @@ fn bench<B: Backend>(
         // One network's throughput at the first size (E = 1 in the default list).
         let base = *one.get_or_insert(rate / e as f64);
         println!(
-            "| {e} | {:.2} | {rate:.1} | {:.2} |",
+            "| {e} | {:.2} | {rate:.1} | {:.2} | {} |",
             secs * 1e3 / steps as f64,
-            rate / (base * e as f64)
+            rate / (base * e as f64),
+            plan(e, hidden, batch).unwrap_or_else(|| "-".into())
         );
         last = rate;
     }
@@ -144,26 +164,25 @@ fn main() {
             if let Some(n) = arg::<usize>(&args, "--threads") {
                 b = b.with_threads(n).expect("threads");
             }
-            bench(&b, &set, &sizes, &shape_name, steps, reps)
+            bench(&b, &|_, _, _| None, &set, &sizes, &shape_name, steps, reps)
         }
-        "cuda" => bench(
-            &memrnn_cuda::CudaBackend::new(0).expect("a CUDA device"),
-            &set,
-            &sizes,
-            &shape_name,
-            steps,
-            reps,
-        ),
+        "cuda" => {
+            let b = memrnn_cuda::CudaBackend::new(0).expect("a CUDA device");
+            bench(&b, &cuda_plan(&b), &set, &sizes, &shape_name, steps, reps)
+        }
         #[cfg(feature = "sim")]
-        "cuda-sim" => bench(
-            &memrnn_cuda::CudaBackend::simulated(memrnn_cuda::SimProps::small())
-                .expect("the simulated device"),
-            &set,
-            &sizes,
-            &shape_name,
-            steps,
-            reps,
-        ),
+        "cuda-sim" => {
+            let props = match arg::<String>(&args, "--sim-props").as_deref() {
+                None | Some("small") => memrnn_cuda::SimProps::small(),
+                Some("h100") => memrnn_cuda::SimProps::h100_like(),
+                Some(other) => {
+                    eprintln!("--sim-props {other}: use small or h100");
+                    std::process::exit(2)
+                }
+            };
+            let b = memrnn_cuda::CudaBackend::simulated(props).expect("the simulated device");
+            bench(&b, &cuda_plan(&b), &set, &sizes, &shape_name, steps, reps)
+        }
         #[cfg(not(feature = "sim"))]
         "cuda-sim" => {
             eprintln!("--backend cuda-sim needs the simulated device: add `--features sim`");

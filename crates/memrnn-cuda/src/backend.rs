@@ -4,7 +4,7 @@
 //! cooperative kernels when W_hh's slices fit on chip, one launch per step otherwise).
 //! Everything here runs unchanged over the real driver and the simulator ([`Device`]).
 
-use crate::blas::{gemm_rm, Op};
+use crate::blas::{gemm_rm, gemm_rm_batched, Op, Operands};
 use crate::device::real::RealDevice;
 use crate::device::{backend_err, Buf, Device, View};
 use crate::kernels::{Kernel, KernelParams};
@@ -235,6 +235,7 @@ impl Backend for CudaBackend {
         s0: Option<&CudaTensor>,
     ) -> Result<SeqForward<CudaTensor, CudaCache>> {
         let prep = self.fwd_prepare(cell, params, shape, x, s0)?;
+        self.input_products(cell, shape, &[(params, x, &prep)])?;
         let sp = spec(cell.kind);
         let fns = sp.kernels;
         let (g, h) = (cell.gates(), cell.hidden);
@@ -278,13 +279,21 @@ impl Backend for CudaBackend {
             cell.kind.state_parts(),
             &prep.buffers(fwd, upstream),
         )?;
-        self.bwd_finish(cell, params, shape, x, fwd, prep, want_dx)
+        let members = vec![BwdFinish {
+            params,
+            x,
+            fwd,
+            prep,
+        }];
+        let mut grads = self.bwd_finish(cell, shape, members, want_dx)?;
+        grads
+            .pop()
+            .ok_or_else(|| backend_err("internal: no gradients for the one member"))
     }
 
     /// Every member's recurrence in cooperative launches of many members each (the
     /// co-residency plan of `ops::ensemble`), or member by member through the single
-    /// kernels when that plan says so; the input products and all buffers member by
-    /// member as in `seq_forward`. A member's result is its lone result up to the f32
+    /// kernels when that plan says so; the input products in one batched cuBLAS call. A member's result is its lone result up to the f32
     /// order of the recurrent dot products (ops/ensemble.rs says when it is bit for bit).
     fn ensemble_seq_forward(
         &self,
@@ -300,6 +309,12 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(Vec::new());
         }
+        let prods: Vec<_> = members
+            .iter()
+            .zip(&preps)
+            .map(|(m, p)| (m.params, m.x, p))
+            .collect();
+        self.input_products(cell, shape, &prods)?;
         let sp = spec(cell.kind);
         let fns = sp.kernels;
         let (g, h, b) = (cell.gates(), cell.hidden, shape.batch);
@@ -334,7 +349,7 @@ impl Backend for CudaBackend {
     }
 
     /// The backward recurrence of every member as `ensemble_seq_forward` runs the forward;
-    /// weight gradients member by member as in `seq_backward`.
+    /// each weight-gradient product (and `dx`) in one batched cuBLAS call for all members.
     fn ensemble_seq_backward(
         &self,
         cell: &CellDims,
@@ -380,15 +395,17 @@ impl Backend for CudaBackend {
                 }
             }
         }
-        preps
+        let finish = preps
             .into_iter()
             .zip(members)
-            .enumerate()
-            .map(|(i, (p, m))| {
-                self.bwd_finish(cell, m.params, shape, m.x, m.fwd, p, want_dx)
-                    .map_err(|e| member_error(i, n, e))
+            .map(|(prep, m)| BwdFinish {
+                params: m.params,
+                x: m.x,
+                fwd: m.fwd,
+                prep,
             })
-            .collect()
+            .collect();
+        self.bwd_finish(cell, shape, finish, want_dx)
     }
 
     fn step_speed(
@@ -957,8 +974,8 @@ impl BwdPrep {
 }
 
 impl CudaBackend {
-    /// `seq_forward` up to its recurrence: the argument checks every backend shares, the
-    /// input product over all `T·B` rows and the buffers.
+    /// `seq_forward` up to its recurrence, but for the input product: the argument checks
+    /// every backend shares and the buffers.
     fn fwd_prepare(
         &self,
         cell: &CellDims,
@@ -969,25 +986,11 @@ impl CudaBackend {
     ) -> Result<FwdPrep> {
         check_seq_forward(cell, params.len, shape, x.len, s0.map(|s| s.len))?;
         dims(shape, cell)?;
-        let layout = cell.layout();
         let sp = spec(cell.kind);
-        let (b, i, h) = (shape.batch, cell.input, cell.hidden);
+        let (b, h) = (shape.batch, cell.hidden);
         let (gh, s, rows) = (cell.gate_rows(), cell.state_size(), shape.rows());
-        let p = params.v();
-        // A = X W_ihᵀ over all T·B rows (the biases are added in the gate kernels).
+        // A = X W_ihᵀ: filled by `input_products`.
         let a = self.out(rows * gh)?;
-        gemm_rm(
-            &self.dev,
-            rows,
-            gh,
-            i,
-            x.v(),
-            Op::n(i),
-            p.sub(layout.range(ParamBlock::WeightIh)),
-            Op::t(i),
-            0.0,
-            a.all(),
-        )?;
         let s0 = match s0 {
             Some(s0) => self.copy_of(s0.v(), b * s)?,
             None => self.zeros_buf(b * s)?,
@@ -1004,6 +1007,36 @@ impl CudaBackend {
             })?,
             s_final: self.out(b * s)?,
         })
+    }
+
+    /// `A = X W_ihᵀ` over all `T·B` rows for every `(params, x, prep)`, in one (batched)
+    /// cuBLAS call; the biases are added in the gate kernels.
+    fn input_products(
+        &self,
+        cell: &CellDims,
+        shape: SeqShape,
+        members: &[(&CudaTensor, &CudaTensor, &FwdPrep)],
+    ) -> Result<()> {
+        let layout = cell.layout();
+        let (i, gh) = (cell.input, cell.gate_rows());
+        let ops: Vec<Operands<'_>> = members
+            .iter()
+            .map(|(params, x, prep)| Operands {
+                a: x.v(),
+                b: params.v().sub(layout.range(ParamBlock::WeightIh)),
+                c: prep.a.all(),
+            })
+            .collect();
+        gemm_rm_batched(
+            &self.dev,
+            shape.rows(),
+            gh,
+            i,
+            Op::n(i),
+            Op::t(i),
+            0.0,
+            &ops,
+        )
     }
 
     fn fwd_finish(
@@ -1084,107 +1117,115 @@ impl CudaBackend {
         })
     }
 
-    /// `seq_backward` after its recurrence: weight gradients over all `T·B` rows, bias
-    /// gradients by column sums, and `dx` when asked.
-    #[allow(clippy::too_many_arguments)]
+    /// `seq_backward` after its recurrence, for every member at once: weight gradients over
+    /// all `T·B` rows (one batched cuBLAS call per product), bias gradients by column sums,
+    /// and `dx` when asked.
     fn bwd_finish(
         &self,
         cell: &CellDims,
-        params: &CudaTensor,
         shape: SeqShape,
-        x: &CudaTensor,
-        fwd: &SeqForward<CudaTensor, CudaCache>,
-        prep: BwdPrep,
+        members: Vec<BwdFinish<'_>>,
         want_dx: bool,
-    ) -> Result<SeqGrads<CudaTensor>> {
+    ) -> Result<Vec<SeqGrads<CudaTensor>>> {
         let layout = cell.layout();
         let (t, b, i, h) = (shape.steps, shape.batch, cell.input, cell.hidden);
         let (gh, s, rows) = (cell.gate_rows(), cell.state_size(), shape.rows());
-        let p = params.v();
         let dev = &self.dev;
-        let da = prep.da.all();
-        let du = prep.du.as_ref().unwrap_or(&prep.da).all();
-        let dparams = self.out(layout.len())?;
-        let dp = dparams.all();
-        gemm_rm(
-            dev,
-            gh,
-            i,
-            rows,
-            da,
-            Op::t(gh),
-            x.v(),
-            Op::n(i),
-            0.0,
-            dp.sub(layout.range(ParamBlock::WeightIh)),
-        )?;
-        {
-            let dw = dp.sub(layout.range(ParamBlock::WeightHh));
-            // Step 0 against s_0's h part (row stride S), steps 1.. against h_seq.
-            gemm_rm(
-                dev,
-                gh,
-                h,
-                b,
-                du.sub(0..b * gh),
-                Op::t(gh),
-                fwd.cache.s0.all(),
-                Op::n(s),
-                0.0,
-                dw,
-            )?;
-            if t > 1 {
-                gemm_rm(
-                    dev,
-                    gh,
-                    h,
-                    (t - 1) * b,
-                    du.sub(b * gh..rows * gh),
-                    Op::t(gh),
-                    fwd.h_seq.buf.view(0..(t - 1) * b * h),
-                    Op::n(h),
-                    1.0,
-                    dw,
-                )?;
-            }
+        let mut dparams = Vec::with_capacity(members.len());
+        for _ in &members {
+            dparams.push(self.out(layout.len())?);
         }
-        small::col_sum(
-            dev,
-            da.sub(0..rows * gh),
-            rows,
-            gh,
-            dp.sub(layout.range(ParamBlock::BiasIh)),
-        )?;
-        small::col_sum(
-            dev,
-            du.sub(0..rows * gh),
-            rows,
-            gh,
-            dp.sub(layout.range(ParamBlock::BiasHh)),
-        )?;
-        let dx = if want_dx {
-            let dx = self.out(rows * i)?;
-            gemm_rm(
+        let ih = layout.range(ParamBlock::WeightIh);
+        let hh = layout.range(ParamBlock::WeightHh);
+        let pairs = || members.iter().zip(&dparams);
+        // dW_ih = dAᵀ X.
+        let ops: Vec<Operands<'_>> = pairs()
+            .map(|(m, d)| Operands {
+                a: m.prep.da.all(),
+                b: m.x.v(),
+                c: d.view(ih.clone()),
+            })
+            .collect();
+        gemm_rm_batched(dev, gh, i, rows, Op::t(gh), Op::n(i), 0.0, &ops)?;
+        // dW_hh: step 0 against s_0's h part (row stride S), steps 1.. against h_seq.
+        let ops: Vec<Operands<'_>> = pairs()
+            .map(|(m, d)| Operands {
+                a: m.du().sub(0..b * gh),
+                b: m.fwd.cache.s0.all(),
+                c: d.view(hh.clone()),
+            })
+            .collect();
+        gemm_rm_batched(dev, gh, h, b, Op::t(gh), Op::n(s), 0.0, &ops)?;
+        if t > 1 {
+            let ops: Vec<Operands<'_>> = pairs()
+                .map(|(m, d)| Operands {
+                    a: m.du().sub(b * gh..rows * gh),
+                    b: m.fwd.h_seq.buf.view(0..(t - 1) * b * h),
+                    c: d.view(hh.clone()),
+                })
+                .collect();
+            gemm_rm_batched(dev, gh, h, (t - 1) * b, Op::t(gh), Op::n(h), 1.0, &ops)?;
+        }
+        for (m, d) in members.iter().zip(&dparams) {
+            small::col_sum(
                 dev,
+                m.prep.da.view(0..rows * gh),
                 rows,
-                i,
                 gh,
-                da,
-                Op::n(gh),
-                p.sub(layout.range(ParamBlock::WeightIh)),
-                Op::n(i),
-                0.0,
-                dx.all(),
+                d.view(layout.range(ParamBlock::BiasIh)),
             )?;
-            Some(self.tensor(dx, rows * i))
+            small::col_sum(
+                dev,
+                m.du().sub(0..rows * gh),
+                rows,
+                gh,
+                d.view(layout.range(ParamBlock::BiasHh)),
+            )?;
+        }
+        let dxs = if want_dx {
+            let mut dxs = Vec::with_capacity(members.len());
+            for _ in &members {
+                dxs.push(self.out(rows * i)?);
+            }
+            let ops: Vec<Operands<'_>> = members
+                .iter()
+                .zip(&dxs)
+                .map(|(m, dx)| Operands {
+                    a: m.prep.da.all(),
+                    b: m.params.v().sub(layout.range(ParamBlock::WeightIh)),
+                    c: dx.all(),
+                })
+                .collect();
+            gemm_rm_batched(dev, rows, i, gh, Op::n(gh), Op::n(i), 0.0, &ops)?;
+            dxs.into_iter().map(Some).collect()
         } else {
-            None
+            members.iter().map(|_| None).collect::<Vec<_>>()
         };
-        Ok(SeqGrads {
-            dparams: self.tensor(dparams, layout.len()),
-            ds0: self.tensor(prep.ds0, b * s),
-            dx,
-        })
+        Ok(members
+            .into_iter()
+            .zip(dparams)
+            .zip(dxs)
+            .map(|((m, dp), dx)| SeqGrads {
+                dparams: self.tensor(dp, layout.len()),
+                ds0: self.tensor(m.prep.ds0, b * s),
+                dx: dx.map(|dx| self.tensor(dx, rows * i)),
+            })
+            .collect())
+    }
+}
+
+/// One member's part of [`CudaBackend::bwd_finish`].
+struct BwdFinish<'a> {
+    params: &'a CudaTensor,
+    x: &'a CudaTensor,
+    fwd: &'a SeqForward<CudaTensor, CudaCache>,
+    prep: BwdPrep,
+}
+
+impl BwdFinish<'_> {
+    /// dL/dU: its own buffer, or dA's where the cell's da == du.
+    fn du(&self) -> View<'_, f32> {
+        self.prep.du.as_ref().unwrap_or(&self.prep.da).all()
     }
 }
 

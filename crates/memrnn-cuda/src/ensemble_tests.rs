@@ -75,10 +75,16 @@ fn same(want: &[f32], got: &[f32], exact: bool, nan_member: bool, what: &str) {
     assert_eq!(want.len(), got.len(), "{what}: lengths");
     for (k, (&w, &g)) in want.iter().zip(got).enumerate() {
         if nan_member {
-            assert!(w.is_nan() && g.is_nan(), "{what}[{k}]: alone {w}, together {g}");
+            assert!(
+                w.is_nan() && g.is_nan(),
+                "{what}[{k}]: alone {w}, together {g}"
+            );
             continue;
         }
-        assert!(g.is_finite(), "{what}[{k}] = {g}: a poisoned element was never written");
+        assert!(
+            g.is_finite(),
+            "{what}[{k}] = {g}: a poisoned element was never written"
+        );
         let ok = if exact {
             w.to_bits() == g.to_bits()
         } else {
@@ -219,7 +225,14 @@ const CELLS: [CellKind; 3] = [CellKind::Rnn, CellKind::Gru, CellKind::Lstm];
 #[test]
 fn one_member_is_the_network_alone() {
     for (k, kind) in CELLS.into_iter().enumerate() {
-        let p = compare(SimProps::small(), kind, (3, 7, 3, 4), 1, &[], 1300 + k as u64);
+        let p = compare(
+            SimProps::small(),
+            kind,
+            (3, 7, 3, 4),
+            1,
+            &[],
+            1300 + k as u64,
+        );
         assert_eq!((p.forward, p.backward), (None, None), "{kind}: {p}");
     }
 }
@@ -241,7 +254,14 @@ fn three_members_in_one_launch_at_awkward_shapes() {
 #[test]
 fn a_nan_member_disturbs_no_other_member() {
     for (k, kind) in CELLS.into_iter().enumerate() {
-        let p = compare(SimProps::small(), kind, (4, 9, 5, 3), 3, &[1], 1500 + k as u64);
+        let p = compare(
+            SimProps::small(),
+            kind,
+            (4, 9, 5, 3),
+            3,
+            &[1],
+            1500 + k as u64,
+        );
         assert!(p.forward.is_some() && p.backward.is_some(), "{kind}: {p}");
     }
 }
@@ -252,7 +272,14 @@ fn members_beyond_one_launch_run_in_groups() {
         // Enough members that the small device's co-resident blocks hold only part of
         // them; the last member NaN, so that the last group holds a NaN member too.
         let e = 40;
-        let p = compare(SimProps::small(), kind, (3, 9, 5, 2), e, &[e - 1], 1600 + k as u64);
+        let p = compare(
+            SimProps::small(),
+            kind,
+            (3, 9, 5, 2),
+            e,
+            &[e - 1],
+            1600 + k as u64,
+        );
         let f = p.forward.unwrap_or_else(|| panic!("{kind}: {p}"));
         let b = p.backward.unwrap_or_else(|| panic!("{kind}: {p}"));
         assert!(f.groups >= 2 && b.groups >= 2, "{kind}: {p}");
@@ -281,7 +308,14 @@ fn the_step_path_runs_member_by_member_bit_for_bit() {
 fn members_tiled_unlike_a_lone_network_match_within_reordering() {
     for (k, kind) in CELLS.into_iter().enumerate() {
         // Wider networks, more members: each member gets fewer blocks than alone.
-        let p = compare(SimProps::small(), kind, (6, 33, 9, 3), 8, &[3], 1800 + k as u64);
+        let p = compare(
+            SimProps::small(),
+            kind,
+            (6, 33, 9, 3),
+            8,
+            &[3],
+            1800 + k as u64,
+        );
         let f = p.forward.unwrap_or_else(|| panic!("{kind}: {p}"));
         // The case exists to cover the tolerance branch of `same`.
         assert!(!f.same_lanes_as_alone, "{kind}: {p} keeps the lone lanes");

@@ -375,10 +375,17 @@ mod tests {
             p.per_launch * p.plan.blocks as usize <= per_sm * info.sms as usize,
             "{what}: {p:?} is not co-resident ({per_sm} blocks per SM)"
         );
-        assert!(p.per_launch >= 2, "{what}: one member per launch is member by member");
+        assert!(
+            p.per_launch >= 2,
+            "{what}: one member per launch is member by member"
+        );
         assert_eq!(p.groups, e.div_ceil(p.per_launch), "{what}: groups");
         let covered: Vec<usize> = p.groups(e).flatten().collect();
-        assert_eq!(covered, (0..e).collect::<Vec<_>>(), "{what}: groups cover the members");
+        assert_eq!(
+            covered,
+            (0..e).collect::<Vec<_>>(),
+            "{what}: groups cover the members"
+        );
         assert!(p.groups(e).all(|r| r.len() <= p.per_launch));
         assert!(p.plan.ks >= 1 && p.plan.ks <= 32 && p.plan.ks & (p.plan.ks - 1) == 0);
         // Chunks are multiples of 32 (so of every ks) or the whole K.
@@ -390,7 +397,10 @@ mod tests {
         let d = dev(SimProps::h100_like());
         let (h, b) = (200, 128);
         let (single, one) = gru_fwd(&d, 1, h, b);
-        assert!(single.persistent, "the lone paper-shape GRU is persistent on an H100");
+        assert!(
+            single.persistent,
+            "the lone paper-shape GRU is persistent on an H100"
+        );
         assert_eq!(one, None, "one network runs alone");
         let mut groups = Vec::new();
         for e in [8, 32, 64] {
@@ -422,7 +432,10 @@ mod tests {
         let (_, pm) = gru_fwd(&d, 40, h, b);
         let pm = pm.expect("40 small GRUs pack");
         check_plan(&d, &pm, 40, h, b, "E 40");
-        assert!(pm.groups >= 2, "40 members on 2 small SMs take several launches: {pm:?}");
+        assert!(
+            pm.groups >= 2,
+            "40 members on 2 small SMs take several launches: {pm:?}"
+        );
     }
 
     #[test]
