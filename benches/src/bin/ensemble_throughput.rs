@@ -5,7 +5,8 @@
 //! the figure is the median over `--reps` repetitions after one warm-up repetition.
 //!
 //! `cargo run --release -p memrnn-benches --bin ensemble_throughput -- [--backend cpu|cuda|cuda-sim]
-//!  [--ensembles 1,8,32,64] [--shape paper|run|tiny] [--steps 20] [--reps 5] [--threads N]`
+//!  [--ensembles 1,8,32,64] [--shape paper|run|tiny] [--steps 20] [--reps 5] [--threads N]
+//!  [--sim-props small|h100] [--plan-only]`
 //!
 //! Shapes (T 20, the bundled digits' 785 inputs): paper = GRU H 200, batch 128; run = GRU
 //! H 64, batch 64; tiny = GRU H 8, batch 4 (a check that the command runs, not a figure).
@@ -14,7 +15,8 @@
 //! also says how the recurrences ran (`CudaBackend::ensemble_plan`): members per
 //! cooperative launch × launches and blocks per member, forward and backward, or member by
 //! member (the single-network kernels); `--sim-props h100` plans on the simulated H100
-//! (`--backend cuda-sim`; slow, for the plan and a run check, not a figure).
+//! (`--backend cuda-sim`; slow, for the plan and a run check, not a figure); `--plan-only`
+//! prints the plans without training.
 
 use memrnn_core::{Backend, CellKind};
 use memrnn_train::idx::load_bundled;
@@ -74,6 +76,14 @@ fn bench<B: Backend>(
 ) {
     let (hidden, batch) = shape(shape_name);
     println!("backend: {}", b.name());
+    if steps == 0 {
+        println!("recurrence launches at GRU H {hidden}, batch {batch}:");
+        for &e in sizes {
+            let p = plan(e, hidden, batch).unwrap_or_else(|| "-".into());
+            println!("E {e}: {p}");
+        }
+        return;
+    }
     println!(
         "shape {shape_name}: GRU H {hidden}, batch {batch}, T 20, I {}; {steps} steps per repetition, median of {reps}",
         set.input_size()
@@ -139,7 +149,12 @@ fn bench<B: Backend>(
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps: usize = arg(&args, "--reps").unwrap_or(5);
-    let steps: u64 = arg(&args, "--steps").unwrap_or(20);
+    let plan_only = args.iter().any(|a| a == "--plan-only");
+    let steps: u64 = if plan_only {
+        0
+    } else {
+        arg(&args, "--steps").unwrap_or(20)
+    };
     let shape_name: String = arg(&args, "--shape").unwrap_or_else(|| "paper".into());
     let backend: String = arg(&args, "--backend").unwrap_or_else(|| "cpu".into());
     let sizes: Vec<usize> = arg::<String>(&args, "--ensembles")
@@ -153,7 +168,7 @@ fn main() {
             }
         })
         .collect();
-    if reps == 0 || steps == 0 {
+    if reps == 0 || (steps == 0 && !plan_only) {
         eprintln!("--reps and --steps must be at least 1");
         std::process::exit(2);
     }
@@ -168,7 +183,7 @@ fn main() {
         }
         "cuda" => {
             let b = memrnn_cuda::CudaBackend::new(0).expect("a CUDA device");
-            bench(&b, &cuda_plan(&b), &set, &sizes, &shape_name, steps, reps)
+            bench(&b, &cuda_plan(&b), &set, &sizes, &shape_name, steps, reps);
         }
         #[cfg(feature = "sim")]
         "cuda-sim" => {
@@ -181,7 +196,7 @@ fn main() {
                 }
             };
             let b = memrnn_cuda::CudaBackend::simulated(props).expect("the simulated device");
-            bench(&b, &cuda_plan(&b), &set, &sizes, &shape_name, steps, reps)
+            bench(&b, &cuda_plan(&b), &set, &sizes, &shape_name, steps, reps);
         }
         #[cfg(not(feature = "sim"))]
         "cuda-sim" => {
