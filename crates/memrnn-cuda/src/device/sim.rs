@@ -154,6 +154,10 @@ unsafe extern "C" fn run_thread<P: KernelParams>(ctx: *mut c_void) {
     unsafe { (call.entry)(call.params) }
 }
 
+/// A cuBLAS operand on the simulated device: its address and its buffer's elements from
+/// there on.
+type GemmOperand = (DevPtr, usize);
+
 /// A simulated device allocation.
 pub(crate) struct SimMem<T: Elem> {
     ptr: NonNull<T>,
@@ -434,7 +438,7 @@ impl SimDevice {
     pub(crate) fn sgemm_batched(
         &self,
         g: &ColMajorGemm,
-        ops: &[((DevPtr, usize), (DevPtr, usize), (DevPtr, usize))],
+        ops: &[(GemmOperand, GemmOperand, GemmOperand)],
     ) -> Result<()> {
         for &(a, b, c) in ops {
             self.sgemm_named("cublasSgemmBatched", g, a, b, c)?;
