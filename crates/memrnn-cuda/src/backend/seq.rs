@@ -14,8 +14,8 @@ use memrnn_core::{
     SeqGrads, SeqShape, SeqUpstream, UpstreamLens,
 };
 
-/// A forward pass before its recurrence: `A = X W_ihᵀ` computed, `s_0` copied, the
-/// outputs allocated (NaN-poisoned when poisoning is on).
+/// A forward pass before its recurrence: `s_0` copied, `A` (for `X W_ihᵀ`, which
+/// `input_products` writes) and the outputs allocated (NaN-poisoned when poisoning is on).
 pub(super) struct FwdPrep {
     a: Buf<f32>,
     s0: Buf<f32>,
