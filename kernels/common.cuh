@@ -65,15 +65,17 @@ struct Tiling {
     int n_items;         // jt * ceil(bt / 4)
 };
 
-__device__ __forceinline__ Tiling make_tiling(int jt, int bt, int kc, int ks, int H) {
+// `block` is the block's index within its network's grid: blockIdx.x for one network, the
+// virtual block index within its member for an ensemble launch (see seq_*_persistent).
+__device__ __forceinline__ Tiling make_tiling(int jt, int bt, int kc, int ks, int H, int block) {
     Tiling t;
     t.jt = jt;
     t.bt = bt;
     t.kc = kc;
     t.ks = ks;
     const int nj = (H + jt - 1) / jt;
-    t.j0 = (int)(blockIdx.x % nj) * jt;
-    t.b0 = (int)(blockIdx.x / nj) * bt;
+    t.j0 = (block % nj) * jt;
+    t.b0 = (block / nj) * bt;
     t.n_items = jt * ((bt + MR_ROWS - 1) / MR_ROWS);
     return t;
 }
@@ -161,6 +163,23 @@ __device__ __forceinline__ void tile_phase(const Tiling& tl, const float* w, siz
     }
 }
 
+// An ensemble member's argument struct, read from the launch's device array in 8-byte
+// read-only loads: a plain struct copy from global memory made ptxas spill in
+// lstm_seq_fwd_ens_f32 (the arguments stay live across every grid sync); this copy does
+// not (the same 64 registers as lstm_seq_fwd_f32, no spill).
+template <class Args>
+__device__ __forceinline__ Args load_args(const Args* src) {
+    static_assert(sizeof(Args) % 8 == 0, "argument structs are arrays of 8-byte words");
+    constexpr int N = (int)(sizeof(Args) / 8);
+    const unsigned long long* s = reinterpret_cast<const unsigned long long*>(src);
+    unsigned long long w[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = __ldg(s + i);
+    Args a;
+    memcpy(&a, w, sizeof(Args));
+    return a;
+}
+
 // ---------------------------------------------------------------------------------------
 // Forward.
 
@@ -188,9 +207,9 @@ __device__ __forceinline__ void fwd_step(const FwdArgs& a, const Tiling& tl, int
 // steps; one grid-wide sync per step.
 template <class Cell>
 __device__ __forceinline__ void seq_fwd_persistent(const FwdArgs& a, int jt, int bt, int kc,
-                                                   int ks) {
+                                                   int ks, int block) {
     MR_DYNAMIC_SHARED(float, smem);
-    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
+    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H, block);
     const int H = a.H;
     const int kp = odd_pitch(H);
     float* w_s = smem;
@@ -217,7 +236,7 @@ template <class Cell>
 __device__ __forceinline__ void seq_fwd_one_step(const FwdArgs& a, int jt, int bt, int kc,
                                                  int ks, int t) {
     MR_DYNAMIC_SHARED(float, smem);
-    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
+    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H, (int)blockIdx.x);
     const int H = a.H;
     fwd_step<Cell>(a, tl, t, a.w_hh + (size_t)tl.j0 * H, (size_t)H * H, H, smem);
 }
@@ -262,9 +281,9 @@ __device__ __forceinline__ void bwd_iter(const BwdArgs& a, const Tiling& tl, int
 // for all T steps; one grid-wide sync per step.
 template <class Cell>
 __device__ __forceinline__ void seq_bwd_persistent(const BwdArgs& a, int jt, int bt, int kc,
-                                                   int ks) {
+                                                   int ks, int block) {
     MR_DYNAMIC_SHARED(float, smem);
-    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
+    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H, block);
     const int H = a.H;
     const int GH = Cell::G * H;
     const int kp = odd_pitch(GH);
@@ -288,22 +307,30 @@ template <class Cell>
 __device__ __forceinline__ void seq_bwd_one_step(const BwdArgs& a, int jt, int bt, int kc,
                                                  int ks, int t) {
     MR_DYNAMIC_SHARED(float, smem);
-    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H);
+    const Tiling tl = make_tiling(jt, bt, kc, ks, a.H, (int)blockIdx.x);
     const int GH = Cell::G * a.H;
     bwd_iter<Cell>(a, tl, t, a.w_t + (size_t)tl.j0 * GH, 0, GH, smem);
 }
 
 }  // namespace mr
 
-// The four entry points of a cell family, each taking one parameter struct (params.cuh):
-//   <fam>_seq_fwd_f32   persistent forward (cooperative launch), all T steps
-//   <fam>_step_fwd_f32  forward step p.t (fallback; one launch per step)
-//   <fam>_seq_bwd_f32   persistent backward (cooperative launch), t = T-1 .. -1
-//   <fam>_step_bwd_f32  backward iteration p.t (fallback; the host runs t = T-1 .. -1)
+// The entry points of a cell family, each taking one parameter struct (params.cuh):
+//   <fam>_seq_fwd_f32      persistent forward (cooperative launch), all T steps
+//   <fam>_step_fwd_f32     forward step p.t (fallback; one launch per step)
+//   <fam>_seq_bwd_f32      persistent backward (cooperative launch), t = T-1 .. -1
+//   <fam>_step_bwd_f32     backward iteration p.t (fallback; the host runs t = T-1 .. -1)
+//   <fam>_seq_fwd_ens_f32  the persistent forward of p.members networks of one shape in
+//   <fam>_seq_bwd_ens_f32  one cooperative launch (and the backward): gridDim.x =
+//                          members * blocks_per_member, block i working for network
+//                          i / blocks_per_member (its args p.a[i / blocks_per_member], a
+//                          device array) as that network's block i % blocks_per_member of
+//                          the launch shape above; all networks share T, so one grid sync
+//                          per step serves them all.
 #define MR_DEFINE_CELL_KERNELS(FAM, CELL)                                                  \
     extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
         FAM##_seq_fwd_f32(const MrRecFwdParams p) {                                       \
-        mr::seq_fwd_persistent<CELL>(p.a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks);    \
+        mr::seq_fwd_persistent<CELL>(p.a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks,     \
+                                     (int)blockIdx.x);                                    \
     }                                                                                     \
     extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
         FAM##_step_fwd_f32(const MrRecFwdParams p) {                                      \
@@ -311,9 +338,24 @@ __device__ __forceinline__ void seq_bwd_one_step(const BwdArgs& a, int jt, int b
     }                                                                                     \
     extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
         FAM##_seq_bwd_f32(const MrRecBwdParams p) {                                       \
-        mr::seq_bwd_persistent<CELL>(p.a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks);    \
+        mr::seq_bwd_persistent<CELL>(p.a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks,     \
+                                     (int)blockIdx.x);                                    \
     }                                                                                     \
     extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
         FAM##_step_bwd_f32(const MrRecBwdParams p) {                                      \
         mr::seq_bwd_one_step<CELL>(p.a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks, p.t); \
+    }                                                                                     \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
+        FAM##_seq_fwd_ens_f32(const MrRecFwdEnsParams p) {                                \
+        const int bpm = p.blocks_per_member;                                              \
+        const mr::FwdArgs a = mr::load_args(p.a + blockIdx.x / bpm);                      \
+        mr::seq_fwd_persistent<CELL>(a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks,       \
+                                     (int)(blockIdx.x % bpm));                            \
+    }                                                                                     \
+    extern "C" __global__ void __launch_bounds__(MR_THREADS)                              \
+        FAM##_seq_bwd_ens_f32(const MrRecBwdEnsParams p) {                                \
+        const int bpm = p.blocks_per_member;                                              \
+        const mr::BwdArgs a = mr::load_args(p.a + blockIdx.x / bpm);                      \
+        mr::seq_bwd_persistent<CELL>(a, p.tile.jt, p.tile.bt, p.tile.kc, p.tile.ks,       \
+                                     (int)(blockIdx.x % bpm));                            \
     }

@@ -66,6 +66,22 @@ struct MrRecBwdParams {
     int t;
 };
 
+// <cell>_seq_fwd_ens_f32: the persistent forward of `members` networks of one shape in one
+// cooperative launch of members * blocks_per_member blocks (common.cuh); a points to a
+// device array of the members' FwdArgs, all with the same T, B and H.
+struct MrRecFwdEnsParams {
+    const mr::FwdArgs* a;
+    mr::TileArgs tile;
+    int members, blocks_per_member;
+};
+
+// <cell>_seq_bwd_ens_f32: the same for the backward (a device array of BwdArgs).
+struct MrRecBwdEnsParams {
+    const mr::BwdArgs* a;
+    mr::TileArgs tile;
+    int members, blocks_per_member;
+};
+
 // adam_update_f32: one Adam step in place over n elements.
 struct MrAdamParams {
     float* p;

@@ -45,7 +45,8 @@ const PIP_PACKAGES: &[&str] = &[
 /// compared with the f64 reference at 1e-4 relative; fast-math's approximate tanh and
 /// exp2 cost more of that budget than they save in a recurrence bound by the product).
 const NVCC_FLAGS: &[&str] = &["-arch=sm_90", "-ptx", "-O3"];
-/// Kernels whose spills fail `--check --rebuild` (and `cargo xtask ptx`): the recurrences,
+/// Kernels whose spills fail `--check --rebuild` (and `cargo xtask ptx`): the recurrences
+/// (single networks and ensembles),
 /// every step of every sequence, and the slow-point search (every iteration of every
 /// candidate).
 const HOT_SUFFIXES: &[&str] = &[
@@ -53,6 +54,8 @@ const HOT_SUFFIXES: &[&str] = &[
     "_seq_bwd_f32",
     "_step_fwd_f32",
     "_step_bwd_f32",
+    "_seq_fwd_ens_f32",
+    "_seq_bwd_ens_f32",
     "_slowpoints_f32",
     "_slowpoints_narrow_f32",
 ];

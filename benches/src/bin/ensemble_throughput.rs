@@ -5,12 +5,18 @@
 //! the figure is the median over `--reps` repetitions after one warm-up repetition.
 //!
 //! `cargo run --release -p memrnn-benches --bin ensemble_throughput -- [--backend cpu|cuda|cuda-sim]
-//!  [--ensembles 1,8,32,64] [--shape paper|run|tiny] [--steps 20] [--reps 5] [--threads N]`
+//!  [--ensembles 1,8,32,64] [--shape paper|run|tiny] [--steps 20] [--reps 5] [--threads N]
+//!  [--sim-props small|h100] [--plan-only]`
 //!
 //! Shapes (T 20, the bundled digits' 785 inputs): paper = GRU H 200, batch 128; run = GRU
 //! H 64, batch 64; tiny = GRU H 8, batch 4 (a check that the command runs, not a figure).
 //! With `--backend cuda` it also projects the paper's 40-network study's training
-//! (140,000 steps each) from the largest E's throughput.
+//! (140,000 steps each) from the largest E's throughput. On the CUDA backends each row
+//! also says how the recurrences ran (`CudaBackend::ensemble_plan`): members per
+//! cooperative launch × launches and blocks per member, forward and backward, or member by
+//! member (the single-network kernels); `--sim-props h100` plans on the simulated H100
+//! (`--backend cuda-sim`; slow, for the plan and a run check, not a figure); `--plan-only`
+//! prints the plans without training.
 
 use memrnn_core::{Backend, CellKind};
 use memrnn_train::idx::load_bundled;
@@ -45,8 +51,23 @@ fn shape(name: &str) -> (usize, usize) {
     }
 }
 
+/// How a backend runs the recurrences of E networks at H `hidden`, batch `batch` (None:
+/// nothing to say, e.g. the CPU).
+type PlanFn<'a> = &'a dyn Fn(usize, usize, usize) -> Option<String>;
+
+fn cuda_plan(b: &memrnn_cuda::CudaBackend) -> impl Fn(usize, usize, usize) -> Option<String> + '_ {
+    move |e, hidden, batch| {
+        let cell = memrnn_core::CellDims::new(CellKind::Gru, 1, hidden).ok()?;
+        Some(match b.ensemble_plan(&cell, batch, e) {
+            Ok(p) => p.to_string(),
+            Err(err) => format!("no plan: {err}"),
+        })
+    }
+}
+
 fn bench<B: Backend>(
     b: &B,
+    plan: PlanFn<'_>,
     set: &DigitSet,
     sizes: &[usize],
     shape_name: &str,
@@ -55,14 +76,22 @@ fn bench<B: Backend>(
 ) {
     let (hidden, batch) = shape(shape_name);
     println!("backend: {}", b.name());
+    if steps == 0 {
+        println!("recurrence launches at GRU H {hidden}, batch {batch}:");
+        for &e in sizes {
+            let p = plan(e, hidden, batch).unwrap_or_else(|| "-".into());
+            println!("E {e}: {p}");
+        }
+        return;
+    }
     println!(
         "shape {shape_name}: GRU H {hidden}, batch {batch}, T 20, I {}; {steps} steps per repetition, median of {reps}",
         set.input_size()
     );
     println!(
-        "| E | ms per ensemble step | networks·steps/s | scaling: rate / (E × the first size's rate per network); 1 = linear |"
+        "| E | ms per ensemble step | networks·steps/s | scaling: rate / (E × the first size's rate per network); 1 = linear | recurrence launches |"
     );
-    println!("| --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- |");
     let mut one = None;
     let mut last = 0.0;
     for &e in sizes {
@@ -101,9 +130,10 @@ fn bench<B: Backend>(
         // One network's throughput at the first size (E = 1 in the default list).
         let base = *one.get_or_insert(rate / e as f64);
         println!(
-            "| {e} | {:.2} | {rate:.1} | {:.2} |",
+            "| {e} | {:.2} | {rate:.1} | {:.2} | {} |",
             secs * 1e3 / steps as f64,
-            rate / (base * e as f64)
+            rate / (base * e as f64),
+            plan(e, hidden, batch).unwrap_or_else(|| "-".into())
         );
         last = rate;
     }
@@ -119,7 +149,12 @@ fn bench<B: Backend>(
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps: usize = arg(&args, "--reps").unwrap_or(5);
-    let steps: u64 = arg(&args, "--steps").unwrap_or(20);
+    let plan_only = args.iter().any(|a| a == "--plan-only");
+    let steps: u64 = if plan_only {
+        0
+    } else {
+        arg(&args, "--steps").unwrap_or(20)
+    };
     let shape_name: String = arg(&args, "--shape").unwrap_or_else(|| "paper".into());
     let backend: String = arg(&args, "--backend").unwrap_or_else(|| "cpu".into());
     let sizes: Vec<usize> = arg::<String>(&args, "--ensembles")
@@ -133,7 +168,7 @@ fn main() {
             }
         })
         .collect();
-    if reps == 0 || steps == 0 {
+    if reps == 0 || (steps == 0 && !plan_only) {
         eprintln!("--reps and --steps must be at least 1");
         std::process::exit(2);
     }
@@ -144,26 +179,25 @@ fn main() {
             if let Some(n) = arg::<usize>(&args, "--threads") {
                 b = b.with_threads(n).expect("threads");
             }
-            bench(&b, &set, &sizes, &shape_name, steps, reps)
+            bench(&b, &|_, _, _| None, &set, &sizes, &shape_name, steps, reps)
         }
-        "cuda" => bench(
-            &memrnn_cuda::CudaBackend::new(0).expect("a CUDA device"),
-            &set,
-            &sizes,
-            &shape_name,
-            steps,
-            reps,
-        ),
+        "cuda" => {
+            let b = memrnn_cuda::CudaBackend::new(0).expect("a CUDA device");
+            bench(&b, &cuda_plan(&b), &set, &sizes, &shape_name, steps, reps);
+        }
         #[cfg(feature = "sim")]
-        "cuda-sim" => bench(
-            &memrnn_cuda::CudaBackend::simulated(memrnn_cuda::SimProps::small())
-                .expect("the simulated device"),
-            &set,
-            &sizes,
-            &shape_name,
-            steps,
-            reps,
-        ),
+        "cuda-sim" => {
+            let props = match arg::<String>(&args, "--sim-props").as_deref() {
+                None | Some("small") => memrnn_cuda::SimProps::small(),
+                Some("h100") => memrnn_cuda::SimProps::h100_like(),
+                Some(other) => {
+                    eprintln!("--sim-props {other}: use small or h100");
+                    std::process::exit(2)
+                }
+            };
+            let b = memrnn_cuda::CudaBackend::simulated(props).expect("the simulated device");
+            bench(&b, &cuda_plan(&b), &set, &sizes, &shape_name, steps, reps);
+        }
         #[cfg(not(feature = "sim"))]
         "cuda-sim" => {
             eprintln!("--backend cuda-sim needs the simulated device: add `--features sim`");

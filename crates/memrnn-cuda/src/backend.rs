@@ -2,27 +2,33 @@
 //! Tensors stay on the device; input products and weight gradients go through cuBLAS over
 //! all `T·B` rows; the recurrences run in the fused kernels of `kernels/` (persistent
 //! cooperative kernels when W_hh's slices fit on chip, one launch per step otherwise).
+//! An ensemble's members run their recurrences together, many per cooperative launch
+//! (`ops::ensemble`), and their products as batched cuBLAS calls.
 //! Everything here runs unchanged over the real driver and the simulator ([`Device`]).
 
 use crate::blas::{gemm_rm, Op};
 use crate::device::real::RealDevice;
 use crate::device::{backend_err, Buf, Device, View};
 use crate::kernels::{Kernel, KernelParams};
+use crate::ops::ensemble;
 use crate::ops::readout;
 use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath};
 use crate::ops::small::{self, AdamScalars};
 use crate::ops::spec;
 use crate::ops::task;
-use memrnn_core::ensemble::{member_error, MemberAdam};
+use memrnn_core::ensemble::{for_members, member_error, BackwardArgs, MemberAdam, SeqArgs};
 use memrnn_core::{
     check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
-    check_readout_argmax, check_readout_ce, check_seq_backward, check_seq_forward,
-    check_step_jacobian, check_step_speed, check_step_speed_grad, AdamConfig, AdamGroup, AdamState,
-    Backend, CellDims, ForwardInfo, ParamBlock, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape,
-    SeqUpstream, SpeedGrad, StepGuard, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
+    check_readout_argmax, check_readout_ce, check_step_jacobian, check_step_speed,
+    check_step_speed_grad, AdamConfig, AdamGroup, AdamState, Backend, CellDims, ParamBlock,
+    ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad, StepGuard, CE_STATS,
+    CLIP_NORM_LEN,
 };
 use memrnn_core::{philox, DigitTable, TaskBatch, TaskBatchSpec, TaskChunkSpec};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+mod seq;
+use seq::BwdFinish;
 
 /// A flat f32 buffer in device memory (or simulated device memory). The allocation holds
 /// at least one element (a zero-length tensor still owns a valid pointer); `len` is the
@@ -164,6 +170,30 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// How [`Backend::ensemble_seq_forward`] and [`Backend::ensemble_seq_backward`] would
+    /// launch the recurrences of `members` networks of `cell` at batch `batch` on this
+    /// device and recurrence path (the sequence length does not enter the plan).
+    pub fn ensemble_plan(
+        &self,
+        cell: &CellDims,
+        batch: usize,
+        members: usize,
+    ) -> Result<crate::EnsemblePlans> {
+        let fns = spec(cell.kind).kernels;
+        let (g, gh, h) = (cell.gates(), cell.gate_rows(), cell.hidden);
+        let fwd = self.plan(&fns.seq_fwd, g, h, h, batch)?;
+        let bwd = self.plan(&fns.seq_bwd, 1, gh, h, batch)?;
+        let dev = &self.dev;
+        let ef = ensemble::plan(dev, &fns.seq_fwd_ens, &fwd, g, h, h, batch, members)?;
+        let eb = ensemble::plan(dev, &fns.seq_bwd_ens, &bwd, 1, gh, h, batch, members)?;
+        Ok(crate::EnsemblePlans {
+            forward: crate::EnsembleLaunches::of(&ef, &fwd),
+            backward: crate::EnsembleLaunches::of(&eb, &bwd),
+        })
+    }
+}
+
 fn dims(shape: SeqShape, cell: &CellDims) -> Result<Dims> {
     let c = |v: usize, what: &str| {
         i32::try_from(v).map_err(|_| backend_err(format!("{what} = {v} exceeds 32 bits")))
@@ -209,78 +239,24 @@ impl Backend for CudaBackend {
         x: &CudaTensor,
         s0: Option<&CudaTensor>,
     ) -> Result<SeqForward<CudaTensor, CudaCache>> {
-        // The argument checks every backend shares (memrnn_core::checks).
-        check_seq_forward(cell, params.len, shape, x.len, s0.map(|s| s.len))?;
-        let layout = cell.layout();
-        let d = dims(shape, cell)?;
+        let prep = self.fwd_prepare(cell, params, shape, x, s0)?;
+        self.input_products(cell, shape, &[(params, x, &prep)])?;
         let sp = spec(cell.kind);
-        let (b, i, h, g) = (shape.batch, cell.input, cell.hidden, cell.gates());
-        let (gh, s, rows) = (cell.gate_rows(), cell.state_size(), shape.rows());
-        let p = params.v();
-        let dev = &self.dev;
-
-        // A = X W_ihᵀ over all T·B rows (the biases are added in the gate kernels).
-        let a = self.out(rows * gh)?;
-        gemm_rm(
-            dev,
-            rows,
-            gh,
-            i,
-            x.v(),
-            Op::n(i),
-            p.sub(layout.range(ParamBlock::WeightIh)),
-            Op::t(i),
-            0.0,
-            a.all(),
-        )?;
-        let s0buf = match s0 {
-            Some(s0) => self.copy_of(s0.v(), b * s)?,
-            None => self.zeros_buf(b * s)?,
-        };
-        let h_seq = self.out(rows * h)?;
-        let gates = self.out(rows * sp.ncache * h)?;
-        let c_seq = self.out(if cell.kind.state_parts() == 2 {
-            rows * h
-        } else {
-            1
-        })?;
-        let s_final = self.out(b * s)?;
-
         let fns = sp.kernels;
-        let plan = self.plan(&fns.seq_fwd, g, h, h, b)?;
-        let buf = FwdBuffers {
-            a: a.all(),
-            w_hh: p.sub(layout.range(ParamBlock::WeightHh)),
-            b_ih: p.sub(layout.range(ParamBlock::BiasIh)),
-            b_hh: p.sub(layout.range(ParamBlock::BiasHh)),
-            s0: s0buf.all(),
-            h_seq: h_seq.all(),
-            gates: gates.all(),
-            c_seq: c_seq.all(),
-            s_final: s_final.all(),
-        };
+        let (g, h) = (cell.gates(), cell.hidden);
+        let plan = self.plan(&fns.seq_fwd, g, h, h, shape.batch)?;
         recurrence::forward(
-            dev,
+            &self.dev,
             &fns.seq_fwd,
             &fns.step_fwd,
             &plan,
-            d,
+            dims(shape, cell)?,
             g,
             sp.ncache,
             cell.kind.state_parts(),
-            &buf,
+            &prep.buffers(cell, params),
         )?;
-        Ok(SeqForward {
-            h_seq: self.tensor(h_seq, rows * h),
-            s_final: self.tensor(s_final, b * s),
-            cache: CudaCache {
-                cell: *cell,
-                shape,
-                s0: s0buf,
-                gates,
-                c_seq,
-            },
-        })
+        Ok(self.fwd_finish(cell, shape, prep))
     }
 
     fn seq_backward(
@@ -293,169 +269,148 @@ impl Backend for CudaBackend {
         upstream: SeqUpstream<'_, CudaTensor>,
         want_dx: bool,
     ) -> Result<SeqGrads<CudaTensor>> {
-        check_seq_backward(
-            cell,
-            params.len,
-            shape,
-            x.len,
-            &ForwardInfo {
-                cell: fwd.cache.cell,
-                shape: fwd.cache.shape,
-                h_seq: fwd.h_seq.len,
-                s_final: fwd.s_final.len,
-            },
-            UpstreamLens {
-                dh_seq: upstream.dh_seq.map(|t| t.len),
-                ds_final: upstream.ds_final.map(|t| t.len),
-            },
-        )?;
-        let layout = cell.layout();
-        let d = dims(shape, cell)?;
+        let prep = self.bwd_prepare(cell, params, shape, x, fwd, upstream)?;
         let sp = spec(cell.kind);
-        let (t, b, i, h, g) = (
-            shape.steps,
-            shape.batch,
-            cell.input,
-            cell.hidden,
-            cell.gates(),
-        );
-        let (gh, s, rows) = (cell.gate_rows(), cell.state_size(), shape.rows());
-        let p = params.v();
-        let dev = &self.dev;
-
-        // W_hhᵀ [H, G·H]: the backward product reads columns of W_hh as contiguous rows.
-        let w_t = self.out(gh * h)?;
-        small::transpose(
-            dev,
-            p.sub(layout.range(ParamBlock::WeightHh)),
-            gh,
-            h,
-            w_t.all(),
-        )?;
-        let dcarry = match upstream.ds_final {
-            Some(ds) => self.copy_of(ds.v(), b * s)?,
-            None => self.zeros_buf(b * s)?,
-        };
-        let da = self.out(rows * gh)?;
-        let du_own = if sp.separate_du {
-            Some(self.out(rows * gh)?)
-        } else {
-            None
-        };
-        let ds0 = self.out(b * s)?;
         let fns = sp.kernels;
-        let plan = self.plan(&fns.seq_bwd, 1, gh, h, b)?;
-        let du = du_own.as_ref().unwrap_or(&da).all();
-        let da = da.all();
-        {
-            let buf = BwdBuffers {
-                w_t: w_t.all(),
-                h_seq: fwd.h_seq.buf.all(),
-                gates: fwd.cache.gates.all(),
-                c_seq: fwd.cache.c_seq.all(),
-                s0: fwd.cache.s0.all(),
-                dh_seq: upstream.dh_seq.map(|t| t.buf.all()).unwrap_or(dcarry.all()),
-                d: dcarry.all(),
-                da,
-                du,
-                ds0: ds0.all(),
-                has_dh: upstream.dh_seq.is_some() as i32,
-            };
-            recurrence::backward(
-                dev,
-                &fns.seq_bwd,
-                &fns.step_bwd,
-                &plan,
-                d,
-                g,
-                sp.ncache,
-                cell.kind.state_parts(),
-                &buf,
-            )?;
-        }
-
-        // Weight gradients over all T·B rows, bias gradients by column sums.
-        let dparams = self.out(layout.len())?;
-        let dp = dparams.all();
-        gemm_rm(
-            dev,
-            gh,
-            i,
-            rows,
-            da,
-            Op::t(gh),
-            x.v(),
-            Op::n(i),
-            0.0,
-            dp.sub(layout.range(ParamBlock::WeightIh)),
+        let plan = self.plan(&fns.seq_bwd, 1, cell.gate_rows(), cell.hidden, shape.batch)?;
+        recurrence::backward(
+            &self.dev,
+            &fns.seq_bwd,
+            &fns.step_bwd,
+            &plan,
+            dims(shape, cell)?,
+            cell.gates(),
+            sp.ncache,
+            cell.kind.state_parts(),
+            &prep.buffers(fwd, upstream),
         )?;
-        {
-            let dw = dp.sub(layout.range(ParamBlock::WeightHh));
-            // Step 0 against s_0's h part (row stride S), steps 1.. against h_seq.
-            gemm_rm(
-                dev,
-                gh,
-                h,
-                b,
-                du.sub(0..b * gh),
-                Op::t(gh),
-                fwd.cache.s0.all(),
-                Op::n(s),
-                0.0,
-                dw,
-            )?;
-            if t > 1 {
-                gemm_rm(
-                    dev,
-                    gh,
-                    h,
-                    (t - 1) * b,
-                    du.sub(b * gh..rows * gh),
-                    Op::t(gh),
-                    fwd.h_seq.buf.view(0..(t - 1) * b * h),
-                    Op::n(h),
-                    1.0,
-                    dw,
-                )?;
+        let members = vec![BwdFinish {
+            params,
+            x,
+            fwd,
+            prep,
+        }];
+        let mut grads = self.bwd_finish(cell, shape, members, want_dx)?;
+        grads
+            .pop()
+            .ok_or_else(|| backend_err("internal: no gradients for the one member"))
+    }
+
+    /// Every member's recurrence in cooperative launches of many members each (the
+    /// co-residency plan of `ops::ensemble`), or member by member through the single
+    /// kernels when that plan says so; the input products in one batched cuBLAS call. A member's result is its lone result up to the f32
+    /// order of the recurrent dot products (ops/ensemble.rs says when it is bit for bit).
+    fn ensemble_seq_forward(
+        &self,
+        cell: &CellDims,
+        shape: SeqShape,
+        members: &[SeqArgs<'_, CudaTensor>],
+    ) -> Result<Vec<SeqForward<CudaTensor, CudaCache>>> {
+        let n = members.len();
+        let preps = for_members(n, |i| {
+            let m = &members[i];
+            self.fwd_prepare(cell, m.params, shape, m.x, m.s0)
+        })?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let prods: Vec<_> = members
+            .iter()
+            .zip(&preps)
+            .map(|(m, p)| (m.params, m.x, p))
+            .collect();
+        self.input_products(cell, shape, &prods)?;
+        let sp = spec(cell.kind);
+        let fns = sp.kernels;
+        let (g, h, b) = (cell.gates(), cell.hidden, shape.batch);
+        let d = dims(shape, cell)?;
+        let parts = cell.kind.state_parts();
+        let single = self.plan(&fns.seq_fwd, g, h, h, b)?;
+        let ens = ensemble::plan(&self.dev, &fns.seq_fwd_ens, &single, g, h, h, b, n)?;
+        let bufs: Vec<FwdBuffers<'_>> = preps
+            .iter()
+            .zip(members)
+            .map(|(p, m)| p.buffers(cell, m.params))
+            .collect();
+        match ens {
+            Some(ep) => {
+                let args = for_members(n, |i| {
+                    recurrence::fwd_args(&self.dev, d, g, sp.ncache, parts, &bufs[i])
+                })?;
+                ensemble::forward(&self.dev, &fns.seq_fwd_ens, &ep, &args)?;
+            }
+            None => {
+                for_members(n, |i| {
+                    let (f, st) = (&fns.seq_fwd, &fns.step_fwd);
+                    recurrence::forward(&self.dev, f, st, &single, d, g, sp.ncache, parts, &bufs[i])
+                })?;
             }
         }
-        small::col_sum(
-            dev,
-            da.sub(0..rows * gh),
-            rows,
-            gh,
-            dp.sub(layout.range(ParamBlock::BiasIh)),
-        )?;
-        small::col_sum(
-            dev,
-            du.sub(0..rows * gh),
-            rows,
-            gh,
-            dp.sub(layout.range(ParamBlock::BiasHh)),
-        )?;
-        let dx = if want_dx {
-            let dx = self.out(rows * i)?;
-            gemm_rm(
-                dev,
-                rows,
-                i,
-                gh,
-                da,
-                Op::n(gh),
-                p.sub(layout.range(ParamBlock::WeightIh)),
-                Op::n(i),
-                0.0,
-                dx.all(),
-            )?;
-            Some(self.tensor(dx, rows * i))
-        } else {
-            None
-        };
-        Ok(SeqGrads {
-            dparams: self.tensor(dparams, layout.len()),
-            ds0: self.tensor(ds0, b * s),
-            dx,
-        })
+        drop(bufs);
+        Ok(preps
+            .into_iter()
+            .map(|p| self.fwd_finish(cell, shape, p))
+            .collect())
+    }
+
+    /// The backward recurrence of every member as `ensemble_seq_forward` runs the forward;
+    /// each weight-gradient product (and `dx`) in one batched cuBLAS call for all members.
+    fn ensemble_seq_backward(
+        &self,
+        cell: &CellDims,
+        shape: SeqShape,
+        members: &[BackwardArgs<'_, CudaTensor, CudaCache>],
+        want_dx: bool,
+    ) -> Result<Vec<SeqGrads<CudaTensor>>> {
+        let n = members.len();
+        let preps = for_members(n, |i| {
+            let m = &members[i];
+            self.bwd_prepare(cell, m.params, shape, m.x, m.fwd, m.upstream)
+        })?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let sp = spec(cell.kind);
+        let fns = sp.kernels;
+        let (g, gh, h, b) = (cell.gates(), cell.gate_rows(), cell.hidden, shape.batch);
+        let d = dims(shape, cell)?;
+        let parts = cell.kind.state_parts();
+        let single = self.plan(&fns.seq_bwd, 1, gh, h, b)?;
+        let ens = ensemble::plan(&self.dev, &fns.seq_bwd_ens, &single, 1, gh, h, b, n)?;
+        {
+            let bufs: Vec<BwdBuffers<'_>> = preps
+                .iter()
+                .zip(members)
+                .map(|(p, m)| p.buffers(m.fwd, m.upstream))
+                .collect();
+            match ens {
+                Some(ep) => {
+                    let args = for_members(n, |i| {
+                        recurrence::bwd_args(&self.dev, d, g, sp.ncache, parts, &bufs[i])
+                    })?;
+                    ensemble::backward(&self.dev, &fns.seq_bwd_ens, &ep, &args)?;
+                }
+                None => {
+                    for_members(n, |i| {
+                        let (f, st) = (&fns.seq_bwd, &fns.step_bwd);
+                        recurrence::backward(
+                            &self.dev, f, st, &single, d, g, sp.ncache, parts, &bufs[i],
+                        )
+                    })?;
+                }
+            }
+        }
+        let finish = preps
+            .into_iter()
+            .zip(members)
+            .map(|(prep, m)| BwdFinish {
+                params: m.params,
+                x: m.x,
+                fwd: m.fwd,
+                prep,
+            })
+            .collect();
+        self.bwd_finish(cell, shape, finish, want_dx)
     }
 
     fn step_speed(

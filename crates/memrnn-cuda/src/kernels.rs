@@ -19,9 +19,9 @@ use std::marker::PhantomData;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DevPtr(pub u64);
 
-/// `mr::FwdArgs`.
+/// `mr::FwdArgs`. Also an element of a device array (the ensemble kernels' argument).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FwdArgs {
     pub a: DevPtr,
     pub w_hh: DevPtr,
@@ -37,9 +37,9 @@ pub(crate) struct FwdArgs {
     pub h: i32,
 }
 
-/// `mr::BwdArgs`.
+/// `mr::BwdArgs`. Also an element of a device array (the ensemble kernels' argument).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct BwdArgs {
     pub w_t: DevPtr,
     pub h_seq: DevPtr,
@@ -84,6 +84,38 @@ pub(crate) struct RecBwdParams {
     pub tile: TileArgs,
     pub t: i32,
 }
+
+/// `MrRecFwdEnsParams`: `a` points to a device array of `members` [`FwdArgs`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecFwdEnsParams {
+    pub a: DevPtr,
+    pub tile: TileArgs,
+    pub members: i32,
+    pub blocks_per_member: i32,
+}
+
+/// `MrRecBwdEnsParams`: `a` points to a device array of `members` [`BwdArgs`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecBwdEnsParams {
+    pub a: DevPtr,
+    pub tile: TileArgs,
+    pub members: i32,
+    pub blocks_per_member: i32,
+}
+
+// SAFETY: #[repr(C)] structs of DevPtr and i32 fields only (mirrored in params.cuh and
+// checked by `param_layouts_match_the_kernels`): every bit pattern, all-zero included, is
+// a valid value, and the device reads them byte for byte from the arrays the ensemble
+// launchers upload.
+unsafe impl cudarc::driver::DeviceRepr for FwdArgs {}
+// SAFETY: as above.
+unsafe impl cudarc::driver::ValidAsZeroBits for FwdArgs {}
+// SAFETY: as above.
+unsafe impl cudarc::driver::DeviceRepr for BwdArgs {}
+// SAFETY: as above.
+unsafe impl cudarc::driver::ValidAsZeroBits for BwdArgs {}
 
 /// `MrAdamParams`.
 #[repr(C)]
@@ -352,6 +384,8 @@ macro_rules! params {
 params!(
     RecFwdParams,
     RecBwdParams,
+    RecFwdEnsParams,
+    RecBwdEnsParams,
     AdamParams,
     ColSumParams,
     TransposeParams,
@@ -444,14 +478,20 @@ kernels! {
     RNN_STEP_FWD = rnn_step_fwd_f32(RecFwdParams) in Rnn, big_smem;
     RNN_SEQ_BWD = rnn_seq_bwd_f32(RecBwdParams) in Rnn, big_smem;
     RNN_STEP_BWD = rnn_step_bwd_f32(RecBwdParams) in Rnn, big_smem;
+    RNN_SEQ_FWD_ENS = rnn_seq_fwd_ens_f32(RecFwdEnsParams) in Rnn, big_smem;
+    RNN_SEQ_BWD_ENS = rnn_seq_bwd_ens_f32(RecBwdEnsParams) in Rnn, big_smem;
     GRU_SEQ_FWD = gru_seq_fwd_f32(RecFwdParams) in Gru, big_smem;
     GRU_STEP_FWD = gru_step_fwd_f32(RecFwdParams) in Gru, big_smem;
     GRU_SEQ_BWD = gru_seq_bwd_f32(RecBwdParams) in Gru, big_smem;
     GRU_STEP_BWD = gru_step_bwd_f32(RecBwdParams) in Gru, big_smem;
+    GRU_SEQ_FWD_ENS = gru_seq_fwd_ens_f32(RecFwdEnsParams) in Gru, big_smem;
+    GRU_SEQ_BWD_ENS = gru_seq_bwd_ens_f32(RecBwdEnsParams) in Gru, big_smem;
     LSTM_SEQ_FWD = lstm_seq_fwd_f32(RecFwdParams) in Lstm, big_smem;
     LSTM_STEP_FWD = lstm_step_fwd_f32(RecFwdParams) in Lstm, big_smem;
     LSTM_SEQ_BWD = lstm_seq_bwd_f32(RecBwdParams) in Lstm, big_smem;
     LSTM_STEP_BWD = lstm_step_bwd_f32(RecBwdParams) in Lstm, big_smem;
+    LSTM_SEQ_FWD_ENS = lstm_seq_fwd_ens_f32(RecFwdEnsParams) in Lstm, big_smem;
+    LSTM_SEQ_BWD_ENS = lstm_seq_bwd_ens_f32(RecBwdEnsParams) in Lstm, big_smem;
     ADAM_UPDATE = adam_update_f32(AdamParams) in Small;
     COL_SUM = col_sum_f32(ColSumParams) in Small;
     TRANSPOSE = transpose_f32(TransposeParams) in Small;
@@ -480,12 +520,14 @@ kernels! {
     READOUT_ARGMAX = readout_argmax_f32(ArgmaxParams) in Readout;
 }
 
-/// The four recurrence entry points of one cell family (kernels/common.cuh).
+/// The recurrence entry points of one cell family (kernels/common.cuh).
 pub(crate) struct CellKernels {
     pub seq_fwd: Kernel<RecFwdParams>,
     pub step_fwd: Kernel<RecFwdParams>,
     pub seq_bwd: Kernel<RecBwdParams>,
     pub step_bwd: Kernel<RecBwdParams>,
+    pub seq_fwd_ens: Kernel<RecFwdEnsParams>,
+    pub seq_bwd_ens: Kernel<RecBwdEnsParams>,
 }
 
 pub(crate) const RNN: CellKernels = CellKernels {
@@ -493,18 +535,24 @@ pub(crate) const RNN: CellKernels = CellKernels {
     step_fwd: RNN_STEP_FWD,
     seq_bwd: RNN_SEQ_BWD,
     step_bwd: RNN_STEP_BWD,
+    seq_fwd_ens: RNN_SEQ_FWD_ENS,
+    seq_bwd_ens: RNN_SEQ_BWD_ENS,
 };
 pub(crate) const GRU: CellKernels = CellKernels {
     seq_fwd: GRU_SEQ_FWD,
     step_fwd: GRU_STEP_FWD,
     seq_bwd: GRU_SEQ_BWD,
     step_bwd: GRU_STEP_BWD,
+    seq_fwd_ens: GRU_SEQ_FWD_ENS,
+    seq_bwd_ens: GRU_SEQ_BWD_ENS,
 };
 pub(crate) const LSTM: CellKernels = CellKernels {
     seq_fwd: LSTM_SEQ_FWD,
     step_fwd: LSTM_STEP_FWD,
     seq_bwd: LSTM_SEQ_BWD,
     step_bwd: LSTM_STEP_BWD,
+    seq_fwd_ens: LSTM_SEQ_FWD_ENS,
+    seq_bwd_ens: LSTM_SEQ_BWD_ENS,
 };
 
 #[cfg(test)]
@@ -539,6 +587,12 @@ mod tests {
             jt: i32 => "jt", bt: i32 => "bt", kc: i32 => "kc", ks: i32 => "ks");
         fields!(v, "MrRecBwdParams", RecBwdParams,
             a: BwdArgs => "a", tile: TileArgs => "tile", t: i32 => "t");
+        fields!(v, "MrRecFwdEnsParams", RecFwdEnsParams,
+            a: DevPtr => "a", tile: TileArgs => "tile", members: i32 => "members",
+            blocks_per_member: i32 => "blocks_per_member");
+        fields!(v, "MrRecBwdEnsParams", RecBwdEnsParams,
+            a: DevPtr => "a", tile: TileArgs => "tile", members: i32 => "members",
+            blocks_per_member: i32 => "blocks_per_member");
         fields!(v, "MrAdamParams", AdamParams,
             p: DevPtr => "p", g: DevPtr => "g", m: DevPtr => "m", v: DevPtr => "v",
             n: i64 => "n", beta1: f32 => "beta1", beta2: f32 => "beta2",

@@ -6,6 +6,10 @@
 //!   one grid-wide sync per step, forward and backward, and a one-launch-per-step fallback
 //!   when they do not fit ([`RecurrencePath`]).
 //! - cuBLAS for the input products and the weight gradients over all `T·B` rows.
+//! - Ensembles (`Backend::ensemble_*`): the recurrences of many networks of one shape in
+//!   one cooperative launch per group of co-resident members, the input products and
+//!   weight gradients in one `cublasSgemmBatched` per product, clipped Adam in one launch
+//!   ([`CudaBackend::ensemble_plan`] says how a given ensemble is launched).
 //! - [`CudaBackend`] implements [`memrnn_core::Backend`] with tensors in device memory.
 //! - With the `sim` feature, [`CudaBackend::simulated`] runs the same host code and the
 //!   kernels' own source on a simulated device on the CPU ([`SimProps`]), so the CUDA
@@ -22,7 +26,11 @@ mod ops;
 pub mod ptx;
 pub mod testing;
 
+#[cfg(all(test, feature = "sim"))]
+mod ensemble_tests;
+
 pub use backend::{CudaBackend, CudaCache, CudaTensor};
 #[cfg(feature = "sim")]
 pub use device::sim::SimProps;
+pub use ops::ensemble::{EnsembleLaunches, EnsemblePlans};
 pub use ops::recurrence::RecurrencePath;

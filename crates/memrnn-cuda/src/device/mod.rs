@@ -73,6 +73,9 @@ pub(crate) trait Elem:
 impl Elem for f32 {}
 impl Elem for u32 {}
 impl Elem for i32 {}
+impl Elem for u64 {}
+impl Elem for crate::kernels::FwdArgs {}
+impl Elem for crate::kernels::BwdArgs {}
 
 /// A device allocation of `len` elements (≥ 1) on the real or the simulated device.
 pub(crate) struct Buf<T: Elem> {
@@ -318,6 +321,48 @@ impl Device {
             Device::Real(d) => d.sgemm(g, pa, pb, pc),
             #[cfg(feature = "sim")]
             Device::Sim(d) => d.sgemm(g, (pa, a.len), (pb, b.len), (pc, c.len)),
+        }
+    }
+
+    /// Column-major SGEMMs of one shape, one per `(a, b, c)` (cuBLAS's
+    /// `cublasSgemmBatched` semantics: the device gets arrays of the operands' pointers).
+    pub(crate) fn sgemm_batched(
+        &self,
+        g: &ColMajorGemm,
+        ops: &[(View<'_, f32>, View<'_, f32>, View<'_, f32>)],
+    ) -> Result<()> {
+        let count = i32::try_from(ops.len()).map_err(|_| {
+            backend_err(format!(
+                "{} products exceed cuBLAS's batch count",
+                ops.len()
+            ))
+        })?;
+        let mut ptrs = Vec::with_capacity(ops.len());
+        for (a, b, c) in ops {
+            ptrs.push((self.ptr(*a)?, self.ptr(*b)?, self.ptr(*c)?));
+        }
+        match self {
+            Device::Real(d) => {
+                let table = |f: fn(&(DevPtr, DevPtr, DevPtr)) -> DevPtr| -> Result<Buf<u64>> {
+                    self.htod(&ptrs.iter().map(|p| f(p).0).collect::<Vec<u64>>())
+                };
+                let (ta, tb, tc) = (table(|p| p.0)?, table(|p| p.1)?, table(|p| p.2)?);
+                let (pa, pb, pc) = (
+                    self.ptr(ta.all())?,
+                    self.ptr(tb.all())?,
+                    self.ptr(tc.all())?,
+                );
+                d.sgemm_batched(g, pa, pb, pc, count)
+            }
+            #[cfg(feature = "sim")]
+            Device::Sim(d) => {
+                let with_len: Vec<_> = ptrs
+                    .iter()
+                    .zip(ops)
+                    .map(|(p, (a, b, c))| ((p.0, a.len), (p.1, b.len), (p.2, c.len)))
+                    .collect();
+                d.sgemm_batched(g, &with_len)
+            }
         }
     }
 

@@ -139,7 +139,8 @@ impl RealDevice {
     }
 
     pub(crate) fn alloc<T: Elem>(&self, len: usize) -> Result<CudaSlice<T>> {
-        // SAFETY: T (f32, u32, i32) has no invalid bit patterns, and every caller writes
+        // SAFETY: T (f32, u32, i32, u64, the kernels' argument structs) has no invalid bit
+        // patterns, and every caller writes
         // every element it later reads (or poisons the buffer first).
         unsafe { self.stream.alloc::<T>(len) }.map_err(drv("allocating device memory"))
     }
@@ -250,6 +251,55 @@ impl RealDevice {
             )
         }
         .map_err(|e| backend_err(format!("cublasSgemm: {e:?}")))
+    }
+
+    /// `cublasSgemmBatched`: `count` products of one shape, operands from the device
+    /// arrays of pointers `a`, `b` and `c`.
+    pub(crate) fn sgemm_batched(
+        &self,
+        g: &ColMajorGemm,
+        a: DevPtr,
+        b: DevPtr,
+        c: DevPtr,
+        count: i32,
+    ) -> Result<()> {
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let blas = self
+            .blas
+            .lock()
+            .map_err(|_| backend_err("cuBLAS handle poisoned by an earlier panic"))?;
+        // SAFETY: `a`, `b` and `c` are device arrays of `count` pointers, uploaded on this
+        // stream before the call, each pointing into a buffer of this context whose extent
+        // at its leading dimension blas.rs checked; the C operands do not overlap (each
+        // member's own buffer). The handle's stream is the backend's stream; alpha/beta
+        // live across the call.
+        unsafe {
+            cudarc::cublas::sys::cublasSgemmBatched(
+                *blas.handle(),
+                op(g.trans_a),
+                op(g.trans_b),
+                g.m,
+                g.n,
+                g.k,
+                &g.alpha,
+                a.0 as *const *const f32,
+                g.lda,
+                b.0 as *const *const f32,
+                g.ldb,
+                &g.beta,
+                c.0 as *const *mut f32,
+                g.ldc,
+                count,
+            )
+        }
+        .result()
+        .map_err(|e| backend_err(format!("cublasSgemmBatched: {e:?}")))
     }
 
     pub(crate) fn synchronize(&self) -> Result<()> {

@@ -154,6 +154,10 @@ unsafe extern "C" fn run_thread<P: KernelParams>(ctx: *mut c_void) {
     unsafe { (call.entry)(call.params) }
 }
 
+/// A cuBLAS operand on the simulated device: its address and its buffer's elements from
+/// there on.
+type GemmOperand = (DevPtr, usize);
+
 /// A simulated device allocation.
 pub(crate) struct SimMem<T: Elem> {
     ptr: NonNull<T>,
@@ -424,9 +428,35 @@ impl SimDevice {
         b: (DevPtr, usize),
         c: (DevPtr, usize),
     ) -> Result<()> {
+        self.sgemm_named("cublasSgemm", g, a, b, c)
+    }
+
+    /// `cublasSgemmBatched` on the host: its argument checks once, then every product as
+    /// `sgemm` computes it (so a batched product is bit for bit the products one by one;
+    /// on a GPU cuBLAS may choose another kernel for the batch: f32 reordering), each
+    /// operand checked against its own buffer.
+    pub(crate) fn sgemm_batched(
+        &self,
+        g: &ColMajorGemm,
+        ops: &[(GemmOperand, GemmOperand, GemmOperand)],
+    ) -> Result<()> {
+        for &(a, b, c) in ops {
+            self.sgemm_named("cublasSgemmBatched", g, a, b, c)?;
+        }
+        Ok(())
+    }
+
+    fn sgemm_named(
+        &self,
+        name: &str,
+        g: &ColMajorGemm,
+        a: (DevPtr, usize),
+        b: (DevPtr, usize),
+        c: (DevPtr, usize),
+    ) -> Result<()> {
         let invalid = |why: String| {
             Err(backend_err(format!(
-                "cublasSgemm: CUBLAS_STATUS_INVALID_VALUE (simulated): {why} in {g:?}"
+                "{name}: CUBLAS_STATUS_INVALID_VALUE (simulated): {why} in {g:?}"
             )))
         };
         if g.m < 0 || g.n < 0 || g.k < 0 {
@@ -465,7 +495,7 @@ impl SimDevice {
         ] {
             if need > have {
                 return Err(backend_err(format!(
-                    "cublasSgemm (simulated): operand {what} is read up to element {need} but \
+                    "{name} (simulated): operand {what} is read up to element {need} but \
                      its buffer holds {have} (an illegal address on a GPU) in {g:?}"
                 )));
             }

@@ -1,9 +1,11 @@
 //! Typed launchers. [`recurrence`] holds what the three cells share (launch planning, the
-//! persistent and per-step recurrence launches); [`small`] launches the small kernels
+//! persistent and per-step recurrence launches); [`ensemble`] the recurrence of many
+//! networks per cooperative launch (the co-residency planner); [`small`] launches the small kernels
 //! (Adam, clipped Adam over several tensors, axpy, column sums, transpose, speed, fills);
 //! [`readout`] the readout's cross-entropy; [`slowpoints`] the batched slow-point
 //! search. Every launcher checks the extents its kernel indexes before it launches.
 
+pub(crate) mod ensemble;
 pub(crate) mod readout;
 pub(crate) mod recurrence;
 pub(crate) mod slowpoints;

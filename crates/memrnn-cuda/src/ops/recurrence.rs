@@ -11,7 +11,7 @@ use memrnn_core::Result;
 /// Threads per block of every recurrence kernel (`MR_THREADS` in common.cuh).
 pub(crate) const THREADS: u32 = 256;
 /// Batch rows per thread item (`MR_ROWS`).
-const ROWS: usize = 4;
+pub(crate) const ROWS: usize = 4;
 
 /// Which kernels run the recurrence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -38,12 +38,12 @@ pub(crate) struct Plan {
     pub persistent: bool,
 }
 
-fn ceil4(v: usize) -> usize {
+pub(crate) fn ceil4(v: usize) -> usize {
     v.div_ceil(ROWS) * ROWS
 }
 
 /// Lanes per item: a power of two ≤ 32 that keeps `items · ks ≤ THREADS` and `ks ≤ K`.
-fn lanes(items: usize, k: usize) -> i32 {
+pub(crate) fn lanes(items: usize, k: usize) -> i32 {
     let mut ks = 32usize;
     while ks > 1 && (items * ks > THREADS as usize || ks > k) {
         ks /= 2;
@@ -154,9 +154,8 @@ fn plan_persistent<P: KernelParams>(
         if per_sm * sms < blocks {
             continue;
         }
-        let chunks = k.div_ceil(kc);
         // FMAs per block per step, plus the staging and the block barriers per chunk.
-        let cost = jt * btp * k * go + btp * k + chunks * 2048;
+        let cost = crate::ops::ensemble::block_cost(go, k, jt, bt, kc);
         let items = jt * bt.div_ceil(ROWS);
         let p = Plan {
             jt: jt as i32,
@@ -175,11 +174,11 @@ fn plan_persistent<P: KernelParams>(
 }
 
 impl Plan {
-    fn dims(&self) -> LaunchDims {
+    pub(crate) fn dims(&self) -> LaunchDims {
         LaunchDims::linear(self.blocks, THREADS, self.smem).cooperative(self.persistent)
     }
 
-    fn tile(&self) -> TileArgs {
+    pub(crate) fn tile(&self) -> TileArgs {
         TileArgs {
             jt: self.jt,
             bt: self.bt,
@@ -235,19 +234,16 @@ fn check(what: &str, got: usize, want: usize) -> Result<()> {
     }
 }
 
-/// Runs the forward recurrence: one cooperative launch, or `T` step launches.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward(
+/// The forward recurrence's kernel arguments, every buffer checked against the extent
+/// the kernel indexes for `d` (the layout table of common.cuh).
+pub(crate) fn fwd_args(
     dev: &Device,
-    persistent_fn: &Kernel<RecFwdParams>,
-    step_fn: &Kernel<RecFwdParams>,
-    p: &Plan,
     d: Dims,
     g: usize,
     ncache: usize,
     state_parts: usize,
     buf: &FwdBuffers<'_>,
-) -> Result<()> {
+) -> Result<FwdArgs> {
     let (t, b, h) = (d.t as usize, d.b as usize, d.h as usize);
     let s = state_parts * h;
     check("A", buf.a.len(), t * b * g * h)?;
@@ -261,7 +257,7 @@ pub(crate) fn forward(
         check("c_seq", buf.c_seq.len(), t * b * h)?;
     }
     check("s_final", buf.s_final.len(), b * s)?;
-    let a = FwdArgs {
+    Ok(FwdArgs {
         a: dev.ptr(buf.a)?,
         w_hh: dev.ptr(buf.w_hh)?,
         b_ih: dev.ptr(buf.b_ih)?,
@@ -274,10 +270,26 @@ pub(crate) fn forward(
         t: d.t,
         b: d.b,
         h: d.h,
-    };
-    // Every buffer holds the extent the kernel indexes for these dims (checked above, the
-    // layout table of common.cuh); the plan's dynamic shared memory is what the kernel
-    // carves up for its tile sizes, and a persistent plan passed the occupancy check.
+    })
+}
+
+/// Runs the forward recurrence: one cooperative launch, or `T` step launches.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    dev: &Device,
+    persistent_fn: &Kernel<RecFwdParams>,
+    step_fn: &Kernel<RecFwdParams>,
+    p: &Plan,
+    d: Dims,
+    g: usize,
+    ncache: usize,
+    state_parts: usize,
+    buf: &FwdBuffers<'_>,
+) -> Result<()> {
+    let a = fwd_args(dev, d, g, ncache, state_parts, buf)?;
+    // Every buffer holds the extent the kernel indexes for these dims (fwd_args); the
+    // plan's dynamic shared memory is what the kernel carves up for its tile sizes, and a
+    // persistent plan passed the occupancy check.
     let tile = p.tile();
     if p.persistent {
         return dev.launch(persistent_fn, p.dims(), RecFwdParams { a, tile, t: 0 });
@@ -288,19 +300,16 @@ pub(crate) fn forward(
     Ok(())
 }
 
-/// Runs the backward recurrence: one cooperative launch, or iterations `T−1 … −1`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(
+/// The backward recurrence's kernel arguments, every buffer checked against the extent
+/// the kernel indexes for `d`.
+pub(crate) fn bwd_args(
     dev: &Device,
-    persistent_fn: &Kernel<RecBwdParams>,
-    step_fn: &Kernel<RecBwdParams>,
-    p: &Plan,
     d: Dims,
     g: usize,
     ncache: usize,
     state_parts: usize,
     buf: &BwdBuffers<'_>,
-) -> Result<()> {
+) -> Result<BwdArgs> {
     let (t, b, h) = (d.t as usize, d.b as usize, d.h as usize);
     let s = state_parts * h;
     check("W_hh^T", buf.w_t.len(), g * h * h)?;
@@ -317,7 +326,7 @@ pub(crate) fn backward(
     check("dA", buf.da.len(), t * b * g * h)?;
     check("dU", buf.du.len(), t * b * g * h)?;
     check("ds0", buf.ds0.len(), b * s)?;
-    let a = BwdArgs {
+    Ok(BwdArgs {
         w_t: dev.ptr(buf.w_t)?,
         h_seq: dev.ptr(buf.h_seq)?,
         gates: dev.ptr(buf.gates)?,
@@ -332,8 +341,24 @@ pub(crate) fn backward(
         b: d.b,
         h: d.h,
         has_dh: buf.has_dh,
-    };
-    // As in `forward`: extents checked above, shared memory and occupancy by the plan.
+    })
+}
+
+/// Runs the backward recurrence: one cooperative launch, or iterations `T−1 … −1`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    dev: &Device,
+    persistent_fn: &Kernel<RecBwdParams>,
+    step_fn: &Kernel<RecBwdParams>,
+    p: &Plan,
+    d: Dims,
+    g: usize,
+    ncache: usize,
+    state_parts: usize,
+    buf: &BwdBuffers<'_>,
+) -> Result<()> {
+    let a = bwd_args(dev, d, g, ncache, state_parts, buf)?;
+    // As in `forward`: extents checked by bwd_args, shared memory and occupancy by the plan.
     let tile = p.tile();
     if p.persistent {
         return dev.launch(persistent_fn, p.dims(), RecBwdParams { a, tile, t: 0 });
