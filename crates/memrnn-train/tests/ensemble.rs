@@ -1,8 +1,8 @@
 //! A network trained as a member of an ensemble is the network trained alone (same seed,
 //! same checkpoint, same metrics), on the CPU bit for bit (the members run the single
 //! operations, side by side on a 2-thread pool, against alone on 1 thread) and on the
-//! simulated CUDA device within f32 reordering (bit for bit today: the simulated backend
-//! uses the trait's member-by-member defaults). Members at different curriculum stages
+//! simulated CUDA device within f32 reordering (its ensemble recurrence may split a dot
+//! product over other warp lanes than a lone network's launch does). Members at different curriculum stages
 //! (so different sequence lengths in one step) and a member that diverges, which stops
 //! only itself, are in every ensemble, and two of the three members carry a speed
 //! penalty (each its own points and λ).
