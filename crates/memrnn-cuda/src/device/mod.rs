@@ -73,6 +73,8 @@ pub(crate) trait Elem:
 impl Elem for f32 {}
 impl Elem for u32 {}
 impl Elem for i32 {}
+// Device addresses: tables of per-member pointers (the slow-point search's MrSpMember).
+impl Elem for u64 {}
 
 /// A device allocation of `len` elements (≥ 1) on the real or the simulated device.
 pub(crate) struct Buf<T: Elem> {
