@@ -110,7 +110,8 @@ pub mod output;
 pub use candidates::{class_mean_states, sample_candidates, ClassMeans};
 pub use eigen::eigenvalues_sorted;
 pub use finder::{
-    analyse_points, find_slow_points, Counts, Eigenvalue, FinderConfig, SearchMethod, SlowPoint,
+    analyse_points, find_slow_points, find_slow_points_ensemble, search_ensemble, CandidateEnd,
+    Counts, Eigenvalue, EnsembleMember, FinderConfig, SearchMethod, SearchOutcome, SlowPoint,
     SlowPointReport,
 };
 pub use memrnn_core::backend::{CandidateStatus, SlowPointConfig, SlowPointSearch, StopReason};
