@@ -138,7 +138,7 @@ fn main() {
         .map(|t| t.model().unwrap_or_else(|e| fail(e)))
         .collect();
     let refs: Vec<&memrnn_core::Model> = models.iter().collect();
-    let task = train.task.clone();
+    let task = train.task;
     let means: Vec<SpeedSet> = models
         .iter()
         .zip(1..=networks)
