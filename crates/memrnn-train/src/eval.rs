@@ -267,6 +267,13 @@ pub fn evaluate_ensemble<B: Backend>(
             Err(e) => ends[i] = Some(Err(e)),
         }
     }
+    if nets.is_empty() {
+        // Nothing to run: no long runs drawn for nobody.
+        return Ok(ends
+            .into_iter()
+            .map(|e| e.unwrap_or_else(|| config_err("internal: a network was never evaluated")))
+            .collect());
+    }
     if nets.len() > 1 {
         check_ensemble_memory(models, set, cfg)?;
     }

@@ -250,3 +250,18 @@ fn simulated_device_ensemble_finder_is_each_network_alone() {
     sim.set_poison_outputs(true);
     check_finder(&sim, "simulated device");
 }
+
+#[test]
+fn an_ensemble_with_nothing_to_evaluate_draws_nothing() {
+    let task = TaskConfig::default();
+    let b = memrnn_testkit::Counting::new(CpuBackend::new());
+    assert!(evaluate_ensemble(&b, &[], set(), &task, &eval_cfg(), None)
+        .unwrap()
+        .is_empty());
+    let bare = &models()[1];
+    let got = evaluate_ensemble(&b, &[bare], set(), &task, &eval_cfg(), None).unwrap();
+    assert!(got.len() == 1 && got[0].is_err(), "{got:?}");
+    // Nothing went up: no network, no digits, no long runs.
+    let (ups, _) = b.transfers();
+    assert_eq!(ups, 0, "uploads for nothing to evaluate");
+}
