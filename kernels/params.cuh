@@ -144,8 +144,9 @@ struct MrFillParams {
     long long n;
 };
 
-// <cell>_slowpoints[_narrow]_f32 (slowpoints.cu documents every buffer).
-struct MrSlowPointsParams {
+// One network's buffers in a slow-point search (slowpoints.cu documents every buffer);
+// a device table of these, one per member of the ensemble, indexed by a tile's member.
+struct MrSpMember {
     const float* wf;
     const float* wb;
     const float* a_bar;
@@ -155,7 +156,14 @@ struct MrSlowPointsParams {
     float* v;
     unsigned* status;
     const int* idx;
-    int n, H, iters;
+};
+
+// <cell>_slowpoints[_narrow]_f32: members [E] (device table), tiles [blocks][3] (member,
+// first position in that member's idx, candidates in the tile).
+struct MrSlowPointsParams {
+    const MrSpMember* members;
+    const int* tiles;
+    int H, iters;
     float lr, beta1, beta2, eps, tol, stall_rel;
     unsigned max_iters, stall_window;
 };

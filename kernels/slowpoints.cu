@@ -32,9 +32,17 @@
 // wf / wb are zero (slowpoints_pack_f32 writes them).
 //
 // Status per candidate (global, [K][4] u32): iters, speed_sq bits, window_speed_sq bits,
-// stop code (0 running, 1 converged, 2 stalled, 3 max-iters, 4 non-finite). idx[n] lists
-// the candidates this launch works on (slowpoints_compact_f32 builds it); tile i owns
-// idx[i·CT .. min(n, i·CT + CT)).
+// stop code (0 running, 1 converged, 2 stalled, 3 max-iters, 4 non-finite). Each member's
+// idx lists its candidates this launch works on (slowpoints_compact_f32 builds it).
+//
+// Ensembles: one launch searches the candidates of E networks of one cell and shape. The
+// buffers of network e (packed weights, ā, b_hh, states, moments, status, idx) are entry e
+// of a device table (MrSpMember); a tile belongs to one network: tiles[i] = (member,
+// first, count) gives block i the candidates idx[first .. first + count) of that member,
+// and it reads that member's weights. A single network is the ensemble of one. The
+// arithmetic per candidate is the same whatever the other tiles hold, so a network's
+// candidates end exactly as they end searched alone, given the same tile width CT (the
+// partial sums of S depend on it; ops/slowpoints.rs picks it per member).
 //
 // Shared memory (dynamic, floats, × CT): hT Hk rows | U GHn rows | Gd H rows
 // [| cT H rows | Gc H rows (LSTM)], then 256 floats of partial sums and 8·CT words of
@@ -44,10 +52,10 @@
 // Entry points:
 //   rnn_slowpoints_f32, gru_slowpoints_f32, lstm_slowpoints_f32           (CT = 32)
 //   rnn_slowpoints_narrow_f32, gru_slowpoints_narrow_f32, lstm_slowpoints_narrow_f32 (CT = 8)
-//     (MrSlowPointsParams: wf, wb, a_bar [G·H], b_hh [G·H], states [K, S], m [K, S],
-//      v [K, S], status [K, 4], idx, n, H, iters, lr, beta1, beta2, eps, tol, stall_rel,
-//      max_iters, stall_window)
-//     Launch: block 256, grid ceil(n / CT), dynamic shared memory as above.
+//     (MrSlowPointsParams: members [E] of MrSpMember {wf, wb, a_bar [G·H], b_hh [G·H],
+//      states [K_e, S], m [K_e, S], v [K_e, S], status [K_e, 4], idx}, tiles [grid][3],
+//      H, iters, lr, beta1, beta2, eps, tol, stall_rel, max_iters, stall_window)
+//     Launch: block 256, grid = the number of tiles, dynamic shared memory as above.
 //   slowpoints_pack_f32(MrPackParams: w_hh [GH, H], wf, wb, H, GH)
 //     Launch: 1-D, grid-stride.
 //   slowpoints_compact_f32(MrCompactParams: status, K, with_max_iters, idx, count)
@@ -283,12 +291,22 @@ __device__ __forceinline__ void adam(float& p, float g, float* m, float* v, cons
 }
 
 template <class Cell, int CT>
-__device__ __forceinline__ void search(const float* __restrict__ wf,
-                                       const float* __restrict__ wb,
-                                       const float* __restrict__ a_bar,
-                                       const float* __restrict__ b_hh, float* states,
-                                       float* m, float* v, unsigned* status, const int* idx,
-                                       int n, int H, int iters, const Cfg& cfg) {
+__device__ __forceinline__ void search(const MrSpMember* members, const int* tiles, int H,
+                                       int iters, const Cfg& cfg) {
+    // This block's tile: `count` candidates of one member, idx[first ..].
+    const int member = __ldg(tiles + 3 * (size_t)blockIdx.x);
+    const int first = __ldg(tiles + 3 * (size_t)blockIdx.x + 1);
+    const int count = __ldg(tiles + 3 * (size_t)blockIdx.x + 2);
+    const MrSpMember& mb = members[member];
+    const float* __restrict__ wf = mb.wf;
+    const float* __restrict__ wb = mb.wb;
+    const float* __restrict__ a_bar = mb.a_bar;
+    const float* __restrict__ b_hh = mb.b_hh;
+    float* states = mb.states;
+    float* m = mb.m;
+    float* v = mb.v;
+    unsigned* status = mb.status;
+    const int* idx = mb.idx;
     constexpr int G = Cell::G;
     constexpr int TC = CT / 4;
     constexpr int JPAR = SP_THREADS / CT;  // threads per candidate in the gate pass
@@ -299,8 +317,8 @@ __device__ __forceinline__ void search(const float* __restrict__ wf,
     const int S = Cell::LSTM ? 2 * H : H;
     const int GH = G * H;
     const int Hk = ceil8(H), Hn = ceil32(H), GHk = ceil8(GH), GHn = ceil32(GH);
-    const int base = blockIdx.x * CT;
-    const int nc = min(CT, n - base);
+    const int base = first;
+    const int nc = min(CT, count);
 
     Smem<CT> sm;
     sm.hT = smem;
@@ -456,8 +474,7 @@ __device__ __forceinline__ void search(const float* __restrict__ wf,
         NAME(const MrSlowPointsParams p) {                                                 \
         const sp::Cfg cfg{p.lr,  p.beta1,     p.beta2,     p.eps,                          \
                           p.tol, p.stall_rel, p.max_iters, p.stall_window};                \
-        sp::search<CELL, CT>(p.wf, p.wb, p.a_bar, p.b_hh, p.states, p.m, p.v, p.status,    \
-                             p.idx, p.n, p.H, p.iters, cfg);                               \
+        sp::search<CELL, CT>(p.members, p.tiles, p.H, p.iters, cfg);                       \
     }
 
 SP_DEFINE(rnn_slowpoints_f32, sp::RnnSp, 32, 1)

@@ -24,6 +24,7 @@ mutants=(
   "adam-bias|small.cu|        const float denom = sqrtf(vi) / bc2_sqrt + eps;|        const float denom = sqrtf(vi) + eps;  // MUTANT|adam_matches_host"
   "argmax-nan|readout.cu|    if (isnan(y)) y = -INFINITY;  // a NaN logit never wins|    (void)0;  // MUTANT: a NaN logit may win|readout_argmax"
   "chunk-t0|task.cu|(unsigned)P.t0 + t, b, img, P.t_read, P.t_report);|(unsigned)t, b, img, P.t_read, P.t_report);  // MUTANT: the chunk's first step ignored|task_chunk"
+  "sp-member|slowpoints.cu|    const float* __restrict__ wf = mb.wf;|    const float* __restrict__ wf = members[0].wf;  // MUTANT: every tile reads member 0's weights|slowpoints_ensemble_gru"
   "sp-compact|slowpoints.cu|    if (tid == 0) *count = running_total;|    if (tid == 0) *count = running_total > 0 ? running_total - 1 : 0;  // MUTANT: last active candidate dropped|slowpoints_search_rnn"
 )
 

@@ -1,21 +1,31 @@
 //! A study of `--networks` networks (GRU, no curriculum, seeds 1..=N) on the CPU, trained
 //! as one ensemble and one after another, side by side in one run, on the same backend:
 //! first the training alone (the networks' steps, nothing written), then the whole
-//! `memrnn study` (training, slow points, evaluation, diagnostics, the report). Prints the
-//! seconds of each and checks that both ways give the same networks (weights bit for bit)
-//! and the same per-network result files (byte for byte); a difference is an error.
+//! analysis of the trained networks alone (the study's per-class slow points, Levenberg–
+//! Marquardt from each class's mean delay state, and its evaluation at the training delay
+//! and twice it, 500 trials: `class_slow_points_ensemble` + `evaluate_ensemble` against
+//! `class_slow_points_with` + `evaluate` network by network; the class means, computed
+//! per network either way, are outside the clock), then the whole `memrnn study`
+//! (training, slow points, evaluation, diagnostics, the report). Prints the seconds of
+//! each and checks that both ways give the same networks (weights bit for bit), the same
+//! slow points and accuracies (bit for bit) and the same per-network result files (byte
+//! for byte); a difference is an error. `--analysis-only` stops after the analysis.
 //!
 //! `cargo run --release -p memrnn-benches --bin ensemble_study -- [--networks 8]
-//!  [--threads N] [--hidden 32] [--batch 32] [--steps 300] [--t-max 20]`
+//!  [--threads N] [--hidden 32] [--batch 32] [--steps 300] [--t-max 20] [--analysis-only]`
 
 use memrnn_core::{Backend, CellKind};
 use memrnn_cpu::CpuBackend;
-use memrnn_train::eval::EvalConfig;
+use memrnn_slowpoints::FinderConfig;
+use memrnn_train::eval::{evaluate, evaluate_ensemble, EvalConfig};
 use memrnn_train::idx::load_bundled;
+use memrnn_train::slow::{class_slow_points_ensemble, class_slow_points_with};
 use memrnn_train::study::{run_study, StudyConfig, StudyOutcome};
 use memrnn_train::task::{Curriculum, DigitSet};
 use memrnn_train::train::{TrainConfig, Trainer};
+use memrnn_train::vset::class_mean_states;
 use memrnn_train::EnsembleTrainer;
+use memrnn_train::SpeedSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -121,7 +131,61 @@ fn main() {
     }
     println!("same networks: yes (weights bit for bit)");
 
-    // 2. The whole study.
+    // 2. The analysis alone: slow points and evaluation, as the study runs them.
+    let models: Vec<memrnn_core::Model> = ens
+        .members
+        .iter()
+        .map(|t| t.model().unwrap_or_else(|e| fail(e)))
+        .collect();
+    let refs: Vec<&memrnn_core::Model> = models.iter().collect();
+    let task = train.task;
+    let means: Vec<SpeedSet> = models
+        .iter()
+        .zip(1..=networks)
+        .map(|(m, seed)| {
+            class_mean_states(&b, m, &set, &task, 500, 20, seed ^ 0x7E57)
+                .unwrap_or_else(|e| fail(e))
+        })
+        .collect();
+    let mean_refs: Vec<&SpeedSet> = means.iter().collect();
+    let finder = FinderConfig::default();
+    let eval = EvalConfig {
+        delays: vec![t_max - 1, 2 * t_max],
+        trials: 500,
+        ..EvalConfig::default()
+    };
+    let clock = Instant::now();
+    let slow_ens = class_slow_points_ensemble(&b, &refs, &task, &mean_refs, &finder)
+        .unwrap_or_else(|e| fail(e));
+    let eval_ens =
+        evaluate_ensemble(&b, &refs, &set, &task, &eval, None).unwrap_or_else(|e| fail(e));
+    let a_ens = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
+    let mut same = true;
+    for (i, m) in models.iter().enumerate() {
+        let slow = class_slow_points_with(&b, m, &task, &means[i], &finder);
+        let ev = evaluate(&b, m, &set, &task, &eval, None);
+        same &= match (&slow, &slow_ens[i]) {
+            (Ok(a), Ok(e)) => a.speed_sq == e.speed_sq && a.iters == e.iters,
+            _ => false,
+        };
+        same &= matches!((&ev, &eval_ens[i]), (Ok(a), Ok(e)) if a == e);
+    }
+    let a_seq = clock.elapsed().as_secs_f64();
+    println!("| slow points + evaluation | seconds |");
+    println!("| --- | --- |");
+    for (mode, secs) in [("one ensemble", a_ens), ("one after another", a_seq)] {
+        println!("| {mode} | {secs:.2} |");
+    }
+    if !same {
+        fail("the ensemble's slow points or accuracies differ from the networks' own");
+    }
+    println!("same analysis: yes (slow points and accuracies bit for bit)");
+    if args.iter().any(|a| a == "--analysis-only") {
+        return;
+    }
+
+    // 3. The whole study.
     let root = std::env::temp_dir().join(format!("memrnn-ensemble-study-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let mut times = vec![];

@@ -539,6 +539,40 @@ pub trait Backend: Send + Sync {
         crate::ensemble::clip_adam_members(self, members, clip, cfg)
     }
 
+    /// [`Self::slow_point_iterations`] for every member, all of one `cell` and one `cfg`,
+    /// each member its own parameters, input and candidates: a member's candidates end
+    /// exactly as they end searched alone (same states, moments and status), whatever the
+    /// other members hold.
+    fn ensemble_slow_point_iterations(
+        &self,
+        cell: &CellDims,
+        members: &mut [crate::ensemble::SlowPointArgs<'_, Self::Tensor>],
+        cfg: &SlowPointConfig,
+    ) -> Result<()> {
+        let n = members.len();
+        for (i, m) in members.iter_mut().enumerate() {
+            self.slow_point_iterations(cell, m.params, m.x, m.search, cfg)
+                .map_err(|e| crate::ensemble::member_error(i, n, e))?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::slow_point_lm`] for every member, all of one `cell` and one `cfg` (as
+    /// [`Self::ensemble_slow_point_iterations`] for the Levenberg–Marquardt search).
+    fn ensemble_slow_point_lm(
+        &self,
+        cell: &CellDims,
+        members: &mut [crate::ensemble::LmArgs<'_, Self::Tensor>],
+        cfg: &crate::lm::LmConfig,
+    ) -> Result<()> {
+        let n = members.len();
+        for (i, m) in members.iter_mut().enumerate() {
+            self.slow_point_lm(cell, m.params, m.x, m.search, cfg)
+                .map_err(|e| crate::ensemble::member_error(i, n, e))?;
+        }
+        Ok(())
+    }
+
     /// Fresh Adam state (zero moments) for a tensor of `len` values.
     fn adam_state(&self, len: usize) -> Result<AdamState<Self::Tensor>> {
         Ok(AdamState {

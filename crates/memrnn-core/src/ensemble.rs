@@ -61,6 +61,23 @@ pub struct MemberAdam<'a, T> {
     pub guard: Option<StepGuard<'a, T>>,
 }
 
+/// One member's arguments of
+/// [`Backend::ensemble_slow_point_iterations`](crate::Backend::ensemble_slow_point_iterations):
+/// its parameters, its constant input `x̄ [I]` and its own search (any number of candidates).
+pub struct SlowPointArgs<'a, T> {
+    pub params: &'a T,
+    pub x: &'a T,
+    pub search: &'a mut crate::slow_point::SlowPointSearch<T>,
+}
+
+/// One member's arguments of
+/// [`Backend::ensemble_slow_point_lm`](crate::Backend::ensemble_slow_point_lm).
+pub struct LmArgs<'a, T> {
+    pub params: &'a T,
+    pub x: &'a T,
+    pub search: &'a mut crate::lm::LmSearch<T>,
+}
+
 /// A guard reborrowed for one `clip_adam_update` call (the member keeps it).
 pub fn reborrow_guard<'s, T>(g: &'s mut Option<StepGuard<'_, T>>) -> Option<StepGuard<'s, T>> {
     g.as_mut().map(|g| StepGuard {

@@ -9,7 +9,8 @@ use memrnn_core::checks::{
     UpstreamLens,
 };
 use memrnn_core::ensemble::{
-    member_error, reborrow_guard, BackwardArgs, MemberAdam, ReadoutArgs, SeqArgs, SpeedArgs,
+    member_error, reborrow_guard, BackwardArgs, LmArgs, MemberAdam, ReadoutArgs, SeqArgs,
+    SlowPointArgs, SpeedArgs,
 };
 use memrnn_core::{
     adam_update_host, check_finite, clip_scale, AdamConfig, AdamGroup, AdamState, Backend,
@@ -744,6 +745,36 @@ impl Backend for CpuBackend {
                         .map_err(|e| member_error(i, n, e))
                 })
                 .collect()
+        })
+    }
+
+    fn ensemble_slow_point_iterations(
+        &self,
+        cell: &CellDims,
+        members: &mut [SlowPointArgs<'_, Vec<f32>>],
+        cfg: &SlowPointConfig,
+    ) -> Result<()> {
+        let n = members.len();
+        self.install(|| {
+            members.par_iter_mut().enumerate().try_for_each(|(i, m)| {
+                self.slow_point_iterations(cell, m.params, m.x, m.search, cfg)
+                    .map_err(|e| member_error(i, n, e))
+            })
+        })
+    }
+
+    fn ensemble_slow_point_lm(
+        &self,
+        cell: &CellDims,
+        members: &mut [LmArgs<'_, Vec<f32>>],
+        cfg: &memrnn_core::lm::LmConfig,
+    ) -> Result<()> {
+        let n = members.len();
+        self.install(|| {
+            members.par_iter_mut().enumerate().try_for_each(|(i, m)| {
+                self.slow_point_lm(cell, m.params, m.x, m.search, cfg)
+                    .map_err(|e| member_error(i, n, e))
+            })
         })
     }
 

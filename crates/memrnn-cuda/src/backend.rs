@@ -133,6 +133,40 @@ impl CudaBackend {
 
     /// A buffer of `len` (≥ 1) elements whose contents the caller overwrites: NaN when
     /// poisoning is on.
+    /// One network's scratch for the fused slow-point search: `ā = W_ih x̄ + b_ih` (b_ih
+    /// copied in, then a one-row cuBLAS product) and room for its packed weights.
+    fn slow_point_scratch(
+        &self,
+        cell: &CellDims,
+        params: &CudaTensor,
+        x: &CudaTensor,
+    ) -> Result<SlowPointScratch> {
+        let layout = cell.layout();
+        let p = params.v();
+        let (i, gh) = (cell.input, cell.gate_rows());
+        let a_bar = self.out(gh)?;
+        self.dev
+            .copy(p.sub(layout.range(ParamBlock::BiasIh)), a_bar.view(0..gh))?;
+        gemm_rm(
+            &self.dev,
+            1,
+            gh,
+            i,
+            x.v(),
+            Op::n(i),
+            p.sub(layout.range(ParamBlock::WeightIh)),
+            Op::t(i),
+            1.0,
+            a_bar.all(),
+        )?;
+        let (wf_len, wb_len) = crate::ops::slowpoints::packed_lens(cell);
+        Ok(SlowPointScratch {
+            a_bar,
+            wf: self.out(wf_len)?,
+            wb: self.out(wb_len)?,
+        })
+    }
+
     fn out(&self, len: usize) -> Result<Buf<f32>> {
         let buf = self.dev.alloc::<f32>(len)?;
         if self.poison.load(Ordering::Relaxed) {
@@ -205,6 +239,36 @@ fn dims(shape: SeqShape, cell: &CellDims) -> Result<Dims> {
         b: c(shape.batch, "batch")?,
         h: c(cell.hidden, "hidden")?,
     })
+}
+
+/// One network's scratch of a fused slow-point search ([`CudaBackend::slow_point_scratch`]).
+struct SlowPointScratch {
+    a_bar: Buf<f32>,
+    wf: Buf<f32>,
+    wb: Buf<f32>,
+}
+
+/// The device buffers of one network's fused slow-point search.
+fn slow_point_buffers<'a>(
+    cell: &CellDims,
+    params: &'a CudaTensor,
+    scratch: &'a SlowPointScratch,
+    states: &'a CudaTensor,
+    m: &'a CudaTensor,
+    v: &'a CudaTensor,
+) -> crate::ops::slowpoints::SearchBuffers<'a> {
+    let layout = cell.layout();
+    let p = params.v();
+    crate::ops::slowpoints::SearchBuffers {
+        w_hh: p.sub(layout.range(ParamBlock::WeightHh)),
+        b_hh: p.sub(layout.range(ParamBlock::BiasHh)),
+        a_bar: scratch.a_bar.all(),
+        wf: scratch.wf.all(),
+        wb: scratch.wb.all(),
+        states: states.v(),
+        m: m.v(),
+        v: v.v(),
+    }
 }
 
 impl Backend for CudaBackend {
@@ -506,39 +570,78 @@ impl Backend for CudaBackend {
         if !search.status.iter().any(|st| st.stop.is_active()) {
             return Ok(());
         }
-        let layout = cell.layout();
-        let p = params.v();
-        let dev = &self.dev;
-        let (i, gh) = (cell.input, cell.gate_rows());
-        // ā = W_ih x̄ + b_ih, once per call: b_ih copied in, then a one-row cuBLAS product.
-        let a_bar = self.out(gh)?;
-        dev.copy(p.sub(layout.range(ParamBlock::BiasIh)), a_bar.view(0..gh))?;
-        gemm_rm(
-            dev,
-            1,
-            gh,
-            i,
-            x.v(),
-            Op::n(i),
-            p.sub(layout.range(ParamBlock::WeightIh)),
-            Op::t(i),
-            1.0,
-            a_bar.all(),
-        )?;
-        let (wf_len, wb_len) = sp::packed_lens(cell);
-        let wf = self.out(wf_len)?;
-        let wb = self.out(wb_len)?;
-        let buf = sp::SearchBuffers {
-            w_hh: p.sub(layout.range(ParamBlock::WeightHh)),
-            b_hh: p.sub(layout.range(ParamBlock::BiasHh)),
-            a_bar: a_bar.all(),
-            wf: wf.all(),
-            wb: wb.all(),
-            states: search.states.v(),
-            m: search.m.v(),
-            v: search.v.v(),
+        let scratch = self.slow_point_scratch(cell, params, x)?;
+        let memrnn_core::backend::SlowPointSearch {
+            states,
+            m,
+            v,
+            status,
+            ..
+        } = search;
+        let buf = slow_point_buffers(cell, params, &scratch, states, m, v);
+        sp::search(&self.dev, cell, buf, status, cfg)
+    }
+
+    /// Every member's candidates in one launch per block of iterations
+    /// (`ops::slowpoints::search_members`: tiles of one member each, reading that member's
+    /// weights through a device table), each member exactly as searched alone; the
+    /// members one by one, each on the single operation's path, when some member's tiles
+    /// do not fit in shared memory.
+    fn ensemble_slow_point_iterations(
+        &self,
+        cell: &CellDims,
+        members: &mut [memrnn_core::ensemble::SlowPointArgs<'_, CudaTensor>],
+        cfg: &memrnn_core::backend::SlowPointConfig,
+    ) -> Result<()> {
+        use crate::ops::slowpoints as sp;
+        let n = members.len();
+        let info = self.dev.info();
+        for (i, a) in members.iter().enumerate() {
+            memrnn_core::backend::check_slow_point_args(self, cell, a.params, a.x, a.search, cfg)
+                .map_err(|e| member_error(i, n, e))?;
+        }
+        if members
+            .iter()
+            .any(|a| !sp::supported(cell, a.search.k, &info))
+        {
+            for (i, a) in members.iter_mut().enumerate() {
+                self.slow_point_iterations(cell, a.params, a.x, a.search, cfg)
+                    .map_err(|e| member_error(i, n, e))?;
+            }
+            return Ok(());
+        }
+        for (i, a) in members.iter().enumerate() {
+            let finite = memrnn_core::check_finite("params", &self.download(a.params)?)
+                .and_then(|()| memrnn_core::check_finite("x", &self.download(a.x)?));
+            finite.map_err(|e| member_error(i, n, e))?;
+        }
+        let active = |a: &memrnn_core::ensemble::SlowPointArgs<'_, CudaTensor>| {
+            a.search.status.iter().any(|st| st.stop.is_active())
         };
-        sp::search(dev, cell, buf, &mut search.status, cfg)
+        let scratch = members
+            .iter()
+            .filter(|a| active(a))
+            .map(|a| self.slow_point_scratch(cell, a.params, a.x))
+            .collect::<Result<Vec<_>>>()?;
+        if scratch.is_empty() {
+            return Ok(());
+        }
+        let mut parts = Vec::with_capacity(scratch.len());
+        for (a, sc) in members.iter_mut().filter(|a| active(a)).zip(&scratch) {
+            let params: &CudaTensor = a.params;
+            let memrnn_core::backend::SlowPointSearch {
+                states,
+                m,
+                v,
+                status,
+                ..
+            } = &mut *a.search;
+            parts.push(sp::MemberSearch {
+                buf: slow_point_buffers(cell, params, sc, states, m, v),
+                status,
+            });
+        }
+        sp::search_members(&self.dev, cell, &mut parts, cfg)
     }
 
     fn adam_update(

@@ -204,10 +204,11 @@ pub(crate) struct FillParams {
     pub n: i64,
 }
 
-/// `MrSlowPointsParams`.
+/// `MrSpMember`: one network's buffers in a slow-point search (an entry of the device
+/// table `SlowPointsParams::members` points at).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct SlowPointsParams {
+pub(crate) struct SpMember {
     pub wf: DevPtr,
     pub wb: DevPtr,
     pub a_bar: DevPtr,
@@ -217,7 +218,14 @@ pub(crate) struct SlowPointsParams {
     pub v: DevPtr,
     pub status: DevPtr,
     pub idx: DevPtr,
-    pub n: i32,
+}
+
+/// `MrSlowPointsParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlowPointsParams {
+    pub members: DevPtr,
+    pub tiles: DevPtr,
     pub h: i32,
     pub iters: i32,
     pub lr: f32,
@@ -613,11 +621,13 @@ mod tests {
             out: DevPtr => "out", n: i32 => "N", s: i32 => "S");
         fields!(v, "MrFillParams", FillParams,
             out: DevPtr => "out", v: f32 => "v", n: i64 => "n");
-        fields!(v, "MrSlowPointsParams", SlowPointsParams,
+        fields!(v, "MrSpMember", SpMember,
             wf: DevPtr => "wf", wb: DevPtr => "wb", a_bar: DevPtr => "a_bar",
             b_hh: DevPtr => "b_hh", states: DevPtr => "states", m: DevPtr => "m",
-            v: DevPtr => "v", status: DevPtr => "status", idx: DevPtr => "idx",
-            n: i32 => "n", h: i32 => "H", iters: i32 => "iters", lr: f32 => "lr",
+            v: DevPtr => "v", status: DevPtr => "status", idx: DevPtr => "idx");
+        fields!(v, "MrSlowPointsParams", SlowPointsParams,
+            members: DevPtr => "members", tiles: DevPtr => "tiles",
+            h: i32 => "H", iters: i32 => "iters", lr: f32 => "lr",
             beta1: f32 => "beta1", beta2: f32 => "beta2", eps: f32 => "eps",
             tol: f32 => "tol", stall_rel: f32 => "stall_rel",
             max_iters: u32 => "max_iters", stall_window: u32 => "stall_window");

@@ -1,6 +1,7 @@
 //! The finder: search, filter, de-duplicate, analyse (see the crate docs for the rules).
 
 use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
+use memrnn_core::ensemble::{LmArgs, SlowPointArgs};
 use memrnn_core::lm::{LmConfig, LmSearch, SearchStop};
 use memrnn_core::{check_finite, check_len, Backend, CellDims, Error, Model, Result};
 use serde::{Deserialize, Serialize};
@@ -207,6 +208,142 @@ fn check_model_input(model: &Model, x_bar: &[f32]) -> Result<()> {
     check_finite("x̄ (the constant input)", x_bar)
 }
 
+/// Per candidate: `S` at its final state, its iterations, and how its search ended.
+pub type CandidateEnd = (f32, u32, SearchStop);
+
+/// What a search left: the final states `[K, S]` and how each candidate ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchOutcome {
+    pub states: Vec<f32>,
+    pub ends: Vec<CandidateEnd>,
+}
+
+/// One network's share of an ensemble search ([`search_ensemble`],
+/// [`find_slow_points_ensemble`]): its model, constant input `x̄ [I]` and candidates `[K, S]`.
+#[derive(Clone, Copy, Debug)]
+pub struct EnsembleMember<'a> {
+    pub model: &'a Model,
+    pub x_bar: &'a [f32],
+    pub candidates: &'a [f32],
+}
+
+/// Runs the search (`cfg.method`) of every member, the members of one cell together
+/// through the backend's ensemble operation (`ensemble_slow_point_lm` or
+/// `ensemble_slow_point_iterations`: one launch for all of them on a GPU, side by side on
+/// the CPU), and returns each member's outcome, exactly what its search alone leaves.
+/// A member whose model, input or candidates are refused gets that error and is left out;
+/// the others go on. A backend failure of a shared call is the outer error.
+pub fn search_ensemble<B: Backend>(
+    backend: &B,
+    members: &[EnsembleMember<'_>],
+    cfg: &FinderConfig,
+) -> Result<Vec<Result<SearchOutcome>>> {
+    cfg.validate()?;
+    let mut out: Vec<Option<Result<SearchOutcome>>> = members
+        .iter()
+        .map(|m| {
+            check_model_input(m.model, m.x_bar)
+                .and_then(|()| {
+                    memrnn_core::checks::check_candidates(&m.model.cell, m.candidates).map(|_| ())
+                })
+                .err()
+                .map(Err)
+        })
+        .collect();
+    // Members of one cell (one shape) are searched together, in their order.
+    let mut groups: Vec<(CellDims, Vec<usize>)> = vec![];
+    for (i, m) in members.iter().enumerate() {
+        if out[i].is_some() {
+            continue;
+        }
+        match groups.iter_mut().find(|(c, _)| *c == m.model.cell) {
+            Some((_, g)) => g.push(i),
+            None => groups.push((m.model.cell, vec![i])),
+        }
+    }
+    for (cell, group) in groups {
+        let params = group
+            .iter()
+            .map(|&i| backend.upload(&members[i].model.params))
+            .collect::<Result<Vec<_>>>()?;
+        let xs = group
+            .iter()
+            .map(|&i| backend.upload(members[i].x_bar))
+            .collect::<Result<Vec<_>>>()?;
+        match cfg.method {
+            SearchMethod::Adam => {
+                let mut searches = group
+                    .iter()
+                    .map(|&i| SlowPointSearch::new(backend, &cell, members[i].candidates))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut args: Vec<SlowPointArgs<'_, B::Tensor>> = searches
+                    .iter_mut()
+                    .zip(params.iter().zip(&xs))
+                    .map(|(search, (params, x))| SlowPointArgs { params, x, search })
+                    .collect();
+                backend.ensemble_slow_point_iterations(&cell, &mut args, &cfg.search)?;
+                for (&i, search) in group.iter().zip(&searches) {
+                    let ends = search
+                        .status
+                        .iter()
+                        .map(|s| (s.speed_sq, s.iters, s.stop.into()))
+                        .collect();
+                    let states = backend.download(&search.states)?;
+                    out[i] = Some(Ok(SearchOutcome { states, ends }));
+                }
+            }
+            SearchMethod::Lm => {
+                let mut searches = group
+                    .iter()
+                    .map(|&i| LmSearch::new(backend, &cell, members[i].candidates, &cfg.lm))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut args: Vec<LmArgs<'_, B::Tensor>> = searches
+                    .iter_mut()
+                    .zip(params.iter().zip(&xs))
+                    .map(|(search, (params, x))| LmArgs { params, x, search })
+                    .collect();
+                backend.ensemble_slow_point_lm(&cell, &mut args, &cfg.lm)?;
+                for (&i, search) in group.iter().zip(&searches) {
+                    let ends = search
+                        .status
+                        .iter()
+                        .map(|s| (s.speed_sq, s.iters, s.stop))
+                        .collect();
+                    let states = backend.download(&search.states)?;
+                    out[i] = Some(Ok(SearchOutcome { states, ends }));
+                }
+            }
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(Error::InvalidArgument(
+                    "internal: a member was never searched".into(),
+                ))
+            })
+        })
+        .collect())
+}
+
+/// [`find_slow_points`] for every member of an ensemble: the searches together
+/// ([`search_ensemble`]), then each member's filtering, de-duplication and analysis on
+/// its own. Each member's report is exactly what [`find_slow_points`] gives it alone; a
+/// member refused (bad model, input or candidates) gets its error, the others go on.
+pub fn find_slow_points_ensemble<B: Backend>(
+    backend: &B,
+    members: &[EnsembleMember<'_>],
+    cfg: &FinderConfig,
+) -> Result<Vec<Result<SlowPointReport>>> {
+    let outcomes = search_ensemble(backend, members, cfg)?;
+    Ok(members
+        .iter()
+        .zip(outcomes)
+        .map(|(m, o)| o.and_then(|o| report(backend, m.model, m.x_bar, m.candidates, o, cfg)))
+        .collect())
+}
+
 /// Runs the search from `candidates [K, S]` at the constant input `x_bar [I]`, then
 /// filters, de-duplicates and analyses the points (see the crate docs).
 pub fn find_slow_points<B: Backend>(
@@ -219,32 +356,54 @@ pub fn find_slow_points<B: Backend>(
     cfg.validate()?;
     check_model_input(model, x_bar)?;
     let cell = model.cell;
-    let sd = cell.state_size();
     let params = backend.upload(&model.params)?;
     let x = backend.upload(x_bar)?;
-    // Per candidate: (S, iterations, how it ended).
-    let (found, status): (Vec<f32>, Vec<(f32, u32, SearchStop)>) = match cfg.method {
+    let outcome = match cfg.method {
         SearchMethod::Adam => {
             let mut search = SlowPointSearch::new(backend, &cell, candidates)?;
             backend.slow_point_iterations(&cell, &params, &x, &mut search, &cfg.search)?;
-            let st = search
+            let ends = search
                 .status
                 .iter()
                 .map(|s| (s.speed_sq, s.iters, s.stop.into()))
                 .collect();
-            (backend.download(&search.states)?, st)
+            SearchOutcome {
+                states: backend.download(&search.states)?,
+                ends,
+            }
         }
         SearchMethod::Lm => {
             let mut search = LmSearch::new(backend, &cell, candidates, &cfg.lm)?;
             backend.slow_point_lm(&cell, &params, &x, &mut search, &cfg.lm)?;
-            let st = search
+            let ends = search
                 .status
                 .iter()
                 .map(|s| (s.speed_sq, s.iters, s.stop))
                 .collect();
-            (backend.download(&search.states)?, st)
+            SearchOutcome {
+                states: backend.download(&search.states)?,
+                ends,
+            }
         }
     };
+    report(backend, model, x_bar, candidates, outcome, cfg)
+}
+
+/// Filters, de-duplicates and analyses what a search left (see the crate docs).
+fn report<B: Backend>(
+    backend: &B,
+    model: &Model,
+    x_bar: &[f32],
+    candidates: &[f32],
+    outcome: SearchOutcome,
+    cfg: &FinderConfig,
+) -> Result<SlowPointReport> {
+    let cell = model.cell;
+    let sd = cell.state_size();
+    let SearchOutcome {
+        states: found,
+        ends: status,
+    } = outcome;
     let k = status.len();
 
     let mut counts = Counts {

@@ -50,7 +50,11 @@
 //!    can sit along).
 //!
 //! Points are reported slowest first. [`analyse_points`] does step 4 alone (for the
-//! per-class mean states, say). Candidates come from the network's own trajectories:
+//! per-class mean states, say). [`find_slow_points_ensemble`] runs the finder for many
+//! networks at once: their searches in one backend call per cell
+//! ([`search_ensemble`]: `ensemble_slow_point_lm` / `ensemble_slow_point_iterations`,
+//! one launch for all on a GPU, side by side on the CPU), then each network's steps 2–4
+//! on its own; each network's report is exactly its report alone. Candidates come from the network's own trajectories:
 //! [`sample_candidates`] (K rows of recorded states `[N, S]`, optionally with Gaussian
 //! noise, seeded) and [`class_mean_states`] (the paper's per-class means).
 //! [`write_safetensors`], [`write_summary_json`] and [`format_table`] write a report.
@@ -110,7 +114,8 @@ pub mod output;
 pub use candidates::{class_mean_states, sample_candidates, ClassMeans};
 pub use eigen::eigenvalues_sorted;
 pub use finder::{
-    analyse_points, find_slow_points, Counts, Eigenvalue, FinderConfig, SearchMethod, SlowPoint,
+    analyse_points, find_slow_points, find_slow_points_ensemble, search_ensemble, CandidateEnd,
+    Counts, Eigenvalue, EnsembleMember, FinderConfig, SearchMethod, SearchOutcome, SlowPoint,
     SlowPointReport,
 };
 pub use memrnn_core::backend::{CandidateStatus, SlowPointConfig, SlowPointSearch, StopReason};

@@ -13,7 +13,8 @@
 use crate::error::{config_err, Result};
 use crate::philox::{self, Stream};
 use crate::task::{digit_table, DigitSet, TaskConfig};
-use memrnn_core::{Backend, Model, SeqShape, TaskChunkSpec};
+use memrnn_core::ensemble::SeqArgs;
+use memrnn_core::{Backend, Model, SeqForward, SeqShape, TaskChunkSpec};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -200,7 +201,7 @@ impl EvalResult {
 /// Everything runs on the backend: the digits are uploaded once, each chunk's inputs
 /// are drawn there (`task_chunk`, the numbers `fill_inputs` would draw on the host), and
 /// each branch step is scored there (`readout_argmax`); what comes back per batch and
-/// delay is one class id a row.
+/// delay is one class id a row. [`evaluate_ensemble`] of one network.
 pub fn evaluate<B: Backend>(
     backend: &B,
     model: &Model,
@@ -209,25 +210,88 @@ pub fn evaluate<B: Backend>(
     cfg: &EvalConfig,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<EvalResult> {
+    evaluate_ensemble(backend, &[model], set, task, cfg, progress)?
+        .pop()
+        .unwrap_or_else(|| config_err("internal: an evaluation of one network returned none"))
+}
+
+/// Checks one network for evaluation; its uploaded parameters and readout
+/// `[W_out | b_out]`, and its class count.
+fn eval_member<B: Backend>(
+    backend: &B,
+    model: &Model,
+    set: &DigitSet,
+    cfg: &EvalConfig,
+) -> Result<(B::Tensor, B::Tensor, usize)> {
     cfg.validate_for(&model.cell, set.image_count())?;
-    task.validate()?;
     crate::train::check_task_model(model, set, true)?;
     let readout = model.readout.as_ref().ok_or_else(|| {
         crate::TrainError::Config(
             "the model has no readout: evaluate a checkpoint written by `memrnn train`".into(),
         )
     })?;
-    let cell = model.cell;
-    let params = backend.upload(&model.params)?;
     let mut ro = readout.weight.clone();
     ro.extend_from_slice(&readout.bias);
-    let ro = backend.upload(&ro)?;
+    Ok((
+        backend.upload(&model.params)?,
+        backend.upload(&ro)?,
+        readout.classes,
+    ))
+}
+
+/// [`evaluate`] for every network of `models` at once: one task and one configuration,
+/// so the networks see the same trials, and each batch's long run is drawn once
+/// (`task_chunk`) for all of them; the networks of one cell run each chunk through one
+/// `ensemble_seq_forward` (one launch on a GPU, side by side on the CPU), and each
+/// network's branch step is scored by its own readout. Each network's result is exactly
+/// what [`evaluate`] gives it alone. A network refused (no readout, a shape that does not
+/// fit the task, too large for the memory) gets that error and the others go on; a
+/// backend failure is the outer error. `progress` advances by one per network, scored
+/// delay and batch.
+pub fn evaluate_ensemble<B: Backend>(
+    backend: &B,
+    models: &[&Model],
+    set: &DigitSet,
+    task: &TaskConfig,
+    cfg: &EvalConfig,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<Vec<Result<EvalResult>>> {
+    cfg.validate()?;
+    task.validate()?;
+    let mut ends: Vec<Option<Result<EvalResult>>> = (0..models.len()).map(|_| None).collect();
+    // (member, parameters, readout, classes) of the networks that evaluate.
+    let mut nets = vec![];
+    for (i, m) in models.iter().enumerate() {
+        match eval_member(backend, m, set, cfg) {
+            Ok((p, ro, classes)) => nets.push((i, p, ro, classes)),
+            Err(e) => ends[i] = Some(Err(e)),
+        }
+    }
+    if nets.is_empty() {
+        // Nothing to run: no long runs drawn for nobody.
+        return Ok(ends
+            .into_iter()
+            .map(|e| e.unwrap_or_else(|| config_err("internal: a network was never evaluated")))
+            .collect());
+    }
+    if nets.len() > 1 {
+        check_ensemble_memory(models, set, cfg)?;
+    }
+    // The networks of one cell step together, in their order.
+    let mut groups: Vec<(memrnn_core::CellDims, Vec<usize>)> = vec![];
+    for (j, n) in nets.iter().enumerate() {
+        let cell = models[n.0].cell;
+        match groups.iter_mut().find(|(c, _)| *c == cell) {
+            Some((_, g)) => g.push(j),
+            None => groups.push((cell, vec![j])),
+        }
+    }
     let digits = digit_table(backend, set)?;
     let mut delays = cfg.delays.clone();
     delays.sort_unstable();
     delays.dedup();
     let n_batches = cfg.trials.div_ceil(cfg.batch);
-    let mut correct = vec![[0usize; 10]; delays.len()];
+    let mut correct = vec![vec![[0usize; 10]; delays.len()]; nets.len()];
     let mut counts = [0usize; 10];
     for k in 0..n_batches {
         let rows = cfg.batch.min(cfg.trials - k * cfg.batch);
@@ -252,7 +316,31 @@ pub fn evaluate<B: Backend>(
         for tr in &trials {
             counts[tr.digit as usize] += 1;
         }
-        let mut state: Option<B::Tensor> = None;
+        // Each network's state on the main trajectory.
+        let mut state: Vec<Option<B::Tensor>> = (0..nets.len()).map(|_| None).collect();
+        // Runs `x` (`len` steps) from every network's state; each one's forward pass.
+        let run = |x: &B::Tensor, len: usize, state: &[Option<B::Tensor>]| {
+            let shape = SeqShape::new(len, rows)?;
+            let mut outs: Vec<Option<SeqForward<B::Tensor, B::Cache>>> =
+                (0..nets.len()).map(|_| None).collect();
+            for (cell, group) in &groups {
+                let args: Vec<SeqArgs<'_, B::Tensor>> = group
+                    .iter()
+                    .map(|&j| SeqArgs {
+                        params: &nets[j].1,
+                        x,
+                        s0: state[j].as_ref(),
+                    })
+                    .collect();
+                for (&j, f) in group
+                    .iter()
+                    .zip(backend.ensemble_seq_forward(cell, shape, &args)?)
+                {
+                    outs[j] = Some(f);
+                }
+            }
+            Ok::<_, crate::TrainError>(outs)
+        };
         let mut t = 0usize; // steps done on the main trajectory
         for (di, &d) in delays.iter().enumerate() {
             let t_s = t_read as usize + d;
@@ -260,43 +348,70 @@ pub fn evaluate<B: Backend>(
             while t < t_s {
                 let len = (t_s - t).min(cfg.chunk);
                 let x = backend.task_chunk(&digits, &chunk(t, len, None))?;
-                let shape = SeqShape::new(len, rows)?;
-                let f = backend.seq_forward(&cell, &params, shape, &x, state.as_ref())?;
-                state = Some(f.s_final);
+                let outs = run(&x, len, &state)?;
+                for (s, f) in state.iter_mut().zip(outs) {
+                    *s = f.map(|f| f.s_final);
+                }
                 t += len;
             }
             // Branch: step t_s with the trigger on (t_s ≤ 2·MAX_DELAY fits a u32).
             let x = backend.task_chunk(&digits, &chunk(t_s, 1, Some(t_s as u32)))?;
-            let shape = SeqShape::new(1, rows)?;
-            let f = backend.seq_forward(&cell, &params, shape, &x, state.as_ref())?;
-            let pred = backend.readout_argmax(cell.hidden, readout.classes, &f.h_seq, &ro)?;
-            let pred = backend.download(&pred)?;
-            for (tr, &p) in trials.iter().zip(&pred) {
-                if p as usize == tr.digit as usize + 1 {
-                    correct[di][tr.digit as usize] += 1;
+            for (j, f) in run(&x, 1, &state)?.into_iter().enumerate() {
+                let Some(f) = f else { continue };
+                let (i, _, ro, classes) = &nets[j];
+                let hidden = models[*i].cell.hidden;
+                let pred = backend.readout_argmax(hidden, *classes, &f.h_seq, ro)?;
+                let pred = backend.download(&pred)?;
+                for (tr, &p) in trials.iter().zip(&pred) {
+                    if p as usize == tr.digit as usize + 1 {
+                        correct[j][di][tr.digit as usize] += 1;
+                    }
                 }
-            }
-            if let Some(pb) = progress {
-                pb.inc(1);
+                if let Some(pb) = progress {
+                    pb.inc(1);
+                }
             }
         }
     }
     let total: usize = counts.iter().sum();
-    let accuracy = correct
-        .iter()
-        .map(|c| c.iter().sum::<usize>() as f64 / total as f64)
-        .collect();
-    let per_class = correct
-        .iter()
-        .map(|c| std::array::from_fn(|d| c[d] as f64 / counts[d].max(1) as f64))
-        .collect();
-    Ok(EvalResult {
-        delays,
-        accuracy,
-        per_class,
-        counts,
-        trials: total,
-    })
+    for (j, n) in nets.iter().enumerate() {
+        let accuracy = correct[j]
+            .iter()
+            .map(|c| c.iter().sum::<usize>() as f64 / total as f64)
+            .collect();
+        let per_class = correct[j]
+            .iter()
+            .map(|c| std::array::from_fn(|d| c[d] as f64 / counts[d].max(1) as f64))
+            .collect();
+        ends[n.0] = Some(Ok(EvalResult {
+            delays: delays.clone(),
+            accuracy,
+            per_class,
+            counts,
+            trials: total,
+        }));
+    }
+    Ok(ends
+        .into_iter()
+        .map(|e| e.unwrap_or_else(|| config_err("internal: a network was never evaluated")))
+        .collect())
+}
+
+/// The memory of evaluating every network of `models` at once (each one's states and
+/// chunk outputs live together) against this machine's.
+fn check_ensemble_memory(models: &[&Model], set: &DigitSet, cfg: &EvalConfig) -> Result<()> {
+    let budget = crate::limits::MemoryBudget::detect()?;
+    let mut need = crate::limits::digit_table_bytes(set.image_count(), set.pixels);
+    for m in models {
+        need = need.saturating_add(crate::limits::eval_bytes(
+            &m.cell, cfg.batch, cfg.trials, cfg.chunk,
+        ));
+    }
+    budget.check(
+        &format!("evaluating {} networks at once", models.len()),
+        need,
+        "evaluate fewer networks together (--ensemble N), or lower --eval-batch or --chunk",
+    )
 }
 
 /// Plots one or more extrapolation curves (accuracy against delay, log-scaled delay axis)

@@ -41,7 +41,7 @@ pub mod vset;
 
 pub use ensemble::EnsembleTrainer;
 pub use error::{Result, TrainError};
-pub use eval::{evaluate, EvalConfig, EvalResult};
+pub use eval::{evaluate, evaluate_ensemble, EvalConfig, EvalResult};
 pub use idx::{load_mnist_dir, Mnist};
 pub use limits::MemoryBudget;
 pub use objective::{SpeedPenalty, SpeedSet};

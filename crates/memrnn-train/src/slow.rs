@@ -11,7 +11,9 @@ use crate::vset;
 use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
 use memrnn_core::lm::LmSearch;
 use memrnn_core::{Backend, Model};
-use memrnn_slowpoints::{find_slow_points, FinderConfig, SearchMethod, SlowPointReport};
+use memrnn_slowpoints::{
+    find_slow_points, search_ensemble, EnsembleMember, FinderConfig, SearchMethod, SlowPointReport,
+};
 
 /// `x̄`: every pixel at the noise mean, trigger 0 (length `input`).
 pub fn constant_input(task: &TaskConfig, input: usize) -> Vec<f32> {
@@ -96,6 +98,65 @@ pub fn class_slow_points_with<B: Backend>(
         speed_sq: search.status.iter().map(|s| s.speed_sq).collect(),
         iters: search.status.iter().map(|s| s.iters).collect(),
     })
+}
+
+/// [`class_slow_points_with`] for every network of an ensemble (`means[i]` the class
+/// means of `models[i]`): the searches together, through the backend's ensemble
+/// operation (one launch for all on a GPU, side by side on the CPU). Each network's
+/// result is exactly what [`class_slow_points_with`] gives it alone; a network refused
+/// (means of the wrong shape, an invalid model) gets that error and the others go on.
+pub fn class_slow_points_ensemble<B: Backend>(
+    backend: &B,
+    models: &[&Model],
+    task: &TaskConfig,
+    means: &[&SpeedSet],
+    cfg: &FinderConfig,
+) -> Result<Vec<Result<ClassSlowPoints>>> {
+    if models.len() != means.len() {
+        return config_err(format!(
+            "internal: {} networks and {} sets of class means",
+            models.len(),
+            means.len()
+        ));
+    }
+    let checked: Vec<Result<()>> = models
+        .iter()
+        .zip(means)
+        .map(|(m, mu)| mu.check(&m.cell))
+        .collect();
+    let inputs: Vec<Vec<f32>> = models
+        .iter()
+        .map(|m| constant_input(task, m.cell.input))
+        .collect();
+    let ok: Vec<usize> = (0..models.len()).filter(|&i| checked[i].is_ok()).collect();
+    let members: Vec<EnsembleMember<'_>> = ok
+        .iter()
+        .map(|&i| EnsembleMember {
+            model: models[i],
+            x_bar: &inputs[i],
+            candidates: &means[i].states,
+        })
+        .collect();
+    let mut found = search_ensemble(backend, &members, cfg)?.into_iter();
+    let mut out = Vec::with_capacity(models.len());
+    for (i, c) in checked.into_iter().enumerate() {
+        let r = c.and_then(|()| {
+            let o = found.next().ok_or_else(|| {
+                crate::TrainError::Config("internal: a network's search is missing".into())
+            })??;
+            Ok(ClassSlowPoints {
+                states: SpeedSet::new(
+                    o.states,
+                    models[i].cell.state_size(),
+                    "slow points (from the class means)",
+                )?,
+                speed_sq: o.ends.iter().map(|e| e.0).collect(),
+                iters: o.ends.iter().map(|e| e.1).collect(),
+            })
+        });
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// The full finder on `model`: candidates are the class means plus `trajectory` states

@@ -19,9 +19,9 @@
 
 use crate::ensemble::EnsembleTrainer;
 use crate::error::{config_err, Result, TrainError};
-use crate::eval::{evaluate, EvalConfig};
+use crate::eval::{evaluate_ensemble, EvalConfig};
 use crate::jobs::{self, Shard};
-use crate::slow::class_slow_points_with;
+use crate::slow::class_slow_points_ensemble;
 use crate::stats::{spearman_bootstrap, RhoCi};
 use crate::task::{Curriculum, DigitSet};
 use crate::train::{RunOutput, TrainConfig};
@@ -326,11 +326,10 @@ pub fn run_study<B: Backend>(
     }
     jobs::run_jobs(backends, &ensembles, |b, nets| {
         let trained = train_nets(b, set, cfg, nets)?;
+        let rows = analyse_nets(b, set, cfg, &eval, nets, trained)?;
         let mut first_err = None;
-        for (&(cell, curriculum, seed), model) in nets.iter().zip(trained) {
+        for (&(cell, curriculum, seed), row) in nets.iter().zip(rows) {
             let name = net_name(cell, curriculum, seed);
-            let row =
-                model.and_then(|m| analyse_net(b, set, cfg, &eval, cell, curriculum, seed, &m));
             let row = match row {
                 Ok(r) => r,
                 Err(e) => {
@@ -393,29 +392,75 @@ fn train_nets<B: Backend>(
     EnsembleTrainer::new(backend, set, cfgs)?.run_models(&outs)
 }
 
-/// A trained network's row: its class slow points, accuracy far beyond the training
-/// delay, memory diagnostics and probe.
-#[allow(clippy::too_many_arguments)]
-fn analyse_net<B: Backend>(
+/// The trained networks' rows (each its class slow points, accuracy far beyond the
+/// training delay, memory diagnostics and probe), or what stopped each: the slow-point
+/// searches and the evaluation of the ensemble run together (each network's numbers
+/// exactly what it gets analysed alone), the rest network by network. One network failing
+/// stops only it.
+fn analyse_nets<B: Backend>(
     backend: &B,
     set: &DigitSet,
     cfg: &StudyConfig,
     eval: &EvalConfig,
-    cell: CellKind,
-    curriculum: Curriculum,
-    seed: u64,
-    model: &memrnn_core::Model,
-) -> Result<StudyRow> {
-    let means =
-        vset::class_mean_states(backend, model, set, &cfg.train.task, 500, 20, seed ^ 0x7E57)?;
-    let slow = class_slow_points_with(
+    nets: &[(CellKind, Curriculum, u64)],
+    trained: Vec<Result<memrnn_core::Model>>,
+) -> Result<Vec<Result<StudyRow>>> {
+    let mut rows: Vec<Option<Result<StudyRow>>> = (0..nets.len()).map(|_| None).collect();
+    // Each network's class means (its own trials): (network, model, means).
+    let mut ready = vec![];
+    for (i, (&(_, _, seed), model)) in nets.iter().zip(trained).enumerate() {
+        let r = model.and_then(|m| {
+            let task = &cfg.train.task;
+            let means = vset::class_mean_states(backend, &m, set, task, 500, 20, seed ^ 0x7E57)?;
+            Ok((m, means))
+        });
+        match r {
+            Ok((m, means)) => ready.push((i, m, means)),
+            Err(e) => rows[i] = Some(Err(e)),
+        }
+    }
+    let models: Vec<&memrnn_core::Model> = ready.iter().map(|r| &r.1).collect();
+    let means: Vec<&crate::SpeedSet> = ready.iter().map(|r| &r.2).collect();
+    let slow = class_slow_points_ensemble(
         backend,
-        model,
+        &models,
         &cfg.train.task,
         &means,
         &memrnn_slowpoints::FinderConfig::default(),
     )?;
-    let r = evaluate(backend, model, set, &cfg.train.task, eval, None)?;
+    // A network whose search failed is not evaluated (as analysed alone).
+    let mut searched = vec![];
+    for (j, s) in slow.into_iter().enumerate() {
+        match s {
+            Ok(s) => searched.push((j, s)),
+            Err(e) => rows[ready[j].0] = Some(Err(e)),
+        }
+    }
+    let to_eval: Vec<&memrnn_core::Model> = searched.iter().map(|(j, _)| &ready[*j].1).collect();
+    let evals = evaluate_ensemble(backend, &to_eval, set, &cfg.train.task, eval, None)?;
+    for ((j, slow), r) in searched.iter().zip(evals) {
+        let (i, model, _) = &ready[*j];
+        let (cell, curriculum, seed) = nets[*i];
+        let net = (cell, curriculum, seed);
+        rows[*i] = Some(r.and_then(|r| row_of(backend, set, cfg, net, model, slow, &r)));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| config_err("internal: a network was never analysed")))
+        .collect())
+}
+
+/// A network's row from its slow points and evaluation: its memory diagnostics and probe
+/// added.
+fn row_of<B: Backend>(
+    backend: &B,
+    set: &DigitSet,
+    cfg: &StudyConfig,
+    (cell, curriculum, seed): (CellKind, Curriculum, u64),
+    model: &memrnn_core::Model,
+    slow: &crate::slow::ClassSlowPoints,
+    r: &crate::EvalResult,
+) -> Result<StudyRow> {
     let diag = diagnostics(backend, model, set, cfg, seed)?;
     let longest = cfg.long_delays.iter().copied().max().unwrap_or(1);
     let memory = crate::memprobe::long_memory(

@@ -23,11 +23,11 @@
 
 use crate::ensemble::EnsembleTrainer;
 use crate::error::{config_err, Result, TrainError};
-use crate::eval::{evaluate, EvalConfig};
+use crate::eval::{evaluate_ensemble, EvalConfig};
 use crate::jobs::{self, Shard};
 use crate::objective::SpeedPenalty;
 use crate::pipeline::{build_v, VSource};
-use crate::slow::class_slow_points_with;
+use crate::slow::class_slow_points_ensemble;
 use crate::stats::{mean_ci95, paired_diff, MeanCi};
 use crate::task::{Curriculum, DigitSet};
 use crate::train::{RunOutput, TrainConfig, Trainer};
@@ -384,18 +384,19 @@ pub fn run_sweep<B: Backend>(
         )
         .map_err(|e| TrainError::io(&path, e))
     };
-    let finish = |b: &B, n: &Net, model: Model, start: std::time::Instant, size: usize| {
-        let r = analyse_net(b, set, cfg, n, &model)?;
-        jobs::write_atomic(&result_path(n), &jobs::to_json(&r)?)?;
+    // A network's result file, progress and timing line.
+    let record = |b: &B, n: &Net, r: &NetResult, start: std::time::Instant, size: usize| {
+        jobs::write_atomic(&result_path(n), &jobs::to_json(r)?)?;
         pb.inc(cost(n));
         log_time(b, n, start.elapsed().as_secs_f64(), size)
     };
-    // An ensemble's networks, each finished on its own: one network failing stops only
-    // it, the others' results are kept, and the first error is returned.
+    // An ensemble's networks, analysed together (evaluation and slow points in one call
+    // each) and each recorded on its own: one network failing stops only it, the others'
+    // results are kept, and the first error is returned.
     let finish_all = |b: &B, nets: &[Net], trained: Vec<Result<Model>>, start| -> Result<()> {
         let mut first_err = None;
-        for (n, model) in nets.iter().zip(trained) {
-            if let Err(e) = model.and_then(|m| finish(b, n, m, start, nets.len())) {
+        for (n, r) in nets.iter().zip(analyse_nets(b, set, cfg, nets, trained)?) {
+            if let Err(e) = r.and_then(|r| record(b, n, &r, start, nets.len())) {
                 first_err.get_or_insert(e);
             }
         }
@@ -422,7 +423,7 @@ pub fn run_sweep<B: Backend>(
         let start = std::time::Instant::now();
         pb.set_message(n.file_stem());
         let model = run_tune(b, set, cfg, n)?;
-        finish(b, n, model, start, 1)
+        finish_all(b, std::slice::from_ref(n), vec![Ok(model)], start)
     })?;
     pb.finish_and_clear();
 
@@ -551,35 +552,66 @@ fn run_tune<B: Backend>(b: &B, set: &DigitSet, cfg: &SweepConfig, n: &Net) -> Re
     }
 }
 
-/// Evaluates a trained network and finds its per-class slow points: its result.
-fn analyse_net<B: Backend>(
+/// Evaluates the trained networks `nets` and finds their per-class slow points, as one
+/// ensemble (one evaluation and one slow-point search for all, each network's numbers
+/// exactly what it gets alone): each one's result, or what stopped it.
+fn analyse_nets<B: Backend>(
     b: &B,
     set: &DigitSet,
     cfg: &SweepConfig,
-    n: &Net,
-    model: &Model,
-) -> Result<NetResult> {
+    nets: &[Net],
+    trained: Vec<Result<Model>>,
+) -> Result<Vec<Result<NetResult>>> {
     let delay = cfg.train.task.t_max;
-    let r = evaluate(b, model, set, &cfg.train.task, &cfg.eval, None)?;
-    let means =
-        vset::class_mean_states(b, model, set, &cfg.train.task, 500, delay, n.seed ^ 0x7E57)?;
-    let slow = class_slow_points_with(
-        b,
-        model,
-        &cfg.train.task,
-        &means,
-        &memrnn_slowpoints::FinderConfig::default(),
-    )?;
-    Ok(NetResult {
-        name: n.label(),
-        seed: n.seed,
-        target: n.target.map(|t| t.name()),
-        lambda: n.lambda,
-        delays: r.delays.clone(),
-        accuracy: r.accuracy.clone(),
-        slow_point_median: slow.median_speed_sq(),
-        slow_point_speed_sq: slow.speed_sq,
-    })
+    let task = &cfg.train.task;
+    let mut out: Vec<Option<Result<NetResult>>> = (0..nets.len()).map(|_| None).collect();
+    let mut ready = vec![];
+    for (i, m) in trained.into_iter().enumerate() {
+        match m {
+            Ok(m) => ready.push((i, m)),
+            Err(e) => out[i] = Some(Err(e)),
+        }
+    }
+    let models: Vec<&Model> = ready.iter().map(|r| &r.1).collect();
+    let evals = evaluate_ensemble(b, &models, set, task, &cfg.eval, None)?;
+    // (index into ready, evaluation, class means)
+    let mut evaluated = vec![];
+    for (j, r) in evals.into_iter().enumerate() {
+        let (i, m) = &ready[j];
+        let seed = nets[*i].seed ^ 0x7E57;
+        let r = r.and_then(|r| {
+            Ok((
+                r,
+                vset::class_mean_states(b, m, set, task, 500, delay, seed)?,
+            ))
+        });
+        match r {
+            Ok((r, means)) => evaluated.push((j, r, means)),
+            Err(e) => out[*i] = Some(Err(e)),
+        }
+    }
+    let models: Vec<&Model> = evaluated.iter().map(|e| &ready[e.0].1).collect();
+    let means: Vec<&crate::SpeedSet> = evaluated.iter().map(|e| &e.2).collect();
+    let finder = memrnn_slowpoints::FinderConfig::default();
+    let slow = class_slow_points_ensemble(b, &models, task, &means, &finder)?;
+    for ((j, r, _), slow) in evaluated.iter().zip(slow) {
+        let i = ready[*j].0;
+        let n = &nets[i];
+        out[i] = Some(slow.map(|slow| NetResult {
+            name: n.label(),
+            seed: n.seed,
+            target: n.target.map(|t| t.name()),
+            lambda: n.lambda,
+            delays: r.delays.clone(),
+            accuracy: r.accuracy.clone(),
+            slow_point_median: slow.median_speed_sq(),
+            slow_point_speed_sq: slow.speed_sq,
+        }));
+    }
+    Ok(out
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| config_err("internal: a network was never analysed")))
+        .collect())
 }
 
 fn finetune<B: Backend>(

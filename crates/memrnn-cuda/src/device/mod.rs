@@ -73,6 +73,8 @@ pub(crate) trait Elem:
 impl Elem for f32 {}
 impl Elem for u32 {}
 impl Elem for i32 {}
+// Device addresses: tables of per-member pointers (the slow-point search's MrSpMember);
+// argument structs: the ensemble recurrence's per-member FwdArgs / BwdArgs arrays.
 impl Elem for u64 {}
 impl Elem for crate::kernels::FwdArgs {}
 impl Elem for crate::kernels::BwdArgs {}

@@ -1,15 +1,18 @@
 //! Launchers for `kernels/slowpoints.cu`: the batched slow-point search (MATH.md §4), many
 //! Adam iterations per launch on tiles of candidates, no grid-wide sync.
 //!
-//! [`search`] packs `W_hh` once per call (`W_hhᵀ` for the forward product, `W_hh` for the
-//! vector–Jacobian product, both zero-padded), uploads the per-candidate status once, and
-//! then loops: compact the active candidates on the device (`slowpoints_compact_f32`, a
-//! 4-byte count comes back), launch up to [`ITERS_PER_LAUNCH`] iterations on tiles of the
-//! compacted list, until no candidate is active. The status comes back once, at the end.
-//! States and Adam moments never leave the device.
+//! [`search_members`] (and [`search`], its ensemble of one) packs each network's `W_hh`
+//! once per call (`W_hhᵀ` for the forward product, `W_hh` for the vector–Jacobian
+//! product, both zero-padded), uploads the per-candidate status once, and then loops:
+//! compact each network's active candidates on the device (`slowpoints_compact_f32`, one
+//! 4-byte count per network comes back), launch up to [`ITERS_PER_LAUNCH`] iterations on
+//! tiles of the compacted lists (each tile one network's candidates, reading that
+//! network's weights through a device table of per-network buffers), until no candidate
+//! is active. The status comes back once, at the end. States and Adam moments never
+//! leave the device.
 
-use crate::device::{backend_err, Device, DeviceInfo, LaunchDims, View};
-use crate::kernels::{self, CompactParams, Kernel, PackParams, SlowPointsParams};
+use crate::device::{backend_err, Buf, Device, DeviceInfo, LaunchDims, View};
+use crate::kernels::{self, CompactParams, Kernel, PackParams, SlowPointsParams, SpMember};
 use memrnn_core::backend::{CandidateStatus, SlowPointConfig, StopReason};
 use memrnn_core::{CellDims, CellKind, Result};
 
@@ -139,7 +142,8 @@ pub(crate) struct SearchBuffers<'a> {
 
 /// Runs the search on every active candidate of `status` (see
 /// `Backend::slow_point_iterations`); the caller checked `cfg` and the lengths against
-/// `cell` and `K = status.len()`, and that [`supported`] holds.
+/// `cell` and `K = status.len()`, and that [`supported`] holds. The ensemble of one:
+/// [`search_members`].
 pub(crate) fn search(
     dev: &Device,
     cell: &CellDims,
@@ -147,31 +151,71 @@ pub(crate) fn search(
     status: &mut [CandidateStatus],
     cfg: &SlowPointConfig,
 ) -> Result<()> {
+    search_members(dev, cell, &mut [MemberSearch { buf, status }], cfg)
+}
+
+/// One network's part of an ensemble search: its buffers and its candidates' status.
+pub(crate) struct MemberSearch<'a, 's> {
+    pub buf: SearchBuffers<'a>,
+    pub status: &'s mut [CandidateStatus],
+}
+
+/// One member's device-side bookkeeping during a search call.
+struct MemberState {
+    k: usize,
+    status: Buf<u32>,
+    idx: Buf<i32>,
+}
+
+/// Runs the search on every active candidate of every member (see
+/// `Backend::ensemble_slow_point_iterations`), all members of one `cell`, in one launch
+/// per block of iterations (two when members' tiles differ in width): each tile holds
+/// candidates of one member and reads that member's weights through the device table of
+/// per-member buffers. A member's tile width is chosen from its own active count, as
+/// searched alone, so each candidate's arithmetic (and result) is what it is alone. The
+/// caller checked `cfg` and every member's lengths against `cell`, and that
+/// [`supported`] holds for each.
+pub(crate) fn search_members(
+    dev: &Device,
+    cell: &CellDims,
+    members: &mut [MemberSearch<'_, '_>],
+    cfg: &SlowPointConfig,
+) -> Result<()> {
     let info = dev.info();
-    let kc = status.len();
     let (h, gh, s) = (cell.hidden, cell.gate_rows(), cell.state_size());
-    if kc == 0 {
+    let (wf_len, wb_len) = packed_lens(cell);
+    let e_count = members.len();
+    if members.iter().all(|m| m.status.is_empty()) {
         return Ok(());
     }
-    if !supported(cell, kc, &info) {
-        return Err(backend_err(format!(
-            "internal: the fused slow-point search cannot run H {h} with {kc} candidates here"
-        )));
+    for (e, mb) in members.iter().enumerate() {
+        let kc = mb.status.len();
+        if !supported(cell, kc, &info) {
+            return Err(backend_err(format!(
+                "internal: the fused slow-point search cannot run H {h} with {kc} candidates \
+                 (ensemble member {e}) here"
+            )));
+        }
+        let buf = &mb.buf;
+        need("W_hh", buf.w_hh.len(), gh * h)?;
+        need("b_hh", buf.b_hh.len(), gh)?;
+        need("a_bar", buf.a_bar.len(), gh)?;
+        need("packed W_hhT", buf.wf.len(), wf_len)?;
+        need("packed W_hh", buf.wb.len(), wb_len)?;
+        need("states", buf.states.len(), kc * s)?;
+        need("adam m", buf.m.len(), kc * s)?;
+        need("adam v", buf.v.len(), kc * s)?;
     }
-    let (wf_len, wb_len) = packed_lens(cell);
-    need("W_hh", buf.w_hh.len(), gh * h)?;
-    need("b_hh", buf.b_hh.len(), gh)?;
-    need("a_bar", buf.a_bar.len(), gh)?;
-    need("packed W_hhT", buf.wf.len(), wf_len)?;
-    need("packed W_hh", buf.wb.len(), wb_len)?;
-    need("states", buf.states.len(), kc * s)?;
-    need("adam m", buf.m.len(), kc * s)?;
-    need("adam v", buf.v.len(), kc * s)?;
-    let (h32, gh32, k32) = (h as i32, gh as i32, kc as i32);
+    let (h32, gh32) = (h as i32, gh as i32);
 
-    // Pack the weights: the kernel reads w_hh[o·H + k] for o < G·H, k < H only and writes
-    // exactly wf[0 .. ceil8(H)·ceil32(G·H)) and wb[0 .. ceil8(G·H)·ceil32(H)) (pads zero).
-    {
+    // Per member: pack the weights (the kernel reads w_hh[o·H + k] for o < G·H, k < H only
+    // and writes exactly wf[0 .. ceil8(H)·ceil32(G·H)) and wb[0 .. ceil8(G·H)·ceil32(H)),
+    // pads zero), the status up once ([K][4] u32: iters, speed bits, window bits, stop
+    // code), and the member's list of active candidates.
+    let mut state = Vec::with_capacity(e_count);
+    let mut table: Vec<u64> = Vec::with_capacity(e_count * 9);
+    for mb in members.iter() {
+        let buf = &mb.buf;
         let total = wf_len + wb_len;
         let blocks = total
             .div_ceil(THREADS as usize)
@@ -188,39 +232,76 @@ pub(crate) fn search(
             LaunchDims::linear(blocks as u32, THREADS, 0),
             p,
         )?;
+        let host: Vec<u32> = mb
+            .status
+            .iter()
+            .flat_map(|st| {
+                [
+                    st.iters,
+                    st.speed_sq.to_bits(),
+                    st.window_speed_sq.to_bits(),
+                    stop_code(st.stop),
+                ]
+            })
+            .collect();
+        let k = mb.status.len();
+        // A member without candidates keeps one-element buffers that nothing reads (its
+        // compaction finds none, so it owns no tile).
+        let status = if k == 0 {
+            dev.zeros::<u32>(4)?
+        } else {
+            dev.htod(&host)?
+        };
+        // The compaction writes idx[0..count) before any search kernel reads it, and
+        // nothing reads beyond count.
+        let idx = dev.alloc::<i32>(k.max(1))?;
+        let entry = SpMember {
+            wf: dev.ptr(buf.wf)?,
+            wb: dev.ptr(buf.wb)?,
+            a_bar: dev.ptr(buf.a_bar)?,
+            b_hh: dev.ptr(buf.b_hh)?,
+            states: dev.ptr(buf.states)?,
+            m: dev.ptr(buf.m)?,
+            v: dev.ptr(buf.v)?,
+            status: dev.ptr(status.all())?,
+            idx: dev.ptr(idx.all())?,
+        };
+        table.extend([
+            entry.wf.0,
+            entry.wb.0,
+            entry.a_bar.0,
+            entry.b_hh.0,
+            entry.states.0,
+            entry.m.0,
+            entry.v.0,
+            entry.status.0,
+            entry.idx.0,
+        ]);
+        state.push(MemberState { k, status, idx });
     }
-
-    // Status up once: [K][4] u32 (iters, speed bits, window bits, stop code).
-    let host: Vec<u32> = status
-        .iter()
-        .flat_map(|st| {
-            [
-                st.iters,
-                st.speed_sq.to_bits(),
-                st.window_speed_sq.to_bits(),
-                stop_code(st.stop),
-            ]
-        })
-        .collect();
-    let dstatus = dev.htod(&host)?;
-    // The compaction writes idx[0..count) before any search kernel reads it, and nothing
-    // reads beyond count.
-    let idx = dev.alloc::<i32>(kc)?;
-    let count = dev.zeros::<i32>(1)?;
+    // The device table of MrSpMember entries, in field order (9 addresses each).
+    let dtable = dev.htod(&table)?;
+    let count = dev.zeros::<i32>(e_count)?;
+    // Tile tables stay alive until the status comes back (the launches that read them
+    // are asynchronous on a GPU).
+    let mut tile_bufs: Vec<Buf<i32>> = vec![];
 
     let max_launches = (cfg.max_iters / ITERS_PER_LAUNCH) as usize + 3;
     let mut first = true;
     let mut launches = 0usize;
     loop {
-        {
+        for (e, ms) in state.iter().enumerate() {
+            if ms.k == 0 {
+                continue;
+            }
             // One block of 1024 threads reads status[4i + 3] for i < K and writes idx at
-            // positions below the number of active candidates ≤ K, and count[0].
+            // positions below the number of active candidates ≤ K, and count[e].
             let p = CompactParams {
-                status: dev.ptr(dstatus.all())?,
-                k: k32,
+                status: dev.ptr(ms.status.all())?,
+                k: ms.k as i32,
                 with_max_iters: first as i32,
-                idx: dev.ptr(idx.all())?,
-                count: dev.ptr(count.all())?,
+                idx: dev.ptr(ms.idx.all())?,
+                count: dev.ptr(count.view(e..e + 1))?,
             };
             dev.launch(
                 &kernels::SLOWPOINTS_COMPACT,
@@ -229,60 +310,85 @@ pub(crate) fn search(
             )?;
         }
         first = false;
-        let n = dev.dtoh(count.all())?[0];
-        let n = usize::try_from(n).unwrap_or(0).min(kc);
-        if n == 0 {
+        let counts = dev.dtoh(count.all())?;
+        let active: Vec<usize> = state
+            .iter()
+            .zip(&counts)
+            .map(|(ms, &n)| usize::try_from(n).unwrap_or(0).min(ms.k))
+            .collect();
+        let n_all: usize = active.iter().sum();
+        if n_all == 0 {
             break;
         }
         launches += 1;
         if launches > max_launches {
             return Err(backend_err(format!(
-                "internal: the slow-point search still has {n} active candidates after \
+                "internal: the slow-point search still has {n_all} active candidates after \
                  {max_launches} launches of {ITERS_PER_LAUNCH} iterations (max_iters {})",
                 cfg.max_iters
             )));
         }
-        let ct = tile_for(cell, n, &info);
+        // Tiles of each member at its own width: (member, first position in its idx, count).
+        let (mut wide, mut narrow) = (vec![], vec![]);
+        for (e, &n) in active.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let ct = tile_for(cell, n, &info);
+            let list = if ct == WIDE { &mut wide } else { &mut narrow };
+            for first in (0..n).step_by(ct) {
+                list.extend([e as i32, first as i32, ct.min(n - first) as i32]);
+            }
+        }
         let a = &cfg.adam;
-        let p = SlowPointsParams {
-            wf: dev.ptr(buf.wf)?,
-            wb: dev.ptr(buf.wb)?,
-            a_bar: dev.ptr(buf.a_bar)?,
-            b_hh: dev.ptr(buf.b_hh)?,
-            states: dev.ptr(buf.states)?,
-            m: dev.ptr(buf.m)?,
-            v: dev.ptr(buf.v)?,
-            status: dev.ptr(dstatus.all())?,
-            idx: dev.ptr(idx.all())?,
-            n: n as i32,
-            h: h32,
-            iters: ITERS_PER_LAUNCH as i32,
-            lr: a.lr,
-            beta1: a.beta1,
-            beta2: a.beta2,
-            eps: a.eps,
-            tol: cfg.tol,
-            stall_rel: cfg.stall_rel,
-            max_iters: cfg.max_iters,
-            stall_window: cfg.stall_window,
-        };
-        // Every buffer holds what the kernel indexes for this cell (checked above): wf /
-        // wb the padded packed weights, a_bar and b_hh G·H, states / m / v K·S, status
-        // 4·K; idx[0..n) holds distinct candidates < K, so each candidate's rows are
-        // touched by exactly one block. The dynamic shared memory is smem_bytes(cell, ct),
-        // the kernel's own layout for this tile, within the opt-in limit (tile_for only
-        // picks a tile that fits; `supported` was checked). No grid-wide sync.
-        let dims = LaunchDims::linear(n.div_ceil(ct) as u32, THREADS, smem_bytes(cell, ct) as u32);
-        dev.launch(search_kernel(cell.kind, ct), dims, p)?;
+        for (ct, tiles) in [(WIDE, wide), (NARROW, narrow)] {
+            if tiles.is_empty() {
+                continue;
+            }
+            let blocks = tiles.len() / 3;
+            let dtiles = dev.htod(&tiles)?;
+            let p = SlowPointsParams {
+                members: dev.ptr(dtable.all())?,
+                tiles: dev.ptr(dtiles.all())?,
+                h: h32,
+                iters: ITERS_PER_LAUNCH as i32,
+                lr: a.lr,
+                beta1: a.beta1,
+                beta2: a.beta2,
+                eps: a.eps,
+                tol: cfg.tol,
+                stall_rel: cfg.stall_rel,
+                max_iters: cfg.max_iters,
+                stall_window: cfg.stall_window,
+            };
+            // The table holds, for every member, buffers checked above against what the
+            // kernel indexes for this cell: wf / wb the padded packed weights, a_bar and
+            // b_hh G·H, states / m / v K_e·S, status 4·K_e, and idx, whose first n_e
+            // entries are distinct candidates < K_e (the compaction wrote them). Each tile
+            // (member e, first, count) has first + count ≤ n_e, so each candidate's rows
+            // are touched by exactly one block. The dynamic shared memory is
+            // smem_bytes(cell, ct), the kernel's own layout for this tile width, within
+            // the opt-in limit (tile_for only picks a tile that fits; `supported` was
+            // checked). No grid-wide sync.
+            let dims = LaunchDims::linear(blocks as u32, THREADS, smem_bytes(cell, ct) as u32);
+            dev.launch(search_kernel(cell.kind, ct), dims, p)?;
+            tile_bufs.push(dtiles);
+        }
     }
 
-    let back = dev.dtoh(dstatus.all())?;
-    for (st, w) in status.iter_mut().zip(back.chunks_exact(4)) {
-        st.iters = w[0];
-        st.speed_sq = f32::from_bits(w[1]);
-        st.window_speed_sq = f32::from_bits(w[2]);
-        st.stop = stop_of(w[3])?;
+    for (mb, ms) in members.iter_mut().zip(&state) {
+        if ms.k == 0 {
+            continue;
+        }
+        let back = dev.dtoh(ms.status.all())?;
+        for (st, w) in mb.status.iter_mut().zip(back.chunks_exact(4)) {
+            st.iters = w[0];
+            st.speed_sq = f32::from_bits(w[1]);
+            st.window_speed_sq = f32::from_bits(w[2]);
+            st.stop = stop_of(w[3])?;
+        }
     }
+    drop(tile_bufs);
     Ok(())
 }
 

@@ -460,3 +460,88 @@ pub fn lm_search<B: Backend>(cx: &Cx<'_, B>, solver: memrnn_core::lm::LmSolver) 
         );
     }
 }
+
+/// `ensemble_slow_point_iterations` against `slow_point_iterations` member by member:
+/// every member's states, moments and status bit for bit what it gets searched alone
+/// (the CPU runs the same code per member; a GPU runs the same kernel arithmetic per
+/// candidate, each tile reading its own member's weights). Members differ in their
+/// parameters, inputs and candidate counts (1, 5 and 40: on a small device the 40 take
+/// wide tiles and the others narrow ones in the same call); the search runs as two calls
+/// (the first stops candidates at `MaxIters`, the second resumes them), and a third
+/// call, where every candidate has stopped, changes nothing.
+pub fn ensemble_search<B: Backend>(cx: &Cx<'_, B>, kind: CellKind) {
+    use memrnn_core::ensemble::SlowPointArgs;
+    let seed = cx.seed(0x510E);
+    let cfgs = [test_config(60), test_config(250), test_config(250)];
+    for (n, (h, ks)) in [(7usize, vec![5usize, 40, 1]), (33, vec![3, 9])]
+        .into_iter()
+        .enumerate()
+    {
+        let s = seed.wrapping_add(n as u64 * 17);
+        let probs: Vec<Problem> = ks
+            .iter()
+            .enumerate()
+            .map(|(m, &k)| {
+                let mut p = problem(kind, 5, h, k, s.wrapping_add(m as u64));
+                p.params = cx.storable_params(&p.cell, p.params);
+                p
+            })
+            .collect();
+        let what = cx.what(format!("{kind} H={h} K={ks:?} ensemble search (seed {s})"));
+        let alone: Vec<Outcome> = probs
+            .iter()
+            .map(|p| run_search(cx.b, p, &cfgs[..2], false, &what))
+            .collect();
+        let cell = probs[0].cell;
+        let params: Vec<B::Tensor> = probs.iter().map(|p| cx.up(&p.params)).collect();
+        let xs: Vec<B::Tensor> = probs.iter().map(|p| cx.up(&p.x)).collect();
+        let mut searches: Vec<SlowPointSearch<B::Tensor>> = probs
+            .iter()
+            .map(|p| SlowPointSearch::new(cx.b, &cell, &p.candidates).expect("search"))
+            .collect();
+        for cfg in &cfgs {
+            let mut args: Vec<SlowPointArgs<'_, B::Tensor>> = searches
+                .iter_mut()
+                .enumerate()
+                .map(|(m, search)| SlowPointArgs {
+                    params: &params[m],
+                    x: &xs[m],
+                    search,
+                })
+                .collect();
+            cx.b.ensemble_slow_point_iterations(&cell, &mut args, cfg)
+                .unwrap_or_else(|e| panic!("{what}: ensemble search: {e}"));
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        for (m, (search, want)) in searches.iter().zip(&alone).enumerate() {
+            for (q, got, want) in [
+                ("states", &search.states, &want.states),
+                ("adam m", &search.m, &want.m),
+                ("adam v", &search.v, &want.v),
+            ] {
+                let got = cx.b.download(got).expect("download");
+                assert!(
+                    bits(&got) == bits(want),
+                    "{what}: member {m}: {q} differ from the member searched alone \
+                     (relative error {:e})",
+                    rel_err_norm(&got, want)
+                );
+            }
+            for (c, (a, b)) in search.status.iter().zip(&want.status).enumerate() {
+                let same = a.iters == b.iters
+                    && a.stop == b.stop
+                    && a.speed_sq.to_bits() == b.speed_sq.to_bits()
+                    && a.window_speed_sq.to_bits() == b.window_speed_sq.to_bits();
+                assert!(
+                    same,
+                    "{what}: member {m} candidate {c}: {a:?} vs alone {b:?}"
+                );
+            }
+        }
+        // The search did something: not every candidate still sits where it started.
+        let moved = searches
+            .iter()
+            .any(|s| s.status.iter().any(|st| st.iters > 0));
+        assert!(moved, "{what}: no candidate took a step");
+    }
+}
