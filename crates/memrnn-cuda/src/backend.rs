@@ -9,7 +9,7 @@ use crate::device::real::RealDevice;
 use crate::device::{backend_err, Buf, Device, View};
 use crate::kernels::{Kernel, KernelParams};
 use crate::ops::readout;
-use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath};
+use crate::ops::recurrence::{self, BwdBuffers, Dims, FwdBuffers, RecurrencePath, Weights};
 use crate::ops::small::{self, AdamScalars};
 use crate::ops::spec;
 use crate::ops::task;
@@ -18,8 +18,8 @@ use memrnn_core::{
     check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
     check_readout_argmax, check_readout_ce, check_seq_backward, check_seq_forward,
     check_step_jacobian, check_step_speed, check_step_speed_grad, AdamConfig, AdamGroup, AdamState,
-    Backend, CellDims, ForwardInfo, ParamBlock, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape,
-    SeqUpstream, SpeedGrad, StepGuard, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
+    Backend, CellDims, ForwardInfo, ParamBlock, Precision, ReadoutCe, Result, SeqForward, SeqGrads,
+    SeqShape, SeqUpstream, SpeedGrad, StepGuard, UpstreamLens, CE_STATS, CLIP_NORM_LEN,
 };
 use memrnn_core::{philox, DigitTable, TaskBatch, TaskBatchSpec, TaskChunkSpec};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -61,6 +61,15 @@ pub struct CudaBackend {
     dev: Device,
     path: AtomicU8,
     poison: AtomicBool,
+    precision: Precision,
+}
+
+/// A copy of `W_hh` rounded to the backend's storage precision on the device, made from
+/// the f32 master parameters at every call (so never stale; the CPU backend packs per call
+/// too), and the flag the rounding kernel raises when a finite weight overflows the format.
+struct RoundedWeights<T: crate::device::Elem> {
+    w: Buf<T>,
+    first_overflow: Buf<u32>,
 }
 
 impl CudaBackend {
@@ -88,7 +97,21 @@ impl CudaBackend {
             dev,
             path: AtomicU8::new(0),
             poison: AtomicBool::new(false),
+            precision: Precision::F32,
         }
+    }
+
+    /// Stores `W_hh` in `precision` for every operation that reads it, with f32
+    /// arithmetic throughout (see [`memrnn_core::Precision`]): the recurrences run the
+    /// `_bf16` / `_f16` kernels of `kernels/` on a half-width copy of `W_hh` rounded on
+    /// the device at each call (whose persistent kernels keep twice the hidden size on
+    /// chip); speeds, Jacobians and JVPs go through those recurrences; the slow-point
+    /// search runs its f32 kernels on a copy of the parameters whose `W_hh` is rounded.
+    /// A finite weight that overflows the format (an f16 beyond 65504) is an error, as on
+    /// the CPU; finding out costs one 4-byte read back (a synchronisation) per call.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// Whether this backend runs on the simulated device.
@@ -160,7 +183,83 @@ impl CudaBackend {
         h: usize,
         b: usize,
     ) -> Result<recurrence::Plan> {
-        recurrence::plan(&self.dev, f, go, k, h, b, self.recurrence_path())
+        let w_size = self.precision.bytes();
+        recurrence::plan(&self.dev, f, go, k, h, b, w_size, self.recurrence_path())
+    }
+
+    /// `W_hh` of `params` rounded to the backend's (half) precision, as the bits of the
+    /// format: `[G·H, H]` for the forward, or transposed `[H, G·H]` for the backward.
+    fn half_recurrent(
+        &self,
+        cell: &CellDims,
+        params: View<'_, f32>,
+        transposed: bool,
+    ) -> Result<RoundedWeights<u16>> {
+        let (gh, h) = (cell.gate_rows(), cell.hidden);
+        let w = self.dev.alloc::<u16>(gh * h)?;
+        let first_overflow = self.dev.zeros::<u32>(1)?;
+        let v = w.view(0..gh * h);
+        let out = small::RoundOutputs {
+            half: (!transposed).then_some(v),
+            half_t: transposed.then_some(v),
+            f32: None,
+        };
+        let w_hh = params.sub(cell.layout().range(ParamBlock::WeightHh));
+        small::round_recurrent(
+            &self.dev,
+            self.precision,
+            w_hh,
+            gh,
+            h,
+            out,
+            first_overflow.all(),
+        )?;
+        Ok(RoundedWeights { w, first_overflow })
+    }
+
+    /// A copy of `params` whose `W_hh` is rounded to the backend's (half) precision and
+    /// widened back to f32 (`Precision::round_recurrent` on the device): what the ops
+    /// without half-width kernels of their own compute with.
+    fn rounded_params(&self, cell: &CellDims, params: &CudaTensor) -> Result<CudaTensor> {
+        let n = params.len;
+        let copy = self.copy_of(params.v(), n)?;
+        let first_overflow = self.dev.zeros::<u32>(1)?;
+        let w_hh = copy.view(cell.layout().range(ParamBlock::WeightHh));
+        // Rounding in place: each thread reads its element before it writes it.
+        small::round_recurrent(
+            &self.dev,
+            self.precision,
+            w_hh,
+            cell.gate_rows(),
+            cell.hidden,
+            small::RoundOutputs {
+                f32: Some(w_hh),
+                ..Default::default()
+            },
+            first_overflow.all(),
+        )?;
+        self.check_overflow(cell, params, &first_overflow)?;
+        Ok(self.tensor(copy, n))
+    }
+
+    /// The error `Precision::check_recurrent` gives (naming the first weight that
+    /// overflows the format) when the rounding kernel raised its flag; one 4-byte read.
+    fn check_overflow(
+        &self,
+        cell: &CellDims,
+        params: &CudaTensor,
+        first_overflow: &Buf<u32>,
+    ) -> Result<()> {
+        if self.dev.dtoh(first_overflow.all())?[0] == 0 {
+            return Ok(());
+        }
+        self.precision
+            .check_recurrent(cell, &self.download(params)?)?;
+        Err(backend_err(format!(
+            "internal: the device flagged a W_hh weight overflowing {} that the host \
+             check does not find",
+            self.precision
+        )))
     }
 }
 
@@ -182,7 +281,14 @@ impl Backend for CudaBackend {
     type Cache = CudaCache;
 
     fn name(&self) -> String {
-        self.dev.name()
+        match self.precision {
+            Precision::F32 => self.dev.name(),
+            p => format!("{}, W_hh in {p}", self.dev.name()),
+        }
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn upload(&self, host: &[f32]) -> Result<CudaTensor> {
@@ -246,11 +352,18 @@ impl Backend for CudaBackend {
         })?;
         let s_final = self.out(b * s)?;
 
-        let fns = sp.kernels;
+        let fns = sp.kernels_for(self.precision);
+        let half = match self.precision {
+            Precision::F32 => None,
+            _ => Some(self.half_recurrent(cell, p, false)?),
+        };
         let plan = self.plan(&fns.seq_fwd, g, h, h, b)?;
         let buf = FwdBuffers {
             a: a.all(),
-            w_hh: p.sub(layout.range(ParamBlock::WeightHh)),
+            w_hh: match &half {
+                None => Weights::F32(p.sub(layout.range(ParamBlock::WeightHh))),
+                Some(r) => Weights::Half(r.w.all()),
+            },
             b_ih: p.sub(layout.range(ParamBlock::BiasIh)),
             b_hh: p.sub(layout.range(ParamBlock::BiasHh)),
             s0: s0buf.all(),
@@ -270,6 +383,9 @@ impl Backend for CudaBackend {
             cell.kind.state_parts(),
             &buf,
         )?;
+        if let Some(r) = &half {
+            self.check_overflow(cell, params, &r.first_overflow)?;
+        }
         Ok(SeqForward {
             h_seq: self.tensor(h_seq, rows * h),
             s_final: self.tensor(s_final, b * s),
@@ -323,15 +439,27 @@ impl Backend for CudaBackend {
         let p = params.v();
         let dev = &self.dev;
 
-        // W_hhᵀ [H, G·H]: the backward product reads columns of W_hh as contiguous rows.
-        let w_t = self.out(gh * h)?;
-        small::transpose(
-            dev,
-            p.sub(layout.range(ParamBlock::WeightHh)),
-            gh,
-            h,
-            w_t.all(),
-        )?;
+        // W_hhᵀ [H, G·H]: the backward product reads columns of W_hh as contiguous rows
+        // (rounded to the storage format on the way, in half precision).
+        let (w_t, half) = match self.precision {
+            Precision::F32 => {
+                let w_t = self.out(gh * h)?;
+                small::transpose(
+                    dev,
+                    p.sub(layout.range(ParamBlock::WeightHh)),
+                    gh,
+                    h,
+                    w_t.all(),
+                )?;
+                (Some(w_t), None)
+            }
+            _ => (None, Some(self.half_recurrent(cell, p, true)?)),
+        };
+        let w_t = match (&w_t, &half) {
+            (Some(w), _) => Weights::F32(w.all()),
+            (None, Some(r)) => Weights::Half(r.w.all()),
+            (None, None) => return Err(backend_err("internal: no W_hh^T")),
+        };
         let dcarry = match upstream.ds_final {
             Some(ds) => self.copy_of(ds.v(), b * s)?,
             None => self.zeros_buf(b * s)?,
@@ -343,13 +471,13 @@ impl Backend for CudaBackend {
             None
         };
         let ds0 = self.out(b * s)?;
-        let fns = sp.kernels;
+        let fns = sp.kernels_for(self.precision);
         let plan = self.plan(&fns.seq_bwd, 1, gh, h, b)?;
         let du = du_own.as_ref().unwrap_or(&da).all();
         let da = da.all();
         {
             let buf = BwdBuffers {
-                w_t: w_t.all(),
+                w_t,
                 h_seq: fwd.h_seq.buf.all(),
                 gates: fwd.cache.gates.all(),
                 c_seq: fwd.cache.c_seq.all(),
@@ -372,6 +500,9 @@ impl Backend for CudaBackend {
                 cell.kind.state_parts(),
                 &buf,
             )?;
+        }
+        if let Some(r) = &half {
+            self.check_overflow(cell, params, &r.first_overflow)?;
         }
 
         // Weight gradients over all T·B rows, bias gradients by column sums.
@@ -529,7 +660,11 @@ impl Backend for CudaBackend {
     /// The fused search of `kernels/slowpoints.cu` (up to 1000 iterations per launch on
     /// tiles of candidates, no grid-wide sync; states and moments stay on the device, the
     /// status goes up once and comes back once); the default loop where no tile fits in
-    /// shared memory.
+    /// shared memory. In bf16 / f16 the fused search runs its f32 kernels on a copy of
+    /// `params` whose `W_hh` is rounded on the device (exactly the defined semantics,
+    /// `Precision::round_recurrent`); the default loop goes through the half-width
+    /// recurrences. Speeds, Jacobians, JVPs and the Levenberg–Marquardt search need
+    /// nothing of their own: they are built on `seq_forward` / `seq_backward`.
     fn slow_point_iterations(
         &self,
         cell: &CellDims,
@@ -551,6 +686,11 @@ impl Backend for CudaBackend {
         if !search.status.iter().any(|st| st.stop.is_active()) {
             return Ok(());
         }
+        let rounded = match self.precision {
+            Precision::F32 => None,
+            _ => Some(self.rounded_params(cell, params)?),
+        };
+        let params = rounded.as_ref().unwrap_or(params);
         let layout = cell.layout();
         let p = params.v();
         let dev = &self.dev;

@@ -163,6 +163,19 @@ pub(crate) struct OneHotParams {
     pub s: i32,
 }
 
+/// `MrRoundParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoundParams {
+    pub inp: DevPtr,
+    pub out: DevPtr,
+    pub out_t: DevPtr,
+    pub out_f32: DevPtr,
+    pub first_overflow: DevPtr,
+    pub r: i32,
+    pub c: i32,
+}
+
 /// `MrFillParams`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -360,6 +373,7 @@ params!(
     RepeatRowsParams,
     OneHotParams,
     FillParams,
+    RoundParams,
     SlowPointsParams,
     PackParams,
     CompactParams,
@@ -452,6 +466,30 @@ kernels! {
     LSTM_STEP_FWD = lstm_step_fwd_f32(RecFwdParams) in Lstm, big_smem;
     LSTM_SEQ_BWD = lstm_seq_bwd_f32(RecBwdParams) in Lstm, big_smem;
     LSTM_STEP_BWD = lstm_step_bwd_f32(RecBwdParams) in Lstm, big_smem;
+    RNN_SEQ_FWD_BF16 = rnn_seq_fwd_bf16(RecFwdParams) in Rnn, big_smem;
+    RNN_STEP_FWD_BF16 = rnn_step_fwd_bf16(RecFwdParams) in Rnn, big_smem;
+    RNN_SEQ_BWD_BF16 = rnn_seq_bwd_bf16(RecBwdParams) in Rnn, big_smem;
+    RNN_STEP_BWD_BF16 = rnn_step_bwd_bf16(RecBwdParams) in Rnn, big_smem;
+    RNN_SEQ_FWD_F16 = rnn_seq_fwd_f16(RecFwdParams) in Rnn, big_smem;
+    RNN_STEP_FWD_F16 = rnn_step_fwd_f16(RecFwdParams) in Rnn, big_smem;
+    RNN_SEQ_BWD_F16 = rnn_seq_bwd_f16(RecBwdParams) in Rnn, big_smem;
+    RNN_STEP_BWD_F16 = rnn_step_bwd_f16(RecBwdParams) in Rnn, big_smem;
+    GRU_SEQ_FWD_BF16 = gru_seq_fwd_bf16(RecFwdParams) in Gru, big_smem;
+    GRU_STEP_FWD_BF16 = gru_step_fwd_bf16(RecFwdParams) in Gru, big_smem;
+    GRU_SEQ_BWD_BF16 = gru_seq_bwd_bf16(RecBwdParams) in Gru, big_smem;
+    GRU_STEP_BWD_BF16 = gru_step_bwd_bf16(RecBwdParams) in Gru, big_smem;
+    GRU_SEQ_FWD_F16 = gru_seq_fwd_f16(RecFwdParams) in Gru, big_smem;
+    GRU_STEP_FWD_F16 = gru_step_fwd_f16(RecFwdParams) in Gru, big_smem;
+    GRU_SEQ_BWD_F16 = gru_seq_bwd_f16(RecBwdParams) in Gru, big_smem;
+    GRU_STEP_BWD_F16 = gru_step_bwd_f16(RecBwdParams) in Gru, big_smem;
+    LSTM_SEQ_FWD_BF16 = lstm_seq_fwd_bf16(RecFwdParams) in Lstm, big_smem;
+    LSTM_STEP_FWD_BF16 = lstm_step_fwd_bf16(RecFwdParams) in Lstm, big_smem;
+    LSTM_SEQ_BWD_BF16 = lstm_seq_bwd_bf16(RecBwdParams) in Lstm, big_smem;
+    LSTM_STEP_BWD_BF16 = lstm_step_bwd_bf16(RecBwdParams) in Lstm, big_smem;
+    LSTM_SEQ_FWD_F16 = lstm_seq_fwd_f16(RecFwdParams) in Lstm, big_smem;
+    LSTM_STEP_FWD_F16 = lstm_step_fwd_f16(RecFwdParams) in Lstm, big_smem;
+    LSTM_SEQ_BWD_F16 = lstm_seq_bwd_f16(RecBwdParams) in Lstm, big_smem;
+    LSTM_STEP_BWD_F16 = lstm_step_bwd_f16(RecBwdParams) in Lstm, big_smem;
     ADAM_UPDATE = adam_update_f32(AdamParams) in Small;
     COL_SUM = col_sum_f32(ColSumParams) in Small;
     TRANSPOSE = transpose_f32(TransposeParams) in Small;
@@ -460,6 +498,8 @@ kernels! {
     REPEAT_ROWS = repeat_rows_f32(RepeatRowsParams) in Small;
     ONE_HOT = one_hot_f32(OneHotParams) in Small;
     FILL = fill_f32(FillParams) in Small;
+    ROUND_RECURRENT_BF16 = round_recurrent_bf16(RoundParams) in Small;
+    ROUND_RECURRENT_F16 = round_recurrent_f16(RoundParams) in Small;
     RNN_SLOWPOINTS = rnn_slowpoints_f32(SlowPointsParams) in Slowpoints, big_smem;
     GRU_SLOWPOINTS = gru_slowpoints_f32(SlowPointsParams) in Slowpoints, big_smem;
     LSTM_SLOWPOINTS = lstm_slowpoints_f32(SlowPointsParams) in Slowpoints, big_smem;
@@ -480,7 +520,8 @@ kernels! {
     READOUT_ARGMAX = readout_argmax_f32(ArgmaxParams) in Readout;
 }
 
-/// The four recurrence entry points of one cell family (kernels/common.cuh).
+/// The four recurrence entry points of one cell family in one weight storage type
+/// (kernels/common.cuh).
 pub(crate) struct CellKernels {
     pub seq_fwd: Kernel<RecFwdParams>,
     pub step_fwd: Kernel<RecFwdParams>,
@@ -494,17 +535,53 @@ pub(crate) const RNN: CellKernels = CellKernels {
     seq_bwd: RNN_SEQ_BWD,
     step_bwd: RNN_STEP_BWD,
 };
+pub(crate) const RNN_BF16: CellKernels = CellKernels {
+    seq_fwd: RNN_SEQ_FWD_BF16,
+    step_fwd: RNN_STEP_FWD_BF16,
+    seq_bwd: RNN_SEQ_BWD_BF16,
+    step_bwd: RNN_STEP_BWD_BF16,
+};
+pub(crate) const RNN_F16: CellKernels = CellKernels {
+    seq_fwd: RNN_SEQ_FWD_F16,
+    step_fwd: RNN_STEP_FWD_F16,
+    seq_bwd: RNN_SEQ_BWD_F16,
+    step_bwd: RNN_STEP_BWD_F16,
+};
 pub(crate) const GRU: CellKernels = CellKernels {
     seq_fwd: GRU_SEQ_FWD,
     step_fwd: GRU_STEP_FWD,
     seq_bwd: GRU_SEQ_BWD,
     step_bwd: GRU_STEP_BWD,
 };
+pub(crate) const GRU_BF16: CellKernels = CellKernels {
+    seq_fwd: GRU_SEQ_FWD_BF16,
+    step_fwd: GRU_STEP_FWD_BF16,
+    seq_bwd: GRU_SEQ_BWD_BF16,
+    step_bwd: GRU_STEP_BWD_BF16,
+};
+pub(crate) const GRU_F16: CellKernels = CellKernels {
+    seq_fwd: GRU_SEQ_FWD_F16,
+    step_fwd: GRU_STEP_FWD_F16,
+    seq_bwd: GRU_SEQ_BWD_F16,
+    step_bwd: GRU_STEP_BWD_F16,
+};
 pub(crate) const LSTM: CellKernels = CellKernels {
     seq_fwd: LSTM_SEQ_FWD,
     step_fwd: LSTM_STEP_FWD,
     seq_bwd: LSTM_SEQ_BWD,
     step_bwd: LSTM_STEP_BWD,
+};
+pub(crate) const LSTM_BF16: CellKernels = CellKernels {
+    seq_fwd: LSTM_SEQ_FWD_BF16,
+    step_fwd: LSTM_STEP_FWD_BF16,
+    seq_bwd: LSTM_SEQ_BWD_BF16,
+    step_bwd: LSTM_STEP_BWD_BF16,
+};
+pub(crate) const LSTM_F16: CellKernels = CellKernels {
+    seq_fwd: LSTM_SEQ_FWD_F16,
+    step_fwd: LSTM_STEP_FWD_F16,
+    seq_bwd: LSTM_SEQ_BWD_F16,
+    step_bwd: LSTM_STEP_BWD_F16,
 };
 
 #[cfg(test)]
@@ -557,6 +634,10 @@ mod tests {
             c: i32 => "C");
         fields!(v, "MrOneHotParams", OneHotParams,
             out: DevPtr => "out", n: i32 => "N", s: i32 => "S");
+        fields!(v, "MrRoundParams", RoundParams,
+            inp: DevPtr => "in", out: DevPtr => "out", out_t: DevPtr => "out_t",
+            out_f32: DevPtr => "out_f32", first_overflow: DevPtr => "first_overflow",
+            r: i32 => "R", c: i32 => "C");
         fields!(v, "MrFillParams", FillParams,
             out: DevPtr => "out", v: f32 => "v", n: i64 => "n");
         fields!(v, "MrSlowPointsParams", SlowPointsParams,
