@@ -165,3 +165,46 @@ fn f16_overflow_is_the_cpu_error() {
     bf.seq_forward(&cell, &p, shape, &gx, None)
         .expect("bf16 holds 1e5");
 }
+
+/// The fused slow-point search in half precision runs its f32 kernels on a copy of the
+/// parameters whose `W_hh` is rounded on the device: bit for bit the f32 backend's search
+/// on weights rounded beforehand (states, Adam moments, every candidate's status), for
+/// every cell, over enough iterations for candidates to converge and stall.
+#[test]
+fn half_slow_point_search_matches_f32_on_rounded_weights_bit_for_bit() {
+    use memrnn_testkit::conformance::slowpoints::{problem, run_search, test_config};
+    let seed = memrnn_testkit::test_seed("half_slow_points_bit_for_bit", 0x5105_f015);
+    let cfg = test_config(60);
+    for kind in [CellKind::Rnn, CellKind::Gru, CellKind::Lstm] {
+        for prec in [Precision::Bf16, Precision::F16] {
+            let s = seed.wrapping_add(kind as u64);
+            let raw = problem(kind, 5, 33, 40, s);
+            let mut rounded = problem(kind, 5, 33, 40, s);
+            rounded.params = prec
+                .round_recurrent(&raw.cell, &raw.params)
+                .expect("round")
+                .to_vec();
+            assert_ne!(rounded.params, raw.params);
+            let what = format!("{kind} {prec} (seed {s:#x})");
+            let half = sim(prec, RecurrencePath::Auto);
+            let f32s = sim(Precision::F32, RecurrencePath::Auto);
+            let got = run_search(&half, &raw, &[cfg], false, &what);
+            let want = run_search(&f32s, &rounded, &[cfg], false, &what);
+            for (q, a, b) in [
+                ("states", &got.states, &want.states),
+                ("adam m", &got.m, &want.m),
+                ("adam v", &got.v, &want.v),
+            ] {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(a), bits(b), "{what}: {q}");
+            }
+            for (c, (a, b)) in got.status.iter().zip(&want.status).enumerate() {
+                assert_eq!(
+                    (a.stop, a.iters, a.speed_sq.to_bits()),
+                    (b.stop, b.iters, b.speed_sq.to_bits()),
+                    "{what}: candidate {c}"
+                );
+            }
+        }
+    }
+}

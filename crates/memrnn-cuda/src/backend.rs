@@ -67,8 +67,9 @@ pub struct CudaBackend {
 /// A copy of `W_hh` rounded to the backend's storage precision on the device, made from
 /// the f32 master parameters at every call (so never stale; the CPU backend packs per call
 /// too), and the flag the rounding kernel raises when a finite weight overflows the format.
-struct RoundedWeights<T: crate::device::Elem> {
-    w: Buf<T>,
+struct RoundedWeights {
+    /// The bits of the bf16 / f16 weights.
+    w: Buf<u16>,
     first_overflow: Buf<u32>,
 }
 
@@ -194,7 +195,7 @@ impl CudaBackend {
         cell: &CellDims,
         params: View<'_, f32>,
         transposed: bool,
-    ) -> Result<RoundedWeights<u16>> {
+    ) -> Result<RoundedWeights> {
         let (gh, h) = (cell.gate_rows(), cell.hidden);
         let w = self.dev.alloc::<u16>(gh * h)?;
         let first_overflow = self.dev.zeros::<u32>(1)?;
@@ -224,16 +225,16 @@ impl CudaBackend {
         let n = params.len;
         let copy = self.copy_of(params.v(), n)?;
         let first_overflow = self.dev.zeros::<u32>(1)?;
-        let w_hh = copy.view(cell.layout().range(ParamBlock::WeightHh));
-        // Rounding in place: each thread reads its element before it writes it.
+        let range = cell.layout().range(ParamBlock::WeightHh);
+        // From the original's W_hh into the copy's (the kernel's pointers do not alias).
         small::round_recurrent(
             &self.dev,
             self.precision,
-            w_hh,
+            params.v().sub(range.clone()),
             cell.gate_rows(),
             cell.hidden,
             small::RoundOutputs {
-                f32: Some(w_hh),
+                f32: Some(copy.view(range)),
                 ..Default::default()
             },
             first_overflow.all(),
