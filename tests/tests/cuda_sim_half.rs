@@ -26,23 +26,28 @@ fn sim(precision: Precision, path: RecurrencePath) -> CudaBackend {
     b
 }
 
+/// A sequence's inputs besides the parameters: `x`, `s0`, `dh_seq`, `ds_final`.
+struct Inputs {
+    x: Vec<f32>,
+    s0: Vec<f32>,
+    dh: Vec<f32>,
+    ds: Vec<f32>,
+}
+
 /// Every output of one forward and one backward (with `dh_seq`, `ds_final` and `dx`).
 fn run(
     b: &CudaBackend,
     cell: &CellDims,
     shape: SeqShape,
     params: &[f32],
-    x: &[f32],
-    s0: &[f32],
-    dh: &[f32],
-    ds: &[f32],
+    inp: &Inputs,
 ) -> Vec<(&'static str, Vec<f32>)> {
     let (p, x, s0, dh, ds) = (
         b.upload(params).expect("up"),
-        b.upload(x).expect("up"),
-        b.upload(s0).expect("up"),
-        b.upload(dh).expect("up"),
-        b.upload(ds).expect("up"),
+        b.upload(&inp.x).expect("up"),
+        b.upload(&inp.s0).expect("up"),
+        b.upload(&inp.dh).expect("up"),
+        b.upload(&inp.ds).expect("up"),
     );
     let fwd = b
         .seq_forward(cell, &p, shape, &x, Some(&s0))
@@ -83,25 +88,18 @@ fn half_kernels_match_f32_kernels_on_rounded_weights_bit_for_bit() {
             let mut r = rng(s);
             // Weights of order 1, so that rounding changes most of them.
             let raw: Vec<f32> = random_params(&mut r, &cell, 2.0);
-            let x: Vec<f32> = uniform(&mut r, shape.rows() * i, -1.0, 1.0);
-            let s0: Vec<f32> = uniform(&mut r, bsz * cell.state_size(), -0.9, 0.9);
-            let dh: Vec<f32> = uniform(&mut r, shape.rows() * h, -1.0, 1.0);
-            let ds: Vec<f32> = uniform(&mut r, bsz * cell.state_size(), -1.0, 1.0);
+            let inp = Inputs {
+                x: uniform(&mut r, shape.rows() * i, -1.0, 1.0),
+                s0: uniform(&mut r, bsz * cell.state_size(), -0.9, 0.9),
+                dh: uniform(&mut r, shape.rows() * h, -1.0, 1.0),
+                ds: uniform(&mut r, bsz * cell.state_size(), -1.0, 1.0),
+            };
             for path in [RecurrencePath::Persistent, RecurrencePath::Step] {
                 for prec in [Precision::Bf16, Precision::F16] {
                     let rounded = prec.round_recurrent(&cell, &raw).expect("round").to_vec();
                     assert_ne!(rounded, raw, "rounding must change the weights");
-                    let half = run(&sim(prec, path), &cell, shape, &raw, &x, &s0, &dh, &ds);
-                    let f32s = run(
-                        &sim(Precision::F32, path),
-                        &cell,
-                        shape,
-                        &rounded,
-                        &x,
-                        &s0,
-                        &dh,
-                        &ds,
-                    );
+                    let half = run(&sim(prec, path), &cell, shape, &raw, &inp);
+                    let f32s = run(&sim(Precision::F32, path), &cell, shape, &rounded, &inp);
                     for ((name, got), (_, want)) in half.iter().zip(&f32s) {
                         assert_eq!(got.len(), want.len());
                         for (e, (g, w)) in got.iter().zip(want).enumerate() {
