@@ -6,7 +6,8 @@
 // Backward: dA and dU differ in the n block (du_n = da_n ⊙ r); direct term D_h = z ⊙ dh.
 //
 // Entry points (see common.cuh for the argument lists, launch shape and limits):
-//   gru_seq_fwd_f32, gru_step_fwd_f32, gru_seq_bwd_f32, gru_step_bwd_f32.
+//   gru_seq_fwd_f32, gru_step_fwd_f32, gru_seq_bwd_f32, gru_step_bwd_f32, and the
+//   same with W_hh stored in bf16 (_bf16) and f16 (_f16), f32 arithmetic throughout.
 
 #include "common.cuh"
 #include "gru.cuh"

@@ -8,7 +8,8 @@
 // D_c = f ⊙ dc (dc the total gradient reaching c_t).
 //
 // Entry points (see common.cuh for the argument lists, launch shape and limits):
-//   lstm_seq_fwd_f32, lstm_step_fwd_f32, lstm_seq_bwd_f32, lstm_step_bwd_f32.
+//   lstm_seq_fwd_f32, lstm_step_fwd_f32, lstm_seq_bwd_f32, lstm_step_bwd_f32, and the
+//   same with W_hh stored in bf16 (_bf16) and f16 (_f16), f32 arithmetic throughout.
 
 #include "common.cuh"
 #include "lstm.cuh"

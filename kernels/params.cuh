@@ -19,7 +19,8 @@ namespace mr {
 // The forward recurrence's buffers and sizes (layouts in common.cuh).
 struct FwdArgs {
     const float* A;     // [T*B, G*H]  x W_ih^T (no bias)
-    const float* w_hh;  // [G*H, H]
+    const void* w_hh;   // [G*H, H], of the entry point's storage type (common.cuh: float
+                        // for _f32, __nv_bfloat16 for _bf16, __half for _f16)
     const float* b_ih;  // [G*H]
     const float* b_hh;  // [G*H]
     const float* s0;    // [B, S]
@@ -32,7 +33,7 @@ struct FwdArgs {
 
 // The backward recurrence's buffers and sizes.
 struct BwdArgs {
-    const float* w_t;     // [H, G*H] = W_hh^T
+    const void* w_t;      // [H, G*H] = W_hh^T, of the entry point's storage type (as w_hh)
     const float* h_seq;   // [T, B, H]
     const float* gates;   // [T, B, NCACHE*H]
     const float* c_seq;   // [T, B, H] (LSTM only)
@@ -52,14 +53,15 @@ struct TileArgs {
 
 }  // namespace mr
 
-// <cell>_seq_fwd_f32 (t unused) and <cell>_step_fwd_f32 (step t).
+// <cell>_seq_fwd_{f32,bf16,f16} (t unused) and <cell>_step_fwd_{f32,bf16,f16} (step t).
 struct MrRecFwdParams {
     mr::FwdArgs a;
     mr::TileArgs tile;
     int t;
 };
 
-// <cell>_seq_bwd_f32 (t unused) and <cell>_step_bwd_f32 (iteration t, T-1 .. -1).
+// <cell>_seq_bwd_{f32,bf16,f16} (t unused) and <cell>_step_bwd_{f32,bf16,f16} (iteration
+// t, T-1 .. -1).
 struct MrRecBwdParams {
     mr::BwdArgs a;
     mr::TileArgs tile;
@@ -135,6 +137,20 @@ struct MrRepeatRowsParams {
 struct MrOneHotParams {
     float* out;
     int N, S;
+};
+
+// round_recurrent_{bf16,f16}: W_hh [R, C] (f32) rounded to the format (nearest, ties to
+// even) into whichever outputs are non-null: out [R, C] and out_t [C, R] = out^T in the
+// format (the recurrence's weights), out_f32 [R, C] widened back to f32 (the weights of
+// the ops that run f32 kernels on rounded weights). first_overflow: 0 (the host zeroes
+// it) or R*C - i for the first finite element i that rounds to an infinity.
+struct MrRoundParams {
+    const float* in;
+    void* out;
+    void* out_t;
+    float* out_f32;
+    unsigned* first_overflow;
+    int R, C;
 };
 
 // fill_f32: out[i] = v, i < n.

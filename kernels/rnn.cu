@@ -5,7 +5,8 @@
 // direct term is zero. Nothing is cached beyond h_seq.
 //
 // Entry points (see common.cuh for the argument lists, launch shape and limits):
-//   rnn_seq_fwd_f32, rnn_step_fwd_f32, rnn_seq_bwd_f32, rnn_step_bwd_f32.
+//   rnn_seq_fwd_f32, rnn_step_fwd_f32, rnn_seq_bwd_f32, rnn_step_bwd_f32, and the
+//   same with W_hh stored in bf16 (_bf16) and f16 (_f16), f32 arithmetic throughout.
 // dU must alias dA (the host passes the same buffer).
 
 #include "common.cuh"

@@ -1,5 +1,5 @@
 // small.cu: the small kernels around the recurrences (Adam among them), all
-// memory-bound, all f32.
+// memory-bound, all f32 arithmetic (round_recurrent_* also store half-width weights).
 //   adam_update_f32   one Adam step in place (torch.optim.Adam, no weight decay; the host
 //                     passes step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t),
 //                     computed exactly as memrnn_core::adam_update_host does).
@@ -15,6 +15,14 @@
 //                     Launch: 1-D, grid-stride over N*S*C.
 //   one_hot_f32       out [N*S, S]: row (n*S + i) is e_i. Launch: 1-D, grid-stride.
 //   fill_f32          out[i] = v (NaN poisoning in tests, zeros). Launch: 1-D, grid-stride.
+//   round_recurrent_bf16, round_recurrent_f16
+//                     W_hh [R, C] rounded to the storage format (nearest, ties to even:
+//                     `memrnn_core::Precision::round` bit for bit, a NaN becoming the
+//                     canonical NaN) into the half copy [R, C], its transpose [C, R] and/or
+//                     an f32 copy (params.cuh), made from the f32 master weights at every
+//                     call so that they are never stale; flags the first finite weight that
+//                     overflows to an infinity (the host turns that into an error).
+//                     Launch: 1-D, grid-stride over R * C.
 //   axpy_f32          y[i] += alpha * x[i] (the speed penalty's gradient joining the
 //                     cross-entropy's). Launch: 1-D, grid-stride.
 //   clip_norm_f32     the global norm of up to four gradients, summed in double, into
@@ -157,6 +165,46 @@ extern "C" __global__ void fill_f32(const MrFillParams P) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x)
         out[i] = v;
+}
+
+namespace mr {
+
+__device__ __forceinline__ __half narrow_to(float w, const __half*) { return __float2half_rn(w); }
+__device__ __forceinline__ __nv_bfloat16 narrow_to(float w, const __nv_bfloat16*) {
+    return __float2bfloat16_rn(w);
+}
+
+template <class WT>
+__device__ __forceinline__ void round_recurrent(const MrRoundParams& P) {
+    const float* __restrict__ in = P.in;
+    WT* __restrict__ out = static_cast<WT*>(P.out);
+    WT* __restrict__ out_t = static_cast<WT*>(P.out_t);
+    float* __restrict__ out_f32 = P.out_f32;
+    const int R = P.R, C = P.C;
+    const long long n = (long long)R * C;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        const float w = in[i];
+        const WT q = narrow_to(w, out);
+        if (out != nullptr) out[i] = q;
+        if (out_t != nullptr) {
+            const long long r = i / C, c = i - r * C;
+            out_t[c * R + r] = q;
+        }
+        const float back = widen(q);
+        if (out_f32 != nullptr) out_f32[i] = back;
+        if (isfinite(w) && !isfinite(back)) atomicMax(P.first_overflow, (unsigned)(n - i));
+    }
+}
+
+}  // namespace mr
+
+extern "C" __global__ void round_recurrent_bf16(const MrRoundParams P) {
+    mr::round_recurrent<__nv_bfloat16>(P);
+}
+
+extern "C" __global__ void round_recurrent_f16(const MrRoundParams P) {
+    mr::round_recurrent<__half>(P);
 }
 
 extern "C" __global__ void axpy_f32(const MrAxpyParams P) {

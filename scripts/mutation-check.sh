@@ -25,6 +25,8 @@ mutants=(
   "argmax-nan|readout.cu|    if (isnan(y)) y = -INFINITY;  // a NaN logit never wins|    (void)0;  // MUTANT: a NaN logit may win|readout_argmax"
   "chunk-t0|task.cu|(unsigned)P.t0 + t, b, img, P.t_read, P.t_report);|(unsigned)t, b, img, P.t_read, P.t_report);  // MUTANT: the chunk's first step ignored|task_chunk"
   "sp-member|slowpoints.cu|    const float* __restrict__ wf = mb.wf;|    const float* __restrict__ wf = members[0].wf;  // MUTANT: every tile reads member 0's weights|slowpoints_ensemble_gru"
+  "half-widen|common.cuh|__device__ __forceinline__ float widen(__nv_bfloat16 w) { return __bfloat162float(w); }|__device__ __forceinline__ float widen(__nv_bfloat16 w) { return __bfloat162float(w) * 1.001f; }  // MUTANT: bf16 weights widened wrong|precision_rounded_rnn"
+  "half-transpose|small.cu|            out_t[c * R + r] = q;|            out_t[i] = q;  // MUTANT: the backward's half W_hh not transposed|precision_rounded_gru"
   "sp-compact|slowpoints.cu|    if (tid == 0) *count = running_total;|    if (tid == 0) *count = running_total > 0 ? running_total - 1 : 0;  // MUTANT: last active candidate dropped|slowpoints_search_rnn"
 )
 

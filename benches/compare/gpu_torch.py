@@ -15,9 +15,10 @@ forward only (evaluation at long delays). GFLOP/s by TARGETS.md's counting.
 
 Precisions: cuDNN's side of bf16 / f16 is the module and its input converted with
 `.to(dtype)` (cuDNN's half-precision RNN: weights and activations in that format). memrnn's
-CUDA backend stores W_hh in f32 only so far (its half-precision kernels are not built), so
-a half-precision row sets cuDNN in that precision beside memrnn f32, and says so in the
-`memrnn` column. A precision this cuDNN cannot run falls back to f32, labelled.
+side is `gpu_table --precisions` (W_hh stored in that format, read by the `_bf16` / `_f16`
+recurrence kernels; activations, gates and accumulation in f32), so every row sets the two
+in the same precision; the `memrnn` column names what memrnn stored. A precision this cuDNN
+cannot run falls back to f32, labelled.
 """
 import argparse
 import json
@@ -87,7 +88,8 @@ def main():
     ap.add_argument("--precisions", default="f32",
                     help="precisions to time cuDNN in, comma-separated: f32, bf16, f16")
     args = ap.parse_args()
-    out = subprocess.run([args.memrnn, "--reps", str(args.reps), "--cells", args.cells, "--shapes", args.shapes],
+    out = subprocess.run([args.memrnn, "--reps", str(args.reps), "--cells", args.cells, "--shapes", args.shapes,
+                          "--precisions", args.precisions],
                          check=True, capture_output=True, text=True).stdout
     mine = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     dev = torch.device("cuda")
@@ -107,14 +109,15 @@ def main():
                 except Exception as e:  # this cuDNN cannot run it: time f32, say so
                     label = f"f32 ({prec} not offered: {str(e).splitlines()[0][:60]})"
                     fwd, train = torch_case(cell, s, torch.float32, dev)
-                # memrnn's CUDA backend: W_hh in f32 only so far.
-                mine_in = "f32" if prec == "f32" else "f32 (no half kernels yet)"
+                # memrnn's rows in the same precision (its W_hh storage; f32 arithmetic).
+                mine_in = f"W_hh {prec}"
                 passes = [("fwd", fwd)] + ([] if name == "long" else [("train", train)])
                 for pass_, fn in passes:
                     secs = cuda_time(fn, args.reps)
                     gf = flops(cell, s, pass_ == "train") / secs / 1e9
                     for r in mine:
-                        if (r["cell"], r["shape"], r["pass"]) == (cell, name, pass_):
+                        key = (r["cell"], r["shape"], r["pass"], r.get("precision", "f32"))
+                        if key == (cell, name, pass_, prec):
                             print(f"| {cell} | {name} | {pass_} | {label} | {secs*1e3:.3f} ({gf:.0f}) | "
                                   f"{mine_in} | {r['ms']:.3f} ({r['gflops']:.0f}), {r['path']} |"
                                   f" {secs*1e3/r['ms']:.2f}x |")

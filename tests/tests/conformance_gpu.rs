@@ -2,12 +2,13 @@
 //! NaN-poisoned before the kernels write it, with the recurrence forced to each of its
 //! two paths (the persistent cooperative kernels and the per-step launches); plus what
 //! only a GPU can afford: the paper's shape on the automatic path, the full slow-point
-//! search grid, and a forced persistent path that cannot hold its weights.
+//! search grid, and a forced persistent path that cannot hold its weights. The tests that
+//! compute with `W_hh` run in bf16 and f16 as well (the half-width recurrence kernels).
 //!
 //! Without a GPU every test prints a loud SKIPPED line and passes; `MEMRNN_REQUIRE_GPU=1`
 //! makes a missing GPU a failure.
 
-use memrnn_core::{Backend, CellDims, CellKind, SeqShape};
+use memrnn_core::{Backend, CellDims, CellKind, Precision, SeqShape};
 use memrnn_cuda::testing::gpu_or_skip;
 use memrnn_cuda::{CudaBackend, RecurrencePath};
 use memrnn_testkit::conformance::sequence::{check_case, Variant};
@@ -22,15 +23,42 @@ fn gpu(test: &str) -> Option<CudaBackend> {
     Some(g)
 }
 
+/// The tests whose results depend on `W_hh`'s storage: they also run with `W_hh` in
+/// bf16 and f16 (the half-width recurrence kernels) on both paths.
+fn reads_w_hh(test: &str) -> bool {
+    [
+        "seq_",
+        "speed_",
+        "jacobian_",
+        "jvp_",
+        "slowpoints_",
+        "precision_",
+        "ensemble_",
+    ]
+    .iter()
+    .any(|p| test.starts_with(p))
+}
+
 fn make_subjects(test: &str) -> Option<Vec<Subject<CudaBackend>>> {
     let mut subjects = Vec::new();
-    for (path, label) in [
-        (RecurrencePath::Persistent, "persistent"),
-        (RecurrencePath::Step, "per-step"),
-    ] {
-        let g = gpu(test)?;
-        g.set_recurrence_path(path);
-        subjects.push(Subject::new(label, g));
+    let precisions: &[Precision] = if reads_w_hh(test) {
+        &Precision::ALL
+    } else {
+        &[Precision::F32]
+    };
+    for &precision in precisions {
+        for (path, label) in [
+            (RecurrencePath::Persistent, "persistent"),
+            (RecurrencePath::Step, "per-step"),
+        ] {
+            let g = gpu(test)?.with_precision(precision);
+            g.set_recurrence_path(path);
+            let label = match precision {
+                Precision::F32 => label.to_string(),
+                p => format!("{label}, W_hh in {p}"),
+            };
+            subjects.push(Subject::new(label, g));
+        }
     }
     Some(subjects)
 }

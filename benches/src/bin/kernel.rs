@@ -295,12 +295,6 @@ fn main() {
             .and_then(|v| v.parse::<Precision>().map_err(|e| e.to_string()))
             .unwrap_or_else(|e| fail(e)),
     };
-    if backend != "cpu" && precision != Precision::F32 {
-        fail(format!(
-            "--precision {precision}: the {backend} backend stores W_hh in f32 only so far; \
-             use --backend cpu"
-        ));
-    }
     match backend.as_str() {
         "cpu" => {
             let mut be = CpuBackend::new().with_precision(precision);
@@ -314,14 +308,16 @@ fn main() {
         }
         "cuda" => {
             let be = memrnn_cuda::CudaBackend::new(0)
-                .unwrap_or_else(|e| fail(format!("no usable GPU: {e}")));
+                .unwrap_or_else(|e| fail(format!("no usable GPU: {e}")))
+                .with_precision(precision);
             let sync = || be.synchronize().expect("synchronize");
             run_family(&be, &sync, &family, &args, s)
         }
         #[cfg(feature = "sim")]
         "cuda-sim" => {
             let be = memrnn_cuda::CudaBackend::simulated(memrnn_cuda::SimProps::small())
-                .unwrap_or_else(|e| fail(e.to_string()));
+                .unwrap_or_else(|e| fail(e.to_string()))
+                .with_precision(precision);
             let sync = || be.synchronize().expect("synchronize");
             run_family(&be, &sync, &family, &args, s)
         }

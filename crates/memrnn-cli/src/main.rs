@@ -37,7 +37,7 @@ struct Cli {
     threads: Option<usize>,
     /// Storage of the recurrent weights W_hh in every recurrent product: f32, bf16 or f16
     /// (all arithmetic, the master weights and Adam's state stay f32). Recorded in
-    /// checkpoints and metrics; the CPU backend offers all three, CUDA f32 only so far.
+    /// checkpoints and metrics; every backend (cpu, cuda, cuda-sim) offers all three.
     #[arg(long, default_value = "f32", global = true)]
     precision: memrnn_core::Precision,
     /// No progress bars.
@@ -410,20 +410,19 @@ fn dispatch(cli: Cli) -> Result<()> {
             run_cmd(&b, cli.cmd, progress)
         }
         BackendChoice::Cuda => {
-            cuda_precision(cli.precision, "--backend cuda")?;
             let b = memrnn_cuda::CudaBackend::new(0)
-                .context("--backend cuda: no usable GPU (use --backend cpu or auto)")?;
+                .context("--backend cuda: no usable GPU (use --backend cpu or auto)")?
+                .with_precision(cli.precision);
             eprintln!("memrnn: backend {}", b.name());
             threads_unused(cli.threads);
             run_cmd(&b, cli.cmd, progress)
         }
         BackendChoice::CudaSim => {
-            cuda_precision(cli.precision, "--backend cuda-sim")?;
             let props = match cli.sim_device {
                 SimDevice::H100 => memrnn_cuda::SimProps::h100_like(),
                 SimDevice::Small => memrnn_cuda::SimProps::small(),
             };
-            let b = memrnn_cuda::CudaBackend::simulated(props)?;
+            let b = memrnn_cuda::CudaBackend::simulated(props)?.with_precision(cli.precision);
             eprintln!(
                 "memrnn: backend {}\nmemrnn: NOTE: a SIMULATED CUDA device ran this command on \
                  the CPU; its results check the kernels, its timings mean nothing",
@@ -433,7 +432,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         BackendChoice::Auto => match memrnn_cuda::CudaBackend::new(0) {
             Ok(b) => {
-                cuda_precision(cli.precision, "--backend auto found a GPU, and")?;
+                let b = b.with_precision(cli.precision);
                 eprintln!("memrnn: backend {} (auto: a GPU was found)", b.name());
                 threads_unused(cli.threads);
                 run_cmd(&b, cli.cmd, progress)
@@ -445,18 +444,6 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
         },
     }
-}
-
-/// The CUDA backend stores `W_hh` in f32 only (its half-precision kernels are not built
-/// yet): any other `--precision` is refused, naming the way out.
-fn cuda_precision(precision: memrnn_core::Precision, context: &str) -> Result<()> {
-    if precision != memrnn_core::Precision::F32 {
-        bail!(
-            "{context} --precision {precision}: the CUDA backend stores W_hh in f32 only so far; \
-             run with --backend cpu (which offers bf16 and f16) or --precision f32"
-        );
-    }
-    Ok(())
 }
 
 /// `--threads` sets the CPU backend's pool: say so when another backend runs.

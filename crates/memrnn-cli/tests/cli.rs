@@ -367,7 +367,7 @@ fn cuda_sim_backend_trains_like_the_cpu_and_says_it_is_simulated() {
 
 /// `--precision bf16` trains on the CPU, names the precision in the backend line, and is
 /// recorded in the checkpoint's metadata and every metrics line; resuming in another
-/// precision and asking the CUDA backend for half precision are refused with the fix.
+/// precision is refused with the fix; the CUDA backend (simulated here) trains in f16 too.
 #[test]
 fn precision_is_recorded_and_checked() {
     let dir = tmp("precision");
@@ -435,8 +435,10 @@ fn precision_is_recorded_and_checked() {
     assert!(!o.status.success());
     assert!(text(&o).contains("--precision bf16"), "{}", text(&o));
 
-    // The CUDA backend offers f32 only: refused before any work, naming the fix.
-    let o = memrnn(&[
+    // The CUDA backend's half-width kernels, on the simulated device: it trains, names
+    // the precision in its backend line and records it.
+    let mut a = vec![
+        "--quiet",
         "--backend",
         "cuda-sim",
         "--precision",
@@ -444,14 +446,19 @@ fn precision_is_recorded_and_checked() {
         "train",
         "--out",
         d,
-        "--steps",
-        "1",
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        text(&o).contains("f32 only") && text(&o).contains("--backend cpu"),
-        "{}",
-        text(&o)
+        "--name",
+        "sim-f16",
+    ];
+    a.extend(net);
+    let o = memrnn(&a);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("W_hh in f16"), "{}", text(&o));
+    assert!(final_loss(&text(&o)).is_finite(), "{}", text(&o));
+    let (_, meta) =
+        memrnn_core::checkpoint::read_tensors(&dir.join("sim-f16.safetensors")).expect("ckpt");
+    assert_eq!(
+        meta.get("memrnn.train.precision").map(String::as_str),
+        Some("f16")
     );
     let o = memrnn(&["--precision", "f8", "train", "--out", d]);
     assert!(!o.status.success());

@@ -21,8 +21,8 @@ use memrnn_core::{
     check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
     check_readout_argmax, check_readout_ce, check_step_jacobian, check_step_speed,
     check_step_speed_grad, AdamConfig, AdamGroup, AdamState, Backend, CellDims, ParamBlock,
-    ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad, StepGuard, CE_STATS,
-    CLIP_NORM_LEN,
+    Precision, ReadoutCe, Result, SeqForward, SeqGrads, SeqShape, SeqUpstream, SpeedGrad,
+    StepGuard, CE_STATS, CLIP_NORM_LEN,
 };
 use memrnn_core::{philox, DigitTable, TaskBatch, TaskBatchSpec, TaskChunkSpec};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -67,6 +67,16 @@ pub struct CudaBackend {
     dev: Device,
     path: AtomicU8,
     poison: AtomicBool,
+    precision: Precision,
+}
+
+/// A copy of `W_hh` rounded to the backend's storage precision on the device, made from
+/// the f32 master parameters at every call (so never stale; the CPU backend packs per call
+/// too), and the flag the rounding kernel raises when a finite weight overflows the format.
+struct RoundedWeights {
+    /// The bits of the bf16 / f16 weights.
+    w: Buf<u16>,
+    first_overflow: Buf<u32>,
 }
 
 impl CudaBackend {
@@ -94,7 +104,21 @@ impl CudaBackend {
             dev,
             path: AtomicU8::new(0),
             poison: AtomicBool::new(false),
+            precision: Precision::F32,
         }
+    }
+
+    /// Stores `W_hh` in `precision` for every operation that reads it, with f32
+    /// arithmetic throughout (see [`memrnn_core::Precision`]): the recurrences run the
+    /// `_bf16` / `_f16` kernels of `kernels/` on a half-width copy of `W_hh` rounded on
+    /// the device at each call (whose persistent kernels keep twice the hidden size on
+    /// chip); speeds, Jacobians and JVPs go through those recurrences; the slow-point
+    /// search runs its f32 kernels on a copy of the parameters whose `W_hh` is rounded.
+    /// A finite weight that overflows the format (an f16 beyond 65504) is an error, as on
+    /// the CPU; finding out costs one 4-byte read back (a synchronisation) per call.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// Whether this backend runs on the simulated device.
@@ -200,7 +224,96 @@ impl CudaBackend {
         h: usize,
         b: usize,
     ) -> Result<recurrence::Plan> {
-        recurrence::plan(&self.dev, f, go, k, h, b, self.recurrence_path())
+        let w_size = self.precision.bytes();
+        recurrence::plan(&self.dev, f, go, k, h, b, w_size, self.recurrence_path())
+    }
+
+    /// `W_hh` of `params` rounded to the backend's (half) precision, as the bits of the
+    /// format: `[G·H, H]` for the forward, or transposed `[H, G·H]` for the backward.
+    fn half_recurrent(
+        &self,
+        cell: &CellDims,
+        params: View<'_, f32>,
+        transposed: bool,
+    ) -> Result<RoundedWeights> {
+        let (gh, h) = (cell.gate_rows(), cell.hidden);
+        let w = self.dev.alloc::<u16>(gh * h)?;
+        let first_overflow = self.dev.zeros::<u32>(1)?;
+        let v = w.view(0..gh * h);
+        let out = small::RoundOutputs {
+            half: (!transposed).then_some(v),
+            half_t: transposed.then_some(v),
+            f32: None,
+        };
+        let w_hh = params.sub(cell.layout().range(ParamBlock::WeightHh));
+        small::round_recurrent(
+            &self.dev,
+            self.precision,
+            w_hh,
+            gh,
+            h,
+            out,
+            first_overflow.all(),
+        )?;
+        Ok(RoundedWeights { w, first_overflow })
+    }
+
+    /// A copy of `params` whose `W_hh` is rounded to the backend's (half) precision and
+    /// widened back to f32 (`Precision::round_recurrent` on the device): what the ops
+    /// without half-width kernels of their own compute with.
+    fn rounded_params(&self, cell: &CellDims, params: &CudaTensor) -> Result<CudaTensor> {
+        let n = params.len;
+        let copy = self.copy_of(params.v(), n)?;
+        let first_overflow = self.dev.zeros::<u32>(1)?;
+        let range = cell.layout().range(ParamBlock::WeightHh);
+        // From the original's W_hh into the copy's (the kernel's pointers do not alias).
+        small::round_recurrent(
+            &self.dev,
+            self.precision,
+            params.v().sub(range.clone()),
+            cell.gate_rows(),
+            cell.hidden,
+            small::RoundOutputs {
+                f32: Some(copy.view(range)),
+                ..Default::default()
+            },
+            first_overflow.all(),
+        )?;
+        self.check_overflow(cell, params, &first_overflow)?;
+        Ok(self.tensor(copy, n))
+    }
+
+    /// [`Self::check_overflow`] for a recurrence that ran on `half` (nothing in f32).
+    fn check_prep_overflow(
+        &self,
+        cell: &CellDims,
+        params: &CudaTensor,
+        half: Option<&RoundedWeights>,
+    ) -> Result<()> {
+        match half {
+            Some(r) => self.check_overflow(cell, params, &r.first_overflow),
+            None => Ok(()),
+        }
+    }
+
+    /// The error `Precision::check_recurrent` gives (naming the first weight that
+    /// overflows the format) when the rounding kernel raised its flag; one 4-byte read.
+    fn check_overflow(
+        &self,
+        cell: &CellDims,
+        params: &CudaTensor,
+        first_overflow: &Buf<u32>,
+    ) -> Result<()> {
+        if self.dev.dtoh(first_overflow.all())?[0] == 0 {
+            return Ok(());
+        }
+        self.precision
+            .check_recurrent(cell, &self.download(params)?)?;
+        Err(backend_err(format!(
+            "internal: the device flagged a W_hh weight overflowing {} that the host \
+             check does not find",
+            self.precision
+        )))
     }
 }
 
@@ -214,13 +327,20 @@ impl CudaBackend {
         batch: usize,
         members: usize,
     ) -> Result<crate::EnsemblePlans> {
-        let fns = spec(cell.kind).kernels;
+        let fns = spec(cell.kind).kernels_for(self.precision);
         let (g, gh, h) = (cell.gates(), cell.gate_rows(), cell.hidden);
         let fwd = self.plan(&fns.seq_fwd, g, h, h, batch)?;
         let bwd = self.plan(&fns.seq_bwd, 1, gh, h, batch)?;
         let dev = &self.dev;
-        let ef = ensemble::plan(dev, &fns.seq_fwd_ens, &fwd, g, h, h, batch, members)?;
-        let eb = ensemble::plan(dev, &fns.seq_bwd_ens, &bwd, 1, gh, h, batch, members)?;
+        // No one-launch kernels in half precision: member by member.
+        let ef = match &fns.seq_fwd_ens {
+            Some(k) => ensemble::plan(dev, k, &fwd, g, h, h, batch, members)?,
+            None => None,
+        };
+        let eb = match &fns.seq_bwd_ens {
+            Some(k) => ensemble::plan(dev, k, &bwd, 1, gh, h, batch, members)?,
+            None => None,
+        };
         Ok(crate::EnsemblePlans {
             forward: crate::EnsembleLaunches::of(&ef, &fwd),
             backward: crate::EnsembleLaunches::of(&eb, &bwd),
@@ -276,7 +396,14 @@ impl Backend for CudaBackend {
     type Cache = CudaCache;
 
     fn name(&self) -> String {
-        self.dev.name()
+        match self.precision {
+            Precision::F32 => self.dev.name(),
+            p => format!("{}, W_hh in {p}", self.dev.name()),
+        }
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn upload(&self, host: &[f32]) -> Result<CudaTensor> {
@@ -306,7 +433,7 @@ impl Backend for CudaBackend {
         let prep = self.fwd_prepare(cell, params, shape, x, s0)?;
         self.input_products(cell, shape, &[(params, x, &prep)])?;
         let sp = spec(cell.kind);
-        let fns = sp.kernels;
+        let fns = sp.kernels_for(self.precision);
         let (g, h) = (cell.gates(), cell.hidden);
         let plan = self.plan(&fns.seq_fwd, g, h, h, shape.batch)?;
         recurrence::forward(
@@ -320,6 +447,7 @@ impl Backend for CudaBackend {
             cell.kind.state_parts(),
             &prep.buffers(cell, params),
         )?;
+        self.check_prep_overflow(cell, params, prep.half.as_ref())?;
         Ok(self.fwd_finish(cell, shape, prep))
     }
 
@@ -335,7 +463,7 @@ impl Backend for CudaBackend {
     ) -> Result<SeqGrads<CudaTensor>> {
         let prep = self.bwd_prepare(cell, params, shape, x, fwd, upstream)?;
         let sp = spec(cell.kind);
-        let fns = sp.kernels;
+        let fns = sp.kernels_for(self.precision);
         let plan = self.plan(&fns.seq_bwd, 1, cell.gate_rows(), cell.hidden, shape.batch)?;
         recurrence::backward(
             &self.dev,
@@ -348,6 +476,7 @@ impl Backend for CudaBackend {
             cell.kind.state_parts(),
             &prep.buffers(fwd, upstream),
         )?;
+        self.check_prep_overflow(cell, params, prep.half())?;
         let members = vec![BwdFinish {
             params,
             x,
@@ -385,25 +514,30 @@ impl Backend for CudaBackend {
             .collect();
         self.input_products(cell, shape, &prods)?;
         let sp = spec(cell.kind);
-        let fns = sp.kernels;
+        let fns = sp.kernels_for(self.precision);
         let (g, h, b) = (cell.gates(), cell.hidden, shape.batch);
         let d = dims(shape, cell)?;
         let parts = cell.kind.state_parts();
         let single = self.plan(&fns.seq_fwd, g, h, h, b)?;
-        let ens = ensemble::plan(&self.dev, &fns.seq_fwd_ens, &single, g, h, h, b, n)?;
+        // The one-launch kernels are f32 only: in half precision the members run one by
+        // one through the half-width single kernels.
+        let ens = match &fns.seq_fwd_ens {
+            Some(k) => ensemble::plan(&self.dev, k, &single, g, h, h, b, n)?,
+            None => None,
+        };
         let bufs: Vec<FwdBuffers<'_>> = preps
             .iter()
             .zip(members)
             .map(|(p, m)| p.buffers(cell, m.params))
             .collect();
-        match ens {
-            Some(ep) => {
+        match (ens, &fns.seq_fwd_ens) {
+            (Some(ep), Some(k)) => {
                 let args = for_members(n, |i| {
                     recurrence::fwd_args(&self.dev, d, g, sp.ncache, parts, &bufs[i])
                 })?;
-                ensemble::forward(&self.dev, &fns.seq_fwd_ens, &ep, &args)?;
+                ensemble::forward(&self.dev, k, &ep, &args)?;
             }
-            None => {
+            _ => {
                 for_members(n, |i| {
                     let (f, st) = (&fns.seq_fwd, &fns.step_fwd);
                     recurrence::forward(&self.dev, f, st, &single, d, g, sp.ncache, parts, &bufs[i])
@@ -411,6 +545,9 @@ impl Backend for CudaBackend {
             }
         }
         drop(bufs);
+        for_members(n, |i| {
+            self.check_prep_overflow(cell, members[i].params, preps[i].half.as_ref())
+        })?;
         Ok(preps
             .into_iter()
             .map(|p| self.fwd_finish(cell, shape, p))
@@ -435,26 +572,30 @@ impl Backend for CudaBackend {
             return Ok(Vec::new());
         }
         let sp = spec(cell.kind);
-        let fns = sp.kernels;
+        let fns = sp.kernels_for(self.precision);
         let (g, gh, h, b) = (cell.gates(), cell.gate_rows(), cell.hidden, shape.batch);
         let d = dims(shape, cell)?;
         let parts = cell.kind.state_parts();
         let single = self.plan(&fns.seq_bwd, 1, gh, h, b)?;
-        let ens = ensemble::plan(&self.dev, &fns.seq_bwd_ens, &single, 1, gh, h, b, n)?;
+        // f32 only, as in `ensemble_seq_forward`.
+        let ens = match &fns.seq_bwd_ens {
+            Some(k) => ensemble::plan(&self.dev, k, &single, 1, gh, h, b, n)?,
+            None => None,
+        };
         {
             let bufs: Vec<BwdBuffers<'_>> = preps
                 .iter()
                 .zip(members)
                 .map(|(p, m)| p.buffers(m.fwd, m.upstream))
                 .collect();
-            match ens {
-                Some(ep) => {
+            match (ens, &fns.seq_bwd_ens) {
+                (Some(ep), Some(k)) => {
                     let args = for_members(n, |i| {
                         recurrence::bwd_args(&self.dev, d, g, sp.ncache, parts, &bufs[i])
                     })?;
-                    ensemble::backward(&self.dev, &fns.seq_bwd_ens, &ep, &args)?;
+                    ensemble::backward(&self.dev, k, &ep, &args)?;
                 }
-                None => {
+                _ => {
                     for_members(n, |i| {
                         let (f, st) = (&fns.seq_bwd, &fns.step_bwd);
                         recurrence::backward(
@@ -464,6 +605,9 @@ impl Backend for CudaBackend {
                 }
             }
         }
+        for_members(n, |i| {
+            self.check_prep_overflow(cell, members[i].params, preps[i].half())
+        })?;
         let finish = preps
             .into_iter()
             .zip(members)
@@ -548,7 +692,11 @@ impl Backend for CudaBackend {
     /// The fused search of `kernels/slowpoints.cu` (up to 1000 iterations per launch on
     /// tiles of candidates, no grid-wide sync; states and moments stay on the device, the
     /// status goes up once and comes back once); the default loop where no tile fits in
-    /// shared memory.
+    /// shared memory. In bf16 / f16 the fused search runs its f32 kernels on a copy of
+    /// `params` whose `W_hh` is rounded on the device (exactly the defined semantics,
+    /// `Precision::round_recurrent`); the default loop goes through the half-width
+    /// recurrences. Speeds, Jacobians, JVPs and the Levenberg–Marquardt search need
+    /// nothing of their own: they are built on `seq_forward` / `seq_backward`.
     fn slow_point_iterations(
         &self,
         cell: &CellDims,
@@ -570,6 +718,13 @@ impl Backend for CudaBackend {
         if !search.status.iter().any(|st| st.stop.is_active()) {
             return Ok(());
         }
+        // In half precision: the f32 search on a copy whose W_hh is rounded (exactly the
+        // defined semantics; the search has no half-width kernel of its own).
+        let rounded = match self.precision {
+            Precision::F32 => None,
+            _ => Some(self.rounded_params(cell, params)?),
+        };
+        let params = rounded.as_ref().unwrap_or(params);
         let scratch = self.slow_point_scratch(cell, params, x)?;
         let memrnn_core::backend::SlowPointSearch {
             states,
@@ -600,9 +755,11 @@ impl Backend for CudaBackend {
             memrnn_core::backend::check_slow_point_args(self, cell, a.params, a.x, a.search, cfg)
                 .map_err(|e| member_error(i, n, e))?;
         }
-        if members
-            .iter()
-            .any(|a| !sp::supported(cell, a.search.k, &info))
+        // Half precision rounds each member's W_hh on the single operation's path.
+        if self.precision != Precision::F32
+            || members
+                .iter()
+                .any(|a| !sp::supported(cell, a.search.k, &info))
         {
             for (i, a) in members.iter_mut().enumerate() {
                 self.slow_point_iterations(cell, a.params, a.x, a.search, cfg)

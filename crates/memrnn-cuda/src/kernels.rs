@@ -195,6 +195,19 @@ pub(crate) struct OneHotParams {
     pub s: i32,
 }
 
+/// `MrRoundParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoundParams {
+    pub inp: DevPtr,
+    pub out: DevPtr,
+    pub out_t: DevPtr,
+    pub out_f32: DevPtr,
+    pub first_overflow: DevPtr,
+    pub r: i32,
+    pub c: i32,
+}
+
 /// `MrFillParams`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -402,6 +415,7 @@ params!(
     RepeatRowsParams,
     OneHotParams,
     FillParams,
+    RoundParams,
     SlowPointsParams,
     PackParams,
     CompactParams,
@@ -500,6 +514,30 @@ kernels! {
     LSTM_STEP_BWD = lstm_step_bwd_f32(RecBwdParams) in Lstm, big_smem;
     LSTM_SEQ_FWD_ENS = lstm_seq_fwd_ens_f32(RecFwdEnsParams) in Lstm, big_smem;
     LSTM_SEQ_BWD_ENS = lstm_seq_bwd_ens_f32(RecBwdEnsParams) in Lstm, big_smem;
+    RNN_SEQ_FWD_BF16 = rnn_seq_fwd_bf16(RecFwdParams) in Rnn, big_smem;
+    RNN_STEP_FWD_BF16 = rnn_step_fwd_bf16(RecFwdParams) in Rnn, big_smem;
+    RNN_SEQ_BWD_BF16 = rnn_seq_bwd_bf16(RecBwdParams) in Rnn, big_smem;
+    RNN_STEP_BWD_BF16 = rnn_step_bwd_bf16(RecBwdParams) in Rnn, big_smem;
+    RNN_SEQ_FWD_F16 = rnn_seq_fwd_f16(RecFwdParams) in Rnn, big_smem;
+    RNN_STEP_FWD_F16 = rnn_step_fwd_f16(RecFwdParams) in Rnn, big_smem;
+    RNN_SEQ_BWD_F16 = rnn_seq_bwd_f16(RecBwdParams) in Rnn, big_smem;
+    RNN_STEP_BWD_F16 = rnn_step_bwd_f16(RecBwdParams) in Rnn, big_smem;
+    GRU_SEQ_FWD_BF16 = gru_seq_fwd_bf16(RecFwdParams) in Gru, big_smem;
+    GRU_STEP_FWD_BF16 = gru_step_fwd_bf16(RecFwdParams) in Gru, big_smem;
+    GRU_SEQ_BWD_BF16 = gru_seq_bwd_bf16(RecBwdParams) in Gru, big_smem;
+    GRU_STEP_BWD_BF16 = gru_step_bwd_bf16(RecBwdParams) in Gru, big_smem;
+    GRU_SEQ_FWD_F16 = gru_seq_fwd_f16(RecFwdParams) in Gru, big_smem;
+    GRU_STEP_FWD_F16 = gru_step_fwd_f16(RecFwdParams) in Gru, big_smem;
+    GRU_SEQ_BWD_F16 = gru_seq_bwd_f16(RecBwdParams) in Gru, big_smem;
+    GRU_STEP_BWD_F16 = gru_step_bwd_f16(RecBwdParams) in Gru, big_smem;
+    LSTM_SEQ_FWD_BF16 = lstm_seq_fwd_bf16(RecFwdParams) in Lstm, big_smem;
+    LSTM_STEP_FWD_BF16 = lstm_step_fwd_bf16(RecFwdParams) in Lstm, big_smem;
+    LSTM_SEQ_BWD_BF16 = lstm_seq_bwd_bf16(RecBwdParams) in Lstm, big_smem;
+    LSTM_STEP_BWD_BF16 = lstm_step_bwd_bf16(RecBwdParams) in Lstm, big_smem;
+    LSTM_SEQ_FWD_F16 = lstm_seq_fwd_f16(RecFwdParams) in Lstm, big_smem;
+    LSTM_STEP_FWD_F16 = lstm_step_fwd_f16(RecFwdParams) in Lstm, big_smem;
+    LSTM_SEQ_BWD_F16 = lstm_seq_bwd_f16(RecBwdParams) in Lstm, big_smem;
+    LSTM_STEP_BWD_F16 = lstm_step_bwd_f16(RecBwdParams) in Lstm, big_smem;
     ADAM_UPDATE = adam_update_f32(AdamParams) in Small;
     COL_SUM = col_sum_f32(ColSumParams) in Small;
     TRANSPOSE = transpose_f32(TransposeParams) in Small;
@@ -508,6 +546,8 @@ kernels! {
     REPEAT_ROWS = repeat_rows_f32(RepeatRowsParams) in Small;
     ONE_HOT = one_hot_f32(OneHotParams) in Small;
     FILL = fill_f32(FillParams) in Small;
+    ROUND_RECURRENT_BF16 = round_recurrent_bf16(RoundParams) in Small;
+    ROUND_RECURRENT_F16 = round_recurrent_f16(RoundParams) in Small;
     RNN_SLOWPOINTS = rnn_slowpoints_f32(SlowPointsParams) in Slowpoints, big_smem;
     GRU_SLOWPOINTS = gru_slowpoints_f32(SlowPointsParams) in Slowpoints, big_smem;
     LSTM_SLOWPOINTS = lstm_slowpoints_f32(SlowPointsParams) in Slowpoints, big_smem;
@@ -528,14 +568,16 @@ kernels! {
     READOUT_ARGMAX = readout_argmax_f32(ArgmaxParams) in Readout;
 }
 
-/// The recurrence entry points of one cell family (kernels/common.cuh).
+/// The recurrence entry points of one cell family in one weight storage type
+/// (kernels/common.cuh); the ensemble's one-launch recurrence exists in f32 only (`None` in
+/// bf16 / f16, where an ensemble runs its members one by one).
 pub(crate) struct CellKernels {
     pub seq_fwd: Kernel<RecFwdParams>,
     pub step_fwd: Kernel<RecFwdParams>,
     pub seq_bwd: Kernel<RecBwdParams>,
     pub step_bwd: Kernel<RecBwdParams>,
-    pub seq_fwd_ens: Kernel<RecFwdEnsParams>,
-    pub seq_bwd_ens: Kernel<RecBwdEnsParams>,
+    pub seq_fwd_ens: Option<Kernel<RecFwdEnsParams>>,
+    pub seq_bwd_ens: Option<Kernel<RecBwdEnsParams>>,
 }
 
 pub(crate) const RNN: CellKernels = CellKernels {
@@ -543,24 +585,72 @@ pub(crate) const RNN: CellKernels = CellKernels {
     step_fwd: RNN_STEP_FWD,
     seq_bwd: RNN_SEQ_BWD,
     step_bwd: RNN_STEP_BWD,
-    seq_fwd_ens: RNN_SEQ_FWD_ENS,
-    seq_bwd_ens: RNN_SEQ_BWD_ENS,
+    seq_fwd_ens: Some(RNN_SEQ_FWD_ENS),
+    seq_bwd_ens: Some(RNN_SEQ_BWD_ENS),
+};
+pub(crate) const RNN_BF16: CellKernels = CellKernels {
+    seq_fwd: RNN_SEQ_FWD_BF16,
+    step_fwd: RNN_STEP_FWD_BF16,
+    seq_bwd: RNN_SEQ_BWD_BF16,
+    step_bwd: RNN_STEP_BWD_BF16,
+    seq_fwd_ens: None,
+    seq_bwd_ens: None,
+};
+pub(crate) const RNN_F16: CellKernels = CellKernels {
+    seq_fwd: RNN_SEQ_FWD_F16,
+    step_fwd: RNN_STEP_FWD_F16,
+    seq_bwd: RNN_SEQ_BWD_F16,
+    step_bwd: RNN_STEP_BWD_F16,
+    seq_fwd_ens: None,
+    seq_bwd_ens: None,
 };
 pub(crate) const GRU: CellKernels = CellKernels {
     seq_fwd: GRU_SEQ_FWD,
     step_fwd: GRU_STEP_FWD,
     seq_bwd: GRU_SEQ_BWD,
     step_bwd: GRU_STEP_BWD,
-    seq_fwd_ens: GRU_SEQ_FWD_ENS,
-    seq_bwd_ens: GRU_SEQ_BWD_ENS,
+    seq_fwd_ens: Some(GRU_SEQ_FWD_ENS),
+    seq_bwd_ens: Some(GRU_SEQ_BWD_ENS),
+};
+pub(crate) const GRU_BF16: CellKernels = CellKernels {
+    seq_fwd: GRU_SEQ_FWD_BF16,
+    step_fwd: GRU_STEP_FWD_BF16,
+    seq_bwd: GRU_SEQ_BWD_BF16,
+    step_bwd: GRU_STEP_BWD_BF16,
+    seq_fwd_ens: None,
+    seq_bwd_ens: None,
+};
+pub(crate) const GRU_F16: CellKernels = CellKernels {
+    seq_fwd: GRU_SEQ_FWD_F16,
+    step_fwd: GRU_STEP_FWD_F16,
+    seq_bwd: GRU_SEQ_BWD_F16,
+    step_bwd: GRU_STEP_BWD_F16,
+    seq_fwd_ens: None,
+    seq_bwd_ens: None,
 };
 pub(crate) const LSTM: CellKernels = CellKernels {
     seq_fwd: LSTM_SEQ_FWD,
     step_fwd: LSTM_STEP_FWD,
     seq_bwd: LSTM_SEQ_BWD,
     step_bwd: LSTM_STEP_BWD,
-    seq_fwd_ens: LSTM_SEQ_FWD_ENS,
-    seq_bwd_ens: LSTM_SEQ_BWD_ENS,
+    seq_fwd_ens: Some(LSTM_SEQ_FWD_ENS),
+    seq_bwd_ens: Some(LSTM_SEQ_BWD_ENS),
+};
+pub(crate) const LSTM_BF16: CellKernels = CellKernels {
+    seq_fwd: LSTM_SEQ_FWD_BF16,
+    step_fwd: LSTM_STEP_FWD_BF16,
+    seq_bwd: LSTM_SEQ_BWD_BF16,
+    step_bwd: LSTM_STEP_BWD_BF16,
+    seq_fwd_ens: None,
+    seq_bwd_ens: None,
+};
+pub(crate) const LSTM_F16: CellKernels = CellKernels {
+    seq_fwd: LSTM_SEQ_FWD_F16,
+    step_fwd: LSTM_STEP_FWD_F16,
+    seq_bwd: LSTM_SEQ_BWD_F16,
+    step_bwd: LSTM_STEP_BWD_F16,
+    seq_fwd_ens: None,
+    seq_bwd_ens: None,
 };
 
 #[cfg(test)]
@@ -619,6 +709,10 @@ mod tests {
             c: i32 => "C");
         fields!(v, "MrOneHotParams", OneHotParams,
             out: DevPtr => "out", n: i32 => "N", s: i32 => "S");
+        fields!(v, "MrRoundParams", RoundParams,
+            inp: DevPtr => "in", out: DevPtr => "out", out_t: DevPtr => "out_t",
+            out_f32: DevPtr => "out_f32", first_overflow: DevPtr => "first_overflow",
+            r: i32 => "R", c: i32 => "C");
         fields!(v, "MrFillParams", FillParams,
             out: DevPtr => "out", v: f32 => "v", n: i64 => "n");
         fields!(v, "MrSpMember", SpMember,

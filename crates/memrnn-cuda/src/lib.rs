@@ -4,7 +4,9 @@
 //!   `cargo xtask ptx` and embedded here, so building needs no CUDA toolkit): a persistent
 //!   cooperative kernel that keeps W_hh's slices in shared memory for all `T` steps with
 //!   one grid-wide sync per step, forward and backward, and a one-launch-per-step fallback
-//!   when they do not fit ([`RecurrencePath`]).
+//!   when they do not fit ([`RecurrencePath`]). `W_hh` may be stored in bf16 or f16
+//!   ([`CudaBackend::with_precision`]): the same kernels read 2-byte weights and widen
+//!   them to f32, so twice the hidden size stays on chip; arithmetic stays f32.
 //! - cuBLAS for the input products and the weight gradients over all `T·B` rows.
 //! - Ensembles (`Backend::ensemble_*`): the recurrences of many networks of one shape in
 //!   one cooperative launch per group of co-resident members, the input products and

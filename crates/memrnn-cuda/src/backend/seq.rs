@@ -4,19 +4,22 @@
 //! the weight gradients after it (`bwd_finish`), the cuBLAS products batched over the
 //! members (one member: plain SGEMMs).
 
-use super::{dims, CudaBackend, CudaCache, CudaTensor};
+use super::{dims, CudaBackend, CudaCache, CudaTensor, RoundedWeights};
 use crate::blas::{gemm_rm_batched, Op, Operands};
 use crate::device::{Buf, View};
-use crate::ops::recurrence::{BwdBuffers, FwdBuffers};
+use crate::ops::recurrence::{BwdBuffers, FwdBuffers, Weights};
 use crate::ops::{small, spec};
 use memrnn_core::{
-    check_seq_backward, check_seq_forward, CellDims, ForwardInfo, ParamBlock, Result, SeqForward,
-    SeqGrads, SeqShape, SeqUpstream, UpstreamLens,
+    check_seq_backward, check_seq_forward, CellDims, ForwardInfo, ParamBlock, Precision, Result,
+    SeqForward, SeqGrads, SeqShape, SeqUpstream, UpstreamLens,
 };
 
 /// A forward pass before its recurrence: `s_0` copied, `A` (for `X W_ihᵀ`, which
-/// `input_products` writes) and the outputs allocated (NaN-poisoned when poisoning is on).
+/// `input_products` writes) and the outputs allocated (NaN-poisoned when poisoning is on);
+/// in half precision, `W_hh` rounded to the format (the recurrence reads it; the caller
+/// checks its overflow flag after the recurrence).
 pub(super) struct FwdPrep {
+    pub(super) half: Option<RoundedWeights>,
     a: Buf<f32>,
     s0: Buf<f32>,
     h_seq: Buf<f32>,
@@ -31,7 +34,10 @@ impl FwdPrep {
         let p = params.v();
         FwdBuffers {
             a: self.a.all(),
-            w_hh: p.sub(layout.range(ParamBlock::WeightHh)),
+            w_hh: match &self.half {
+                None => Weights::F32(p.sub(layout.range(ParamBlock::WeightHh))),
+                Some(r) => Weights::Half(r.w.all()),
+            },
             b_ih: p.sub(layout.range(ParamBlock::BiasIh)),
             b_hh: p.sub(layout.range(ParamBlock::BiasHh)),
             s0: self.s0.all(),
@@ -43,24 +49,43 @@ impl FwdPrep {
     }
 }
 
-/// A backward pass before its recurrence: `W_hhᵀ`, the carried `D` (initialised with
-/// `dL/ds_T`), and the outputs allocated.
+/// A backward pass before its recurrence: `W_hhᵀ` (in f32, or rounded to the half
+/// format in `half`), the carried `D` (initialised with `dL/ds_T`), and the outputs
+/// allocated.
 pub(super) struct BwdPrep {
-    w_t: Buf<f32>,
+    w_t: TransposedWeights,
     dcarry: Buf<f32>,
     da: Buf<f32>,
     du: Option<Buf<f32>>,
     ds0: Buf<f32>,
 }
 
+/// `W_hhᵀ` as the backward recurrence reads it.
+enum TransposedWeights {
+    F32(Buf<f32>),
+    /// Rounded to the backend's half format, with its overflow flag.
+    Half(RoundedWeights),
+}
+
 impl BwdPrep {
+    /// The rounded weights (and their overflow flag) in half precision.
+    pub(super) fn half(&self) -> Option<&RoundedWeights> {
+        match &self.w_t {
+            TransposedWeights::Half(r) => Some(r),
+            TransposedWeights::F32(_) => None,
+        }
+    }
+
     pub(super) fn buffers<'a>(
         &'a self,
         fwd: &'a SeqForward<CudaTensor, CudaCache>,
         upstream: SeqUpstream<'a, CudaTensor>,
     ) -> BwdBuffers<'a> {
         BwdBuffers {
-            w_t: self.w_t.all(),
+            w_t: match &self.w_t {
+                TransposedWeights::F32(w) => Weights::F32(w.all()),
+                TransposedWeights::Half(r) => Weights::Half(r.w.all()),
+            },
             h_seq: fwd.h_seq.buf.all(),
             gates: fwd.cache.gates.all(),
             c_seq: fwd.cache.c_seq.all(),
@@ -100,7 +125,12 @@ impl CudaBackend {
             Some(s0) => self.copy_of(s0.v(), b * s)?,
             None => self.zeros_buf(b * s)?,
         };
+        let half = match self.precision {
+            Precision::F32 => None,
+            _ => Some(self.half_recurrent(cell, params.v(), false)?),
+        };
         Ok(FwdPrep {
+            half,
             a,
             s0,
             h_seq: self.out(rows * h)?,
@@ -196,15 +226,22 @@ impl CudaBackend {
         let sp = spec(cell.kind);
         let (b, h) = (shape.batch, cell.hidden);
         let (gh, s, rows) = (cell.gate_rows(), cell.state_size(), shape.rows());
-        // W_hhᵀ [H, G·H]: the backward product reads columns of W_hh as contiguous rows.
-        let w_t = self.out(gh * h)?;
-        small::transpose(
-            &self.dev,
-            params.v().sub(layout.range(ParamBlock::WeightHh)),
-            gh,
-            h,
-            w_t.all(),
-        )?;
+        // W_hhᵀ [H, G·H]: the backward product reads columns of W_hh as contiguous rows
+        // (rounded to the storage format on the way, in half precision).
+        let w_t = match self.precision {
+            Precision::F32 => {
+                let w_t = self.out(gh * h)?;
+                small::transpose(
+                    &self.dev,
+                    params.v().sub(layout.range(ParamBlock::WeightHh)),
+                    gh,
+                    h,
+                    w_t.all(),
+                )?;
+                TransposedWeights::F32(w_t)
+            }
+            _ => TransposedWeights::Half(self.half_recurrent(cell, params.v(), true)?),
+        };
         let dcarry = match upstream.ds_final {
             Some(ds) => self.copy_of(ds.v(), b * s)?,
             None => self.zeros_buf(b * s)?,

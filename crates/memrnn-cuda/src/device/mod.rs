@@ -71,6 +71,8 @@ pub(crate) trait Elem:
 {
 }
 impl Elem for f32 {}
+/// The bits of a bf16 or f16 weight (the half-width copies of `W_hh`).
+impl Elem for u16 {}
 impl Elem for u32 {}
 impl Elem for i32 {}
 // Device addresses: tables of per-member pointers (the slow-point search's MrSpMember);

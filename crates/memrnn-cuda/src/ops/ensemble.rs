@@ -354,9 +354,21 @@ mod tests {
 
     /// The forward plan of `e` GRUs (H `h`, B `b`), with the lone network's plan.
     fn gru_fwd(d: &Device, e: usize, h: usize, b: usize) -> (Plan, Option<EnsemblePlan>) {
-        let single = recurrence::plan(d, &GRU.seq_fwd, 3, h, h, b, RecurrencePath::Auto)
+        let single = recurrence::plan(d, &GRU.seq_fwd, 3, h, h, b, 4, RecurrencePath::Auto)
             .expect("single plan");
-        let ens = plan(d, &GRU.seq_fwd_ens, &single, 3, h, h, b, e).expect("ensemble plan");
+        let ens = plan(
+            d,
+            GRU.seq_fwd_ens
+                .as_ref()
+                .expect("f32 has the ensemble kernels"),
+            &single,
+            3,
+            h,
+            h,
+            b,
+            e,
+        )
+        .expect("ensemble plan");
         (single, ens)
     }
 
@@ -369,7 +381,13 @@ mod tests {
         assert_eq!(p.plan.blocks as usize, nj * nb, "{what}: blocks per member");
         assert!(p.plan.smem <= info.max_smem_optin, "{what}: shared memory");
         let per_sm = d
-            .occupancy(&GRU.seq_fwd_ens, THREADS, p.plan.smem as usize)
+            .occupancy(
+                GRU.seq_fwd_ens
+                    .as_ref()
+                    .expect("f32 has the ensemble kernels"),
+                THREADS,
+                p.plan.smem as usize,
+            )
             .expect("occupancy");
         assert!(
             p.per_launch * p.plan.blocks as usize <= per_sm * info.sms as usize,
@@ -441,10 +459,22 @@ mod tests {
     #[test]
     fn the_step_path_and_single_members_are_member_by_member() {
         let d = dev(SimProps::h100_like());
-        let step = recurrence::plan(&d, &GRU.seq_fwd, 3, 16, 16, 4, RecurrencePath::Step)
+        let step = recurrence::plan(&d, &GRU.seq_fwd, 3, 16, 16, 4, 4, RecurrencePath::Step)
             .expect("step plan");
         assert_eq!(
-            plan(&d, &GRU.seq_fwd_ens, &step, 3, 16, 16, 4, 8).expect("plan"),
+            plan(
+                &d,
+                GRU.seq_fwd_ens
+                    .as_ref()
+                    .expect("f32 has the ensemble kernels"),
+                &step,
+                3,
+                16,
+                16,
+                4,
+                8
+            )
+            .expect("plan"),
             None
         );
         let (_, p) = gru_fwd(&d, 1, 16, 4);

@@ -1,10 +1,10 @@
 //! The recurrence launches shared by the three cells (`kernels/common.cuh`): launch
-//! planning (tile sizes, whether W_hh's slices fit on chip), the persistent cooperative
-//! launch, and the per-step fallback.
+//! planning (tile sizes, whether W_hh's slices fit on chip in the weights' storage type),
+//! the persistent cooperative launch, and the per-step fallback.
 
 use crate::device::{backend_err, Device, LaunchDims, View};
 use crate::kernels::{
-    BwdArgs, FwdArgs, Kernel, KernelParams, RecBwdParams, RecFwdParams, TileArgs,
+    BwdArgs, DevPtr, FwdArgs, Kernel, KernelParams, RecBwdParams, RecFwdParams, TileArgs,
 };
 use memrnn_core::Result;
 
@@ -51,8 +51,18 @@ pub(crate) fn lanes(items: usize, k: usize) -> i32 {
     ks as i32
 }
 
+/// Bytes of shared memory that `n` weights of `w_size` bytes each take in a persistent
+/// kernel, padded to a whole float so that the staged input after them is aligned
+/// (`weight_floats` in common.cuh).
+fn weight_smem_bytes(n: usize, w_size: usize) -> usize {
+    (n * w_size).div_ceil(4) * 4
+}
+
 /// Plans a recurrence with `go` products of length `k` per (unit, row) over `h` units and
-/// `b` rows. `persistent_fn` is the cooperative kernel (for its occupancy).
+/// `b` rows, the weights stored in `w_size` bytes each (4 for f32, 2 for bf16 and f16: a
+/// half-width persistent kernel keeps twice the weights on chip). `persistent_fn` is the
+/// cooperative kernel (for its occupancy).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan<P: KernelParams>(
     device: &Device,
     persistent_fn: &Kernel<P>,
@@ -60,6 +70,7 @@ pub(crate) fn plan<P: KernelParams>(
     k: usize,
     h: usize,
     b: usize,
+    w_size: usize,
     want: RecurrencePath,
 ) -> Result<Plan> {
     let too_big = |v: usize| v > i32::MAX as usize / 8;
@@ -70,13 +81,13 @@ pub(crate) fn plan<P: KernelParams>(
     }
     let dev = device.info();
     if want != RecurrencePath::Step {
-        if let Some(p) = plan_persistent(device, persistent_fn, go, k, h, b)? {
+        if let Some(p) = plan_persistent(device, persistent_fn, go, k, h, b, w_size)? {
             return Ok(p);
         }
         if want == RecurrencePath::Persistent {
             return Err(backend_err(format!(
                 "the persistent recurrence cannot run here (H {h}, B {b}, {go}×{k} weights \
-                 per unit; {} SMs, {} bytes of shared memory per block{}): use \
+                 of {w_size} bytes per unit; {} SMs, {} bytes of shared memory per block{}): use \
                  RecurrencePath::Auto or Step",
                 dev.sms,
                 dev.max_smem_optin,
@@ -115,6 +126,7 @@ fn plan_persistent<P: KernelParams>(
     k: usize,
     h: usize,
     b: usize,
+    w_size: usize,
 ) -> Result<Option<Plan>> {
     let dev = device.info();
     if !dev.cooperative {
@@ -138,7 +150,7 @@ fn plan_persistent<P: KernelParams>(
         }
         let jt = h.div_ceil(max_nj);
         let nj = h.div_ceil(jt);
-        let w_bytes = go * jt * kp * 4;
+        let w_bytes = weight_smem_bytes(go * jt * kp, w_size);
         let btp = ceil4(bt);
         let min_stage = btp * k.min(32) * 4;
         if w_bytes + min_stage > limit {
@@ -196,10 +208,34 @@ pub(crate) struct Dims {
     pub h: i32,
 }
 
+/// The recurrent weights as a kernel reads them: f32 (the master parameters, for the
+/// `_f32` kernels) or the bits of a bf16 / f16 copy (for the `_bf16` / `_f16` kernels).
+#[derive(Clone, Copy)]
+pub(crate) enum Weights<'a> {
+    F32(View<'a, f32>),
+    Half(View<'a, u16>),
+}
+
+impl Weights<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Weights::F32(v) => v.len(),
+            Weights::Half(v) => v.len(),
+        }
+    }
+
+    fn ptr(&self, dev: &Device) -> Result<DevPtr> {
+        match self {
+            Weights::F32(v) => dev.ptr(*v),
+            Weights::Half(v) => dev.ptr(*v),
+        }
+    }
+}
+
 /// The buffers of a forward recurrence (`mr::FwdArgs`).
 pub(crate) struct FwdBuffers<'a> {
     pub a: View<'a, f32>,
-    pub w_hh: View<'a, f32>,
+    pub w_hh: Weights<'a>,
     pub b_ih: View<'a, f32>,
     pub b_hh: View<'a, f32>,
     pub s0: View<'a, f32>,
@@ -211,7 +247,7 @@ pub(crate) struct FwdBuffers<'a> {
 
 /// The buffers of a backward recurrence (`mr::BwdArgs`).
 pub(crate) struct BwdBuffers<'a> {
-    pub w_t: View<'a, f32>,
+    pub w_t: Weights<'a>,
     pub h_seq: View<'a, f32>,
     pub gates: View<'a, f32>,
     pub c_seq: View<'a, f32>,
@@ -259,7 +295,7 @@ pub(crate) fn fwd_args(
     check("s_final", buf.s_final.len(), b * s)?;
     Ok(FwdArgs {
         a: dev.ptr(buf.a)?,
-        w_hh: dev.ptr(buf.w_hh)?,
+        w_hh: buf.w_hh.ptr(dev)?,
         b_ih: dev.ptr(buf.b_ih)?,
         b_hh: dev.ptr(buf.b_hh)?,
         s0: dev.ptr(buf.s0)?,
@@ -327,7 +363,7 @@ pub(crate) fn bwd_args(
     check("dU", buf.du.len(), t * b * g * h)?;
     check("ds0", buf.ds0.len(), b * s)?;
     Ok(BwdArgs {
-        w_t: dev.ptr(buf.w_t)?,
+        w_t: buf.w_t.ptr(dev)?,
         h_seq: dev.ptr(buf.h_seq)?,
         gates: dev.ptr(buf.gates)?,
         c_seq: dev.ptr(buf.c_seq)?,
@@ -384,6 +420,56 @@ mod tests {
             assert!(p.kc as usize <= k && p.kc >= 1);
             assert!(p.smem <= 48 * 1024 * 4);
         }
+    }
+
+    /// Half-width weights take half the shared memory: on an H100-like device the
+    /// planner keeps on chip in bf16/f16 what does not fit in f32, and counts the padded
+    /// weight bytes exactly as common.cuh's `weight_floats` lays them out.
+    #[cfg(feature = "sim")]
+    #[test]
+    fn half_width_weights_plan_persistent_where_f32_cannot() {
+        use crate::device::sim::SimDevice;
+        use crate::kernels::{GRU_SEQ_BWD_BF16, GRU_SEQ_FWD, GRU_SEQ_FWD_F16, LSTM_SEQ_FWD};
+        let dev = Device::Sim(SimDevice::new(crate::SimProps::h100_like()).expect("sim"));
+        let auto = RecurrencePath::Auto;
+        // GRU, H 2048, B 64 (the `wide` batch): 16 units per block of 132 need
+        // 3·16·2049 weights, 393 KB in f32 (over the 227 KB limit), 197 KB in half.
+        let (g, h, b) = (3, 2048, 64);
+        let f32_plan = plan(&dev, &GRU_SEQ_FWD, g, h, h, b, 4, auto).expect("plan");
+        let half_plan = plan(&dev, &GRU_SEQ_FWD_F16, g, h, h, b, 2, auto).expect("plan");
+        assert!(!f32_plan.persistent, "{f32_plan:?}");
+        assert!(half_plan.persistent, "{half_plan:?}");
+        let (jt, kp) = (half_plan.jt as usize, h | 1);
+        let stage = ceil4(half_plan.bt as usize) * half_plan.kc as usize * 4;
+        assert_eq!(
+            half_plan.smem as usize,
+            weight_smem_bytes(g * jt * kp, 2) + stage
+        );
+        assert!(half_plan.smem as usize <= dev.info().max_smem_optin as usize);
+        let forced = plan(
+            &dev,
+            &GRU_SEQ_FWD,
+            g,
+            h,
+            h,
+            b,
+            4,
+            RecurrencePath::Persistent,
+        );
+        assert!(forced.is_err(), "f32 cannot be forced persistent here");
+        // Its backward (one product of length 3H per unit) likewise.
+        let bwd = plan(&dev, &GRU_SEQ_BWD_BF16, 1, g * h, h, b, 2, auto).expect("plan");
+        assert!(bwd.persistent, "{bwd:?}");
+        // TARGETS.md's `wide` shape (H 1024, B 64) is persistent in both: half precision
+        // frees shared memory for larger K chunks, never a worse plan.
+        let wide32 = plan(&dev, &LSTM_SEQ_FWD, 4, 1024, 1024, 64, 4, auto).expect("plan");
+        let wide16 = plan(&dev, &LSTM_SEQ_FWD, 4, 1024, 1024, 64, 2, auto).expect("plan");
+        eprintln!("wide LSTM forward plans: f32 {wide32:?}, half {wide16:?}");
+        assert!(wide32.persistent && wide16.persistent);
+        assert!(wide16.kc >= wide32.kc, "{wide16:?} vs {wide32:?}");
+        // An odd weight count pads to a whole float.
+        assert_eq!(weight_smem_bytes(3, 2), 8);
+        assert_eq!(weight_smem_bytes(3, 4), 12);
     }
 
     #[test]

@@ -6,9 +6,10 @@ use crate::device::{backend_err, Device, LaunchDims, View};
 use crate::kernels::DevPtr;
 use crate::kernels::{
     self, AdamGroupArgs, AdamParams, AxpyParams, ClipAdamEnsParams, ClipAdamParams, ColSumParams,
-    FillParams, OneHotParams, RepeatRowsParams, SpeedParams, SubParams, TransposeParams,
+    FillParams, OneHotParams, RepeatRowsParams, RoundParams, SpeedParams, SubParams,
+    TransposeParams,
 };
-use memrnn_core::Result;
+use memrnn_core::{Precision, Result};
 
 const THREADS: u32 = 256;
 
@@ -220,6 +221,78 @@ pub(crate) fn fill(dev: &Device, out: View<'_, f32>, v: f32) -> Result<()> {
     dev.launch(&kernels::FILL, grid1d(n, dev.info().sms), params)
 }
 
+/// The copies of `W_hh` that [`round_recurrent`] writes (any subset).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RoundOutputs<'a> {
+    /// `[R, C]` in the storage format (bf16 / f16 bits): the forward's weights.
+    pub half: Option<View<'a, u16>>,
+    /// `[C, R]`, the transpose, in the storage format: the backward's weights.
+    pub half_t: Option<View<'a, u16>>,
+    /// `[R, C]` rounded and widened back to f32: the weights of the ops that run the f32
+    /// kernels on rounded weights.
+    pub f32: Option<View<'a, f32>>,
+}
+
+/// `w [rows, cols]` rounded to `precision` (nearest, ties to even: exactly
+/// [`Precision::round`], except that a NaN becomes the canonical NaN) into `out`.
+/// `first_overflow` (one element, zeroed by the caller) becomes `rows·cols − i` for the
+/// first finite weight `i` that rounds to an infinity, and stays 0 when none does.
+pub(crate) fn round_recurrent(
+    dev: &Device,
+    precision: Precision,
+    w: View<'_, f32>,
+    rows: usize,
+    cols: usize,
+    out: RoundOutputs<'_>,
+    first_overflow: View<'_, u32>,
+) -> Result<()> {
+    let kernel = match precision {
+        Precision::Bf16 => &kernels::ROUND_RECURRENT_BF16,
+        Precision::F16 => &kernels::ROUND_RECURRENT_F16,
+        Precision::F32 => {
+            return Err(backend_err(
+                "internal: round_recurrent called for f32 weights",
+            ))
+        }
+    };
+    let n = rows
+        .checked_mul(cols)
+        .ok_or_else(|| backend_err("W_hh's size overflows"))?;
+    need("W_hh", w.len(), n)?;
+    need("overflow flag", first_overflow.len(), 1)?;
+    let null = DevPtr::default();
+    let params = RoundParams {
+        inp: dev.ptr(w)?,
+        out: match out.half {
+            Some(v) => {
+                need("half W_hh", v.len(), n)?;
+                dev.ptr(v)?
+            }
+            None => null,
+        },
+        out_t: match out.half_t {
+            Some(v) => {
+                need("half W_hhᵀ", v.len(), n)?;
+                dev.ptr(v)?
+            }
+            None => null,
+        },
+        out_f32: match out.f32 {
+            Some(v) => {
+                need("rounded W_hh", v.len(), n)?;
+                dev.ptr(v)?
+            }
+            None => null,
+        },
+        first_overflow: dev.ptr(first_overflow)?,
+        r: i32_of(rows, "W_hh rows")?,
+        c: i32_of(cols, "W_hh columns")?,
+    };
+    // Every non-null output holds rows·cols elements (checked above); the kernel writes
+    // indices below that and one flag element.
+    dev.launch(kernel, grid1d(n, dev.info().sms), params)
+}
+
 /// `y += alpha · x` over `n` elements.
 pub(crate) fn axpy(
     dev: &Device,
@@ -406,4 +479,143 @@ fn clip_params(
         bc2_sqrt: s.bc2_sqrt,
         eps: s.eps,
     })
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    use crate::device::sim::SimDevice;
+    use crate::SimProps;
+
+    fn sim() -> Device {
+        Device::Sim(SimDevice::new(SimProps::small()).expect("the simulated device"))
+    }
+
+    /// Values that exercise every rounding case of both formats: zeros, the f16 and bf16
+    /// subnormals and their ties, the overflow boundaries (65504, 65519.99, 65520 in f16;
+    /// the largest f32 values, which overflow bf16), infinities, NaNs, and random bits.
+    fn rounding_inputs(seed: u64) -> Vec<f32> {
+        let mut v = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            65504.0,
+            65519.99,
+            65520.0,
+            -65520.0,
+            1e5,
+            f32::MAX,
+            -f32::MAX,
+            f32::from_bits(0x7f7f_8000), // ties to even up to an infinity in bf16
+            f32::from_bits(0x7f7f_7fff),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7fa0_0001), // a signalling NaN pattern
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),                 // the smallest f32 subnormal
+            f32::from_bits(0x0040_8000),       // an f32 subnormal, a bf16 tie
+            (-24f32).exp2(),                   // the smallest f16 subnormal
+            (-25f32).exp2(),                   // half of it: a tie, rounds to 0
+            1.5 * (-25f32).exp2(),             // rounds up to the smallest subnormal
+            (-14f32).exp2() - (-25f32).exp2(), // rounds up into the normal range
+            3.0 * (-26f32).exp2(),
+        ];
+        for bits in (0..0x7c00u16).step_by(7) {
+            let h = half::f16::from_bits(bits).to_f32();
+            let next = half::f16::from_bits(bits + 1).to_f32();
+            v.extend([h, -h, (h + next) / 2.0, -(h + next) / 2.0]);
+        }
+        let mut state = seed;
+        for _ in 0..20_000 {
+            // splitmix64: random f32 bit patterns over the whole range
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            v.push(f32::from_bits((z ^ (z >> 31)) as u32));
+        }
+        v
+    }
+
+    fn same(got: f32, want: f32) -> bool {
+        // A NaN narrows to the canonical NaN (CUDA) where `half` keeps the payload.
+        if want.is_nan() {
+            got.is_nan()
+        } else {
+            got.to_bits() == want.to_bits()
+        }
+    }
+
+    /// The rounding kernel against `Precision::round` bit for bit (every output: the
+    /// half copy, its transpose and the widened f32 copy), and its overflow flag against
+    /// the first finite weight that the host sees overflow.
+    #[test]
+    fn round_recurrent_matches_precision_round_bit_for_bit() {
+        let seed = 0x00f1_6e15_u64;
+        let dev = sim();
+        let mut input = rounding_inputs(seed);
+        let cols = 37;
+        input.truncate(input.len() / cols * cols);
+        let rows = input.len() / cols;
+        let n = rows * cols;
+        for p in [Precision::Bf16, Precision::F16] {
+            let w = dev.htod(&input).expect("upload");
+            let half = dev.alloc::<u16>(n).expect("alloc");
+            let half_t = dev.alloc::<u16>(n).expect("alloc");
+            let wide = dev.alloc::<f32>(n).expect("alloc");
+            let flag = dev.zeros::<u32>(1).expect("alloc");
+            let out = RoundOutputs {
+                half: Some(half.all()),
+                half_t: Some(half_t.all()),
+                f32: Some(wide.all()),
+            };
+            round_recurrent(&dev, p, w.all(), rows, cols, out, flag.all()).expect("launch");
+            let (h, ht, f) = (
+                dev.dtoh(half.all()).expect("down"),
+                dev.dtoh(half_t.all()).expect("down"),
+                dev.dtoh(wide.all()).expect("down"),
+            );
+            let widen = |bits: u16| match p {
+                Precision::Bf16 => half::bf16::from_bits(bits).to_f32(),
+                _ => half::f16::from_bits(bits).to_f32(),
+            };
+            for (i, &x) in input.iter().enumerate() {
+                let want = p.round(x);
+                let (r, c) = (i / cols, i % cols);
+                let what = format!("seed {seed:#x}: {p}: round({x:e} = {:#010x})", x.to_bits());
+                assert!(same(widen(h[i]), want), "{what}: half {:#06x}", h[i]);
+                assert_eq!(h[i], ht[c * rows + r], "{what}: the transpose differs");
+                assert!(same(f[i], want), "{what}: f32 copy {:e}", f[i]);
+            }
+            let first = input
+                .iter()
+                .position(|x| x.is_finite() && !p.round(*x).is_finite())
+                .expect("the inputs overflow both formats");
+            let got = dev.dtoh(flag.all()).expect("down")[0] as usize;
+            assert_eq!(n - got, first, "{p}: the first overflowing weight");
+        }
+    }
+
+    /// No overflow leaves the flag at 0, and f32 is refused (an internal misuse).
+    #[test]
+    fn round_recurrent_flag_stays_clear_and_f32_is_refused() {
+        let dev = sim();
+        let w = dev
+            .htod(&[0.5f32, -3.0, 65504.0, 1e-9, f32::NAN, f32::INFINITY])
+            .expect("up");
+        let flag = dev.zeros::<u32>(1).expect("alloc");
+        let half = dev.alloc::<u16>(6).expect("alloc");
+        let out = RoundOutputs {
+            half: Some(half.all()),
+            ..Default::default()
+        };
+        round_recurrent(&dev, Precision::F16, w.all(), 2, 3, out, flag.all()).expect("launch");
+        assert_eq!(dev.dtoh(flag.all()).expect("down")[0], 0);
+        let err = round_recurrent(&dev, Precision::F32, w.all(), 2, 3, out, flag.all())
+            .expect_err("f32 has nothing to round");
+        assert!(err.to_string().contains("internal"), "{err}");
+    }
 }
