@@ -27,6 +27,7 @@ mutants=(
   "sp-member|slowpoints.cu|    const float* __restrict__ wf = mb.wf;|    const float* __restrict__ wf = members[0].wf;  // MUTANT: every tile reads member 0's weights|slowpoints_ensemble_gru"
   "half-widen|common.cuh|__device__ __forceinline__ float widen(__nv_bfloat16 w) { return __bfloat162float(w); }|__device__ __forceinline__ float widen(__nv_bfloat16 w) { return __bfloat162float(w) * 1.001f; }  // MUTANT: bf16 weights widened wrong|precision_rounded_rnn"
   "half-transpose|small.cu|            out_t[c * R + r] = q;|            out_t[i] = q;  // MUTANT: the backward's half W_hh not transposed|precision_rounded_gru"
+  "ens-member|common.cuh|const mr::FwdArgs a = mr::load_args(p.a + blockIdx.x / bpm);|const mr::FwdArgs a = mr::load_args(p.a); /* MUTANT: every block runs member 0 */|ensemble_gru_training_ops"
   "sp-compact|slowpoints.cu|    if (tid == 0) *count = running_total;|    if (tid == 0) *count = running_total > 0 ? running_total - 1 : 0;  // MUTANT: last active candidate dropped|slowpoints_search_rnn"
 )
 

@@ -35,7 +35,7 @@ impl FastCell for Lstm {
         n: usize,
     ) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2, 3, 4]) }
+        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2], wide: [3, 4]) }
     }
 
     #[inline(always)]
@@ -53,7 +53,8 @@ impl FastCell for Lstm {
             with_rows!(
                 n,
                 bwd_rows::<S, E>(s, ctx, carry, t, b0, units),
-                [1, 2, 3, 4, 5, 6, 7, 8]
+                [1, 2, 3, 4],
+                wide: [5, 6, 7, 8]
             )
         }
     }

@@ -30,6 +30,17 @@ macro_rules! with_rows {
             other => unreachable!("row tile of {other} rows: balanced_tile never exceeds the cell's maximum"),
         }
     };
+    // The row counts a 16-register level uses, and those a 32-register level adds: the
+    // branch on the constant `S::REGISTERS` is resolved at monomorphisation, so each SIMD
+    // level compiles only its own tile sizes (all of them for every level tripled the
+    // crate's build time).
+    ($n:expr, $f:ident::<$s:ty, $e:ty> $args:tt, [$($k:literal),+], wide: [$($w:literal),+]) => {
+        if <$s as $crate::fast::simd::Simd>::REGISTERS >= 32 {
+            with_rows!($n, $f::<$s, $e> $args, [$($k),+, $($w),+])
+        } else {
+            with_rows!($n, $f::<$s, $e> $args, [$($k),+])
+        }
+    };
 }
 
 pub mod gemm;
@@ -289,7 +300,8 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdJob<C, E> {
                     with_rows!(
                         n,
                         recurrent_grad::<S, E>(s, &self.ctx, t, b, self.carry.next_h, cols),
-                        [1, 2, 3, 4, 5, 6, 7, 8]
+                        [1, 2, 3, 4],
+                        wide: [5, 6, 7, 8]
                     );
                 }
                 b += n;
@@ -369,7 +381,8 @@ impl<C: FastCell, E: WeightElem> SimdJob for BwdUnitJob<'_, C, E> {
                         with_rows!(
                             n,
                             recurrent_grad::<S, E>(s, ctx, t, b, carry.next_h, cols.clone()),
-                            [1, 2, 3, 4, 5, 6, 7, 8]
+                            [1, 2, 3, 4],
+                        wide: [5, 6, 7, 8]
                         )
                     };
                     b += n;

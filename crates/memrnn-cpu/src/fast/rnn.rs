@@ -45,7 +45,8 @@ impl FastCell for Rnn {
             with_rows!(
                 n,
                 bwd_rows::<S, E>(s, ctx, carry, t, b0, units),
-                [1, 2, 3, 4, 5, 6, 7, 8]
+                [1, 2, 3, 4],
+                wide: [5, 6, 7, 8]
             )
         }
     }
