@@ -217,13 +217,6 @@ impl RealDevice {
     }
 
     pub(crate) fn sgemm(&self, g: &ColMajorGemm, a: DevPtr, b: DevPtr, c: DevPtr) -> Result<()> {
-        let op = |t: bool| {
-            if t {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            }
-        };
         let blas = self
             .blas
             .lock()
@@ -235,8 +228,8 @@ impl RealDevice {
         unsafe {
             cudarc::cublas::result::sgemm(
                 *blas.handle(),
-                op(g.trans_a),
-                op(g.trans_b),
+                cublas_op(g.trans_a),
+                cublas_op(g.trans_b),
                 g.m,
                 g.n,
                 g.k,
@@ -263,13 +256,6 @@ impl RealDevice {
         c: DevPtr,
         count: i32,
     ) -> Result<()> {
-        let op = |t: bool| {
-            if t {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            }
-        };
         let blas = self
             .blas
             .lock()
@@ -282,8 +268,8 @@ impl RealDevice {
         unsafe {
             cudarc::cublas::sys::cublasSgemmBatched(
                 *blas.handle(),
-                op(g.trans_a),
-                op(g.trans_b),
+                cublas_op(g.trans_a),
+                cublas_op(g.trans_b),
                 g.m,
                 g.n,
                 g.k,
@@ -304,5 +290,14 @@ impl RealDevice {
 
     pub(crate) fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(drv("synchronize"))
+    }
+}
+
+/// cuBLAS's transpose flag for `t`.
+fn cublas_op(t: bool) -> cublasOperation_t {
+    if t {
+        cublasOperation_t::CUBLAS_OP_T
+    } else {
+        cublasOperation_t::CUBLAS_OP_N
     }
 }

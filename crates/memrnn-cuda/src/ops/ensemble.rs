@@ -15,9 +15,9 @@
 //! how the K-length dot products are split over a warp's lanes (`ks`), so a member's result
 //! is its lone result up to f32 reordering of those sums, bit for bit where `ks` agrees.
 
-use crate::device::{backend_err, Device, LaunchDims};
+use crate::device::{backend_err, Device, Elem, LaunchDims};
 use crate::kernels::{
-    BwdArgs, FwdArgs, Kernel, KernelParams, RecBwdEnsParams, RecFwdEnsParams, TileArgs,
+    BwdArgs, DevPtr, FwdArgs, Kernel, KernelParams, RecBwdEnsParams, RecFwdEnsParams, TileArgs,
 };
 use crate::ops::recurrence::{ceil4, lanes, Plan, THREADS};
 use memrnn_core::Result;
@@ -273,28 +273,20 @@ pub(crate) fn forward(
     plan: &EnsemblePlan,
     args: &[FwdArgs],
 ) -> Result<()> {
-    same_shape(args.iter().map(|a| (a.t, a.b, a.h)))?;
-    for r in plan.groups(args.len()) {
-        let n = r.len();
-        let table = dev.htod(&args[r])?;
-        let (tile, members, blocks_per_member) = plan.params(n)?;
-        // Every member's buffers were checked by recurrence::fwd_args for the shape all of
-        // them share (checked above); `table` holds the n argument structs the n ·
-        // blocks_per_member blocks read; the tiling passed the co-residency check for
-        // per_launch ≥ n members at this shared memory. `table` lives until the
-        // synchronous launch has been queued and is freed in stream order.
-        dev.launch(
-            ens_fn,
-            plan.dims(n),
-            RecFwdEnsParams {
-                a: dev.ptr(table.all())?,
-                tile,
-                members,
-                blocks_per_member,
-            },
-        )?;
-    }
-    Ok(())
+    let shape = |a: &FwdArgs| (a.t, a.b, a.h);
+    launch_groups(
+        dev,
+        ens_fn,
+        plan,
+        args,
+        shape,
+        |a, tile, members, blocks_per_member| RecFwdEnsParams {
+            a,
+            tile,
+            members,
+            blocks_per_member,
+        },
+    )
 }
 
 /// Runs the backward recurrence of every member (`args`, built by
@@ -305,22 +297,44 @@ pub(crate) fn backward(
     plan: &EnsemblePlan,
     args: &[BwdArgs],
 ) -> Result<()> {
-    same_shape(args.iter().map(|a| (a.t, a.b, a.h)))?;
+    let shape = |a: &BwdArgs| (a.t, a.b, a.h);
+    launch_groups(
+        dev,
+        ens_fn,
+        plan,
+        args,
+        shape,
+        |a, tile, members, blocks_per_member| RecBwdEnsParams {
+            a,
+            tile,
+            members,
+            blocks_per_member,
+        },
+    )
+}
+
+/// One cooperative launch of `ens_fn` per group of `plan`, its members' argument structs
+/// uploaded as the table the kernel indexes by member.
+fn launch_groups<A: Elem, P: KernelParams>(
+    dev: &Device,
+    ens_fn: &Kernel<P>,
+    plan: &EnsemblePlan,
+    args: &[A],
+    shape: impl Fn(&A) -> (i32, i32, i32),
+    params: impl Fn(DevPtr, TileArgs, i32, i32) -> P,
+) -> Result<()> {
+    same_shape(args.iter().map(shape))?;
     for r in plan.groups(args.len()) {
         let n = r.len();
         let table = dev.htod(&args[r])?;
         let (tile, members, blocks_per_member) = plan.params(n)?;
-        // As in `forward`.
-        dev.launch(
-            ens_fn,
-            plan.dims(n),
-            RecBwdEnsParams {
-                a: dev.ptr(table.all())?,
-                tile,
-                members,
-                blocks_per_member,
-            },
-        )?;
+        // Every member's buffers were checked by recurrence::{fwd,bwd}_args for the shape
+        // all of them share (checked above); `table` holds the n argument structs the n ·
+        // blocks_per_member blocks read; the tiling passed the co-residency check for
+        // per_launch ≥ n members at this shared memory. `table` lives until the
+        // synchronous launch has been queued and is freed in stream order.
+        let p = params(dev.ptr(table.all())?, tile, members, blocks_per_member);
+        dev.launch(ens_fn, plan.dims(n), p)?;
     }
     Ok(())
 }
