@@ -348,6 +348,50 @@ impl CudaBackend {
     }
 }
 
+/// What `check_clip_adam_update` checks of each group: its lengths and step count.
+fn group_lens(groups: &[AdamGroup<'_, CudaTensor>]) -> Vec<(usize, usize, usize, usize, u64)> {
+    groups
+        .iter()
+        .map(|g| {
+            (
+                g.params.len,
+                g.grad.len,
+                g.state.m.len,
+                g.state.v.len,
+                g.state.step,
+            )
+        })
+        .collect()
+}
+
+/// What `check_clip_adam_update` checks of a guard.
+fn guard_lens(guard: Option<&StepGuard<'_, CudaTensor>>) -> Option<(usize, usize, f32)> {
+    guard.map(|g| (g.loss.len, g.halted.len, g.max_loss))
+}
+
+/// The clipped Adam kernels' view of each group.
+fn group_views<'a>(groups: &'a [AdamGroup<'_, CudaTensor>]) -> Vec<small::GroupViews<'a>> {
+    groups
+        .iter()
+        .map(|g| {
+            (
+                g.params.v(),
+                g.grad.v(),
+                g.state.m.v(),
+                g.state.v.v(),
+                g.params.len,
+            )
+        })
+        .collect()
+}
+
+/// The clipped Adam kernels' view of a guard.
+fn guard_views<'a>(
+    guard: Option<&'a StepGuard<'_, CudaTensor>>,
+) -> Option<(View<'a, f32>, View<'a, f32>, f32)> {
+    guard.map(|g| (g.loss.v(), g.halted.v(), g.max_loss))
+}
+
 fn dims(shape: SeqShape, cell: &CellDims) -> Result<Dims> {
     let c = |v: usize, what: &str| {
         i32::try_from(v).map_err(|_| backend_err(format!("{what} = {v} exceeds 32 bits")))
@@ -929,39 +973,11 @@ impl Backend for CudaBackend {
         guard: Option<StepGuard<'_, CudaTensor>>,
         cfg: &AdamConfig,
     ) -> Result<CudaTensor> {
-        let lens: Vec<_> = groups
-            .iter()
-            .map(|g| {
-                (
-                    g.params.len,
-                    g.grad.len,
-                    g.state.m.len,
-                    g.state.v.len,
-                    g.state.step,
-                )
-            })
-            .collect();
-        let guard_lens = guard
-            .as_ref()
-            .map(|g| (g.loss.len, g.halted.len, g.max_loss));
-        check_clip_adam_update(&lens, guard_lens, clip, cfg)?;
+        check_clip_adam_update(&group_lens(groups), guard_lens(guard.as_ref()), clip, cfg)?;
         let out = self.out(CLIP_NORM_LEN)?;
         let sc = adam_scalars(cfg, groups[0].state.step);
-        let views: Vec<small::GroupViews<'_>> = groups
-            .iter()
-            .map(|g| {
-                (
-                    g.params.v(),
-                    g.grad.v(),
-                    g.state.m.v(),
-                    g.state.v.v(),
-                    g.params.len,
-                )
-            })
-            .collect();
-        let guard_views = guard
-            .as_ref()
-            .map(|g| (g.loss.v(), g.halted.v(), g.max_loss));
+        let views = group_views(groups);
+        let guard_views = guard_views(guard.as_ref());
         small::clip_adam(&self.dev, &views, out.all(), guard_views, clip, &sc)?;
         drop(views);
         for g in groups.iter_mut() {
@@ -982,49 +998,22 @@ impl Backend for CudaBackend {
         let n = members.len();
         let mut outs = Vec::with_capacity(n);
         for (i, m) in members.iter().enumerate() {
-            let lens: Vec<_> = m
-                .groups
-                .iter()
-                .map(|g| {
-                    (
-                        g.params.len,
-                        g.grad.len,
-                        g.state.m.len,
-                        g.state.v.len,
-                        g.state.step,
-                    )
-                })
-                .collect();
-            let guard_lens = m
-                .guard
-                .as_ref()
-                .map(|g| (g.loss.len, g.halted.len, g.max_loss));
-            check_clip_adam_update(&lens, guard_lens, clip, cfg)
-                .map_err(|e| member_error(i, n, e))?;
+            check_clip_adam_update(
+                &group_lens(&m.groups),
+                guard_lens(m.guard.as_ref()),
+                clip,
+                cfg,
+            )
+            .map_err(|e| member_error(i, n, e))?;
             outs.push(self.out(CLIP_NORM_LEN)?);
         }
         let views: Vec<small::MemberViews<'_>> = members
             .iter()
             .zip(&outs)
             .map(|(m, out)| small::MemberViews {
-                groups: m
-                    .groups
-                    .iter()
-                    .map(|g| {
-                        (
-                            g.params.v(),
-                            g.grad.v(),
-                            g.state.m.v(),
-                            g.state.v.v(),
-                            g.params.len,
-                        )
-                    })
-                    .collect(),
+                groups: group_views(&m.groups),
                 clip: out.all(),
-                guard: m
-                    .guard
-                    .as_ref()
-                    .map(|g| (g.loss.v(), g.halted.v(), g.max_loss)),
+                guard: guard_views(m.guard.as_ref()),
                 scalars: adam_scalars(cfg, m.groups[0].state.step),
             })
             .collect();
