@@ -5,7 +5,7 @@
 use memrnn_core::{
     real::convert, AdamConfig, Backend, CellDims, CellKind, Error, Precision, SeqShape, SeqUpstream,
 };
-use memrnn_cpu::{reference, CpuBackend, SimdLevel};
+use memrnn_cpu::{reference, CpuBackend, FwdSplit, SimdLevel};
 use memrnn_testkit::{
     assert_all_close, assert_close, awkward_cases, random_params, rng, test_seed, uniform, Case,
 };
@@ -283,6 +283,57 @@ fn avx2_and_avx512vl_give_identical_bits() {
             assert!(a.0 == b.0 && a.1 == b.1, "{what}: forward differs");
             assert!(a.2 == b.2, "{what}: dparams differ");
             assert!(a.3 == b.3 && a.4 == b.4, "{what}: ds0/dx differ");
+        }
+    }
+}
+
+/// The forward's two ways of sharing work between threads (each thread its own batch
+/// rows over the whole time loop, or its own unit tiles with a meeting per step) give the
+/// same bits, with 2 and 3 threads, every cell and weight precision, at batches that
+/// leave rows over in the row tiles and hidden sizes from one unit tile (H 7: the unit
+/// split degenerates to the batch split) to several (H 45, 70) split unevenly.
+#[test]
+fn forward_batch_and_unit_splits_give_identical_bits() {
+    for (kind, batch, hidden) in CellKind::ALL
+        .into_iter()
+        .flat_map(|k| [(k, 1, 45), (k, 5, 70), (k, 8, 45), (k, 13, 7)])
+    {
+        let case = Case {
+            cell: CellDims::new(kind, 6, hidden).unwrap(),
+            shape: SeqShape::new(4, batch).unwrap(),
+        };
+        let (cell, shape) = (case.cell, case.shape);
+        let seed = test_seed(&format!("fwd-split-{kind}-{batch}-{hidden}"), 19);
+        let inp = inputs(&case, seed);
+        let (p, x, s0): (Vec<f32>, Vec<f32>, Vec<f32>) =
+            (convert(&inp.params), convert(&inp.x), convert(&inp.s0));
+        for precision in Precision::ALL {
+            for threads in [2, 3] {
+                let run = |split: FwdSplit| {
+                    let be = CpuBackend::new()
+                        .with_threads(threads)
+                        .unwrap()
+                        .with_precision(precision)
+                        .with_forward_split(split)
+                        .with_poisoned_scratch(true);
+                    let f = be.seq_forward(&cell, &p, shape, &x, Some(&s0)).unwrap();
+                    (f.h_seq, f.s_final)
+                };
+                let batch_split = run(FwdSplit::Batch);
+                let what = format!(
+                    "{kind} B{batch} H{hidden} {precision} {threads} threads (seed {seed})"
+                );
+                assert!(
+                    batch_split.0.iter().all(|v| v.is_finite()),
+                    "{what}: batch split left NaN"
+                );
+                for split in [FwdSplit::Units, FwdSplit::Auto] {
+                    assert!(
+                        run(split) == batch_split,
+                        "{what}: {split:?} differs from the batch split"
+                    );
+                }
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p memrnn-benches --bin kernel -- FAMILY [--backend cpu|cuda|cuda-sim]
 //!     [--shape tiny|paper|small-batch|long|wide] [--reps N] [--threads N] [--simd LEVEL]
-//!     [--points N] [--cell gru] [--precision f32|bf16|f16]
+//!     [--points N] [--cell gru] [--precision f32|bf16|f16] [--fwd-split auto|batch|units]
 //! ```
 //!
 //! Families: `rnn`, `gru`, `lstm` (sequence forward, then forward + backward: a training
@@ -28,7 +28,7 @@ use memrnn_core::{
     adam_update_host, real::convert, AdamConfig, Backend, CellDims, CellKind, Precision, SeqShape,
     SeqUpstream,
 };
-use memrnn_cpu::{reference, CpuBackend};
+use memrnn_cpu::{reference, CpuBackend, FwdSplit};
 use memrnn_testkit::{random_params, rel_err_norm, rng, uniform};
 
 /// Relative error in norm allowed between an f32 backend and the f64 reference (the
@@ -303,6 +303,14 @@ fn main() {
             }
             if let Some(t) = arg::<usize>(&args, "--threads") {
                 be = be.with_threads(t).unwrap_or_else(|e| fail(e.to_string()));
+            }
+            if let Some(split) = arg::<String>(&args, "--fwd-split") {
+                be = be.with_forward_split(match split.as_str() {
+                    "auto" => FwdSplit::Auto,
+                    "batch" => FwdSplit::Batch,
+                    "units" => FwdSplit::Units,
+                    other => fail(format!("--fwd-split {other:?}: give auto, batch or units")),
+                });
             }
             run_family(&be, &|| {}, &family, &args, s)
         }

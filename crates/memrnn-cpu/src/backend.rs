@@ -1,6 +1,6 @@
 //! [`CpuBackend`]: the `Backend` trait on the CPU fast path.
 
-use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions};
+use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions, FwdSplit};
 use memrnn_core::backend::{check_slow_point_args, SlowPointConfig, SlowPointSearch};
 use memrnn_core::checks::{
     check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
@@ -80,6 +80,13 @@ impl CpuBackend {
     /// throughout; see [`memrnn_core::Precision`]).
     pub fn with_precision(mut self, precision: memrnn_core::Precision) -> Self {
         self.opts.precision = precision;
+        self
+    }
+
+    /// How the forward time loop shares its work between threads (default
+    /// [`FwdSplit::Auto`]); the results are the same bit for bit, only the speed differs.
+    pub fn with_forward_split(mut self, split: FwdSplit) -> Self {
+        self.opts.fwd_split = split;
         self
     }
 

@@ -280,7 +280,7 @@ impl<C: FastCell> SimdJob for ChunkJob<'_, C> {
                 // SAFETY: the buffers behind fctx are this task's own and sized for one
                 // step of `n` rows (hs, cs [2, n, Hp]; a [n, G·Hp]; gates [n, cw]), with
                 // b + cnt ≤ active ≤ n; step 0's inputs (row s of every slot) are set.
-                unsafe { C::fwd_block(s, &fctx, 0, b, cnt) };
+                unsafe { C::fwd_block(s, &fctx, 0, b, cnt, 0..hp / LANES) };
                 b += cnt;
             }
             // The speed at each slot's current state, and the stopping rule.

@@ -33,9 +33,10 @@ impl FastCell for Gru {
         t: usize,
         b0: usize,
         n: usize,
+        units: Range<usize>,
     ) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2, 3], wide: [4, 5, 6]) }
+        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0, units), [1, 2, 3], wide: [4, 5, 6]) }
     }
 
     #[inline(always)]
@@ -66,6 +67,7 @@ unsafe fn fwd_rows<S: Simd, E: WeightElem, const R: usize>(
     ctx: &FwdCtx<E>,
     t: usize,
     b0: usize,
+    units: Range<usize>,
 ) {
     let (hp, h) = (ctx.hp, ctx.h);
     let gh = 3 * hp;
@@ -75,7 +77,7 @@ unsafe fn fwd_rows<S: Simd, E: WeightElem, const R: usize>(
         // exist in every [T(+1), B, ·] buffer, and column offsets stay below the row width.
         *p = unsafe { ctx.hs.add((t * ctx.batch + b0 + r) * hp) };
     }
-    for q in 0..hp / LANES {
+    for q in units {
         let o = q * LANES;
         // SAFETY: see above; b_hh has G·Hp floats.
         let bias = unsafe {

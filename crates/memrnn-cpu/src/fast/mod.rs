@@ -72,6 +72,26 @@ pub struct FastOptions {
     pub poison_scratch: bool,
     /// Storage of `W_hh` in the recurrent product (f32 arithmetic whatever it is).
     pub precision: Precision,
+    /// How the forward time loop shares its work between threads.
+    pub fwd_split: FwdSplit,
+}
+
+/// How the forward time loop shares its work between threads. Results are bit for bit
+/// the same whichever is chosen (an element's arithmetic does not depend on the split);
+/// only the speed differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FwdSplit {
+    /// [`FwdSplit::Units`] where the batch has fewer row tiles than there are threads
+    /// (the batch split would leave threads idle), else [`FwdSplit::Batch`].
+    #[default]
+    Auto,
+    /// Each thread runs the whole time loop for its own batch rows, all units, with no
+    /// synchronisation between steps; every thread streams all of `W_hh` each step.
+    Batch,
+    /// Each thread computes its own range of 8-unit tiles for every row and the threads
+    /// meet once per step (the next step reads every unit); each thread streams only its
+    /// share of `W_hh`.
+    Units,
 }
 
 impl Default for FastOptions {
@@ -80,6 +100,7 @@ impl Default for FastOptions {
             simd: SimdLevel::detect(),
             poison_scratch: false,
             precision: Precision::F32,
+            fwd_split: FwdSplit::Auto,
         }
     }
 }
@@ -93,17 +114,21 @@ pub trait FastCell {
     /// a broadcast, must fit without spilling.
     fn row_tile(registers: usize) -> usize;
 
-    /// Forward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ row_tile(S::REGISTERS)`).
+    /// Forward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ row_tile(S::REGISTERS)`) and the
+    /// 8-unit tiles `units`.
     ///
     /// # Safety
-    /// The buffers behind `ctx` have the documented sizes, the rows belong to the calling
-    /// task, and steps before `t` have been computed for them.
+    /// The buffers behind `ctx` have the documented sizes, no other task touches the
+    /// block (rows `b0..b0+n`, unit tiles `units`) of step `t + 1`'s states and step
+    /// `t`'s gate cache meanwhile, and step `t`'s states are complete for these rows (all
+    /// their units).
     unsafe fn fwd_block<S: Simd, E: WeightElem>(
         s: S,
         ctx: &FwdCtx<E>,
         t: usize,
         b0: usize,
         n: usize,
+        units: Range<usize>,
     );
 
     /// The gate part of backward step `t` for rows `b0..b0+n` (`1 ≤ n ≤ 8`) and the
@@ -262,15 +287,54 @@ impl<C: FastCell, E: WeightElem> SimdJob for FwdJob<C, E> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
+        let units = 0..self.ctx.hp / LANES;
         for t in 0..self.steps {
             let mut b = self.rows.start;
             while b < self.rows.end {
                 let n = balanced_tile(self.rows.end - b, C::row_tile(S::REGISTERS));
                 // SAFETY: seq_forward sized every buffer for [T(+1), B, ·] and gave this
-                // task the rows self.rows alone; steps run in order.
-                unsafe { C::fwd_block(s, &self.ctx, t, b, n) };
+                // task the rows self.rows alone (all units); steps run in order.
+                unsafe { C::fwd_block(s, &self.ctx, t, b, n, units.clone()) };
                 b += n;
             }
+        }
+    }
+}
+
+/// Forward, units split: one member of a [`PhaseTeam`] with one phase per step, whose
+/// parts are contiguous ranges of 8-unit tiles, every row.
+struct FwdUnitJob<'a, C, E> {
+    ctx: FwdCtx<E>,
+    steps: usize,
+    team: &'a PhaseTeam,
+    cell: PhantomData<fn() -> C>,
+}
+
+impl<C: FastCell, E: WeightElem> SimdJob for FwdUnitJob<'_, C, E> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let (batch, team) = (self.ctx.batch, self.team);
+        let unit_tiles = self.ctx.hp / LANES;
+        let home = team.join();
+        for t in 0..self.steps {
+            // The loop body is written here, not passed as a closure: see
+            // `PhaseTeam::phase` for why.
+            let mut phase = team.phase(t, home);
+            for part in phase.by_ref() {
+                let units = split_range(unit_tiles, team.parts(), part);
+                let mut b = 0;
+                while b < batch {
+                    let n = balanced_tile(batch - b, C::row_tile(S::REGISTERS));
+                    // SAFETY: the team hands this part to one task alone, and the part
+                    // writes only its own unit tiles of step t + 1's states and step t's
+                    // gate cache; the phase of step t − 1, which completed every unit of
+                    // step t's states, is done.
+                    unsafe { C::fwd_block(s, &self.ctx, t, b, n, units.clone()) };
+                    b += n;
+                }
+            }
+            phase.wait();
         }
     }
 }
@@ -321,9 +385,8 @@ fn split_range(n: usize, team: usize, member: usize) -> Range<usize> {
 /// `W_hh` each step (the LSTM's at H 256 is 1 MiB, an L2's worth, from L3), while
 /// splitting the units keeps each thread's half of the backward panels resident in its L2
 /// (faster for the small-batch LSTM training step: benches/RESULTS.md). The forward pass
-/// always splits the batch: there the unit split re-reads each 32 KiB panel more often
-/// and measured slower. Results are identical either way: an element's arithmetic does not depend on
-/// the split.
+/// decides for itself ([`fwd_split_units`]). Results are identical either way: an
+/// element's arithmetic does not depend on the split.
 fn split_units(batch: usize, hp: usize, threads: usize) -> bool {
     threads > 1 && batch < 8 * threads && hp / (2 * LANES) >= threads
 }
@@ -741,16 +804,51 @@ fn run_forward<C: FastCell, E: WeightElem>(
 ) {
     let panels = recurrent::pack_forward::<E>(cell, w_hh);
     let ctx = ctx.with_panels(panels.as_ptr());
-    batch_tasks(ctx.batch, C::row_tile(opts.simd.registers()))
-        .into_par_iter()
-        .for_each(|rows| {
-            opts.simd.run(FwdJob::<C, E> {
+    let threads = rayon::current_num_threads();
+    let tile = C::row_tile(opts.simd.registers());
+    if fwd_split_units(opts.fwd_split, ctx.batch, ctx.hp, tile, threads) {
+        // As in the backward: parts run on the backend's own pool and no part waits for
+        // a member that has not started, so this cannot deadlock.
+        let team = PhaseTeam::new(steps, threads);
+        let member = || {
+            opts.simd.run(FwdUnitJob::<C, E> {
                 ctx,
                 steps,
-                rows,
+                team: &team,
                 cell: PhantomData,
             })
+        };
+        rayon::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(|_| member());
+            }
+            member();
         });
+    } else {
+        batch_tasks(ctx.batch, tile)
+            .into_par_iter()
+            .for_each(|rows| {
+                opts.simd.run(FwdJob::<C, E> {
+                    ctx,
+                    steps,
+                    rows,
+                    cell: PhantomData,
+                })
+            });
+    }
+}
+
+/// Whether the forward time loop splits the units (not the batch) across `threads`:
+/// as `split` says, or, for [`FwdSplit::Auto`], when the batch has fewer row tiles of
+/// `tile` than there are threads, so that splitting it would leave threads idle. A
+/// single unit tile cannot be split.
+fn fwd_split_units(split: FwdSplit, batch: usize, hp: usize, tile: usize, threads: usize) -> bool {
+    let possible = threads > 1 && hp / LANES > 1;
+    match split {
+        FwdSplit::Batch => false,
+        FwdSplit::Units => possible,
+        FwdSplit::Auto => possible && batch.div_ceil(tile) < threads,
+    }
 }
 
 /// The backward time loop with `W_hh` packed into panels of `E` (`ctx` complete but for

@@ -25,9 +25,16 @@ impl FastCell for Rnn {
         t: usize,
         b0: usize,
         n: usize,
+        units: Range<usize>,
     ) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0), [1, 2, 3, 4, 5, 6, 7, 8]) }
+        unsafe {
+            with_rows!(
+                n,
+                fwd_rows::<S, E>(s, ctx, t, b0, units),
+                [1, 2, 3, 4, 5, 6, 7, 8]
+            )
+        }
     }
 
     #[inline(always)]
@@ -58,6 +65,7 @@ unsafe fn fwd_rows<S: Simd, E: WeightElem, const R: usize>(
     ctx: &FwdCtx<E>,
     t: usize,
     b0: usize,
+    units: Range<usize>,
 ) {
     let (hp, h) = (ctx.hp, ctx.h);
     let mut prev = [std::ptr::null::<f32>(); R];
@@ -66,7 +74,7 @@ unsafe fn fwd_rows<S: Simd, E: WeightElem, const R: usize>(
         // exist in every [T(+1), B, ·] buffer, and column offsets stay below the row width.
         *p = unsafe { ctx.hs.add((t * ctx.batch + b0 + r) * hp) };
     }
-    for q in 0..hp / LANES {
+    for q in units {
         let o = q * LANES;
         // SAFETY: see above; b_hh has Hp floats.
         let mut acc = [[unsafe { s.load(ctx.b_hh.add(o)) }]; R];
