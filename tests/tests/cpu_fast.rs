@@ -5,7 +5,7 @@
 use memrnn_core::{
     real::convert, AdamConfig, Backend, CellDims, CellKind, Error, Precision, SeqShape, SeqUpstream,
 };
-use memrnn_cpu::{reference, CpuBackend, FwdSplit, SimdLevel};
+use memrnn_cpu::{reference, CpuBackend, FwdSplit, PanelFormat, SimdLevel};
 use memrnn_testkit::{
     assert_all_close, assert_close, awkward_cases, random_params, rng, test_seed, uniform, Case,
 };
@@ -269,6 +269,7 @@ fn avx2_and_avx512vl_give_identical_bits() {
                     .with_simd(level)
                     .unwrap()
                     .with_precision(precision)
+                    .with_panel_format(PanelFormat::Storage)
                     .with_poisoned_scratch(true);
                 let f = be.seq_forward(&cell, &p, shape, &x, Some(&s0)).unwrap();
                 let up = SeqUpstream {
@@ -315,6 +316,7 @@ fn forward_batch_and_unit_splits_give_identical_bits() {
                         .unwrap()
                         .with_precision(precision)
                         .with_forward_split(split)
+                        .with_panel_format(PanelFormat::Storage)
                         .with_poisoned_scratch(true);
                     let f = be.seq_forward(&cell, &p, shape, &x, Some(&s0)).unwrap();
                     (f.h_seq, f.s_final)

@@ -3,11 +3,14 @@
 //! arithmetic is the same f32 arithmetic in the same order, so nothing but the storage
 //! may differ), forward and backward, every cell, awkward shapes and the small-batch
 //! unit split, every SIMD level, 1 and 2 threads, scratch NaN-poisoned; the slow-point
-//! searches likewise; bad combinations give clear errors.
+//! searches likewise; bad combinations give clear errors. Each half-precision run is made
+//! with the panels in each format (`PanelFormat::Storage`: the half-width weights widened
+//! in registers; `PanelFormat::F32`: f32 panels of the rounded values; `Auto` picks one
+//! of these by cache size), and every format must give the same bits.
 
 use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
 use memrnn_core::{Backend, CellDims, CellKind, Error, Precision, SeqShape, SeqUpstream};
-use memrnn_cpu::{CpuBackend, SimdLevel};
+use memrnn_cpu::{CpuBackend, PanelFormat, SimdLevel};
 use memrnn_testkit::{awkward_cases, random_params, rng, test_seed, uniform, Case};
 
 /// The awkward shapes plus one that takes the backward's unit split on two threads
@@ -23,7 +26,19 @@ fn cases(kind: CellKind) -> Vec<Case> {
     v
 }
 
+/// A backend with the panels in the half-width format whenever the precision has one, so
+/// that the widening code is what these tests run (the default would choose f32 panels
+/// at these small sizes).
 fn backend(level: SimdLevel, threads: usize, precision: Precision) -> CpuBackend {
+    backend_with(level, threads, precision, PanelFormat::Storage)
+}
+
+fn backend_with(
+    level: SimdLevel,
+    threads: usize,
+    precision: Precision,
+    format: PanelFormat,
+) -> CpuBackend {
     CpuBackend::new()
         .with_simd(level)
         .unwrap()
@@ -31,6 +46,7 @@ fn backend(level: SimdLevel, threads: usize, precision: Precision) -> CpuBackend
         .unwrap()
         .with_poisoned_scratch(true)
         .with_precision(precision)
+        .with_panel_format(format)
 }
 
 /// Forward and backward (every upstream, `dx`), all outputs flattened.
@@ -79,20 +95,27 @@ fn half_storage_equals_f32_on_rounded_weights_bit_for_bit() {
                             "{kind} {:?} {:?} {prec} {level:?} {threads} thread(s) (seed {seed})",
                             case.cell, case.shape
                         );
-                        let half = run(&backend(level, threads, prec), &case, &raw, seed);
                         let f32_run = run(
                             &backend(level, threads, Precision::F32),
                             &case,
                             &rounded,
                             seed,
                         );
-                        for (o, (a, b)) in bits(&half).iter().zip(bits(&f32_run)).enumerate() {
-                            assert_eq!(a, &b, "{what}: output {o} differs");
+                        for format in [PanelFormat::Storage, PanelFormat::F32, PanelFormat::Auto] {
+                            let half = run(
+                                &backend_with(level, threads, prec, format),
+                                &case,
+                                &raw,
+                                seed,
+                            );
+                            for (o, (a, b)) in bits(&half).iter().zip(bits(&f32_run)).enumerate() {
+                                assert_eq!(a, &b, "{what} {format:?} panels: output {o} differs");
+                            }
+                            assert!(
+                                half.iter().flatten().all(|v| v.is_finite()),
+                                "{what} {format:?} panels: non-finite output"
+                            );
                         }
-                        assert!(
-                            half.iter().flatten().all(|v| v.is_finite()),
-                            "{what}: non-finite output"
-                        );
                     }
                 }
             }

@@ -7,6 +7,7 @@
 //! cargo run --release -p memrnn-benches --bin kernel -- FAMILY [--backend cpu|cuda|cuda-sim]
 //!     [--shape tiny|paper|small-batch|long|wide] [--reps N] [--threads N] [--simd LEVEL]
 //!     [--points N] [--cell gru] [--precision f32|bf16|f16] [--fwd-split auto|batch|units]
+//!     [--panels auto|storage|f32]
 //! ```
 //!
 //! Families: `rnn`, `gru`, `lstm` (sequence forward, then forward + backward: a training
@@ -28,7 +29,7 @@ use memrnn_core::{
     adam_update_host, real::convert, AdamConfig, Backend, CellDims, CellKind, Precision, SeqShape,
     SeqUpstream,
 };
-use memrnn_cpu::{reference, CpuBackend, FwdSplit};
+use memrnn_cpu::{reference, CpuBackend, FwdSplit, PanelFormat};
 use memrnn_testkit::{random_params, rel_err_norm, rng, uniform};
 
 /// Relative error in norm allowed between an f32 backend and the f64 reference (the
@@ -310,6 +311,14 @@ fn main() {
                     "batch" => FwdSplit::Batch,
                     "units" => FwdSplit::Units,
                     other => fail(format!("--fwd-split {other:?}: give auto, batch or units")),
+                });
+            }
+            if let Some(format) = arg::<String>(&args, "--panels") {
+                be = be.with_panel_format(match format.as_str() {
+                    "auto" => PanelFormat::Auto,
+                    "storage" => PanelFormat::Storage,
+                    "f32" => PanelFormat::F32,
+                    other => fail(format!("--panels {other:?}: give auto, storage or f32")),
                 });
             }
             run_family(&be, &|| {}, &family, &args, s)

@@ -1,6 +1,6 @@
 //! [`CpuBackend`]: the `Backend` trait on the CPU fast path.
 
-use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions, FwdSplit};
+use crate::fast::{self, simd::SimdLevel, FastCache, FastOptions, FwdSplit, PanelFormat};
 use memrnn_core::backend::{check_slow_point_args, SlowPointConfig, SlowPointSearch};
 use memrnn_core::checks::{
     check_adam_update, check_axpy, check_clip_adam_update, check_copy_into, check_delay_inputs,
@@ -87,6 +87,15 @@ impl CpuBackend {
     /// [`FwdSplit::Auto`]); the results are the same bit for bit, only the speed differs.
     pub fn with_forward_split(mut self, split: FwdSplit) -> Self {
         self.opts.fwd_split = split;
+        self
+    }
+
+    /// In a half precision, which element type holds the recurrent panels (default
+    /// [`PanelFormat::Auto`]: the half-width format where it saves cache misses, f32
+    /// holding the rounded values where the weights stay in cache anyway); the results
+    /// are the same bit for bit, only the speed differs.
+    pub fn with_panel_format(mut self, format: PanelFormat) -> Self {
+        self.opts.panel_format = format;
         self
     }
 

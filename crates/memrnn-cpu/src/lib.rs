@@ -45,7 +45,7 @@ pub mod slowpoints;
 
 pub use backend::CpuBackend;
 pub use fast::simd::SimdLevel;
-pub use fast::{FastOptions, FwdSplit};
+pub use fast::{FastOptions, FwdSplit, PanelFormat};
 
 /// The README's Library API examples, run as doctests (`cargo test -p memrnn-cpu --doc`).
 #[cfg(doctest)]

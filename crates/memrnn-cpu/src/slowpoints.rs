@@ -22,7 +22,7 @@ use crate::fast::recurrent::{self, padded, recurrent_grad, BwdCtx, Carry, FwdCtx
 use crate::fast::simd::{Simd, SimdJob, LANES};
 use crate::fast::{gru::Gru, lstm::Lstm, rnn::Rnn, FastCell, FastOptions};
 use memrnn_core::backend::{CandidateStatus, SlowPointConfig};
-use memrnn_core::{adam_update_host, check_finite, CellDims, CellKind, Error, Result};
+use memrnn_core::{adam_update_host, check_finite, CellDims, CellKind, Error, Precision, Result};
 use rayon::prelude::*;
 use std::marker::PhantomData;
 
@@ -88,8 +88,8 @@ pub fn slow_point_iterations(
         hp,
         a_bar,
         b_hh,
-        fwd_panels: recurrent::pack_forward(cell, p.w_hh),
-        bwd_panels: recurrent::pack_backward(cell, p.w_hh),
+        fwd_panels: recurrent::pack_forward(cell, p.w_hh, Precision::F32),
+        bwd_panels: recurrent::pack_backward(cell, p.w_hh, Precision::F32),
     };
     let sd = cell.state_size();
     states

@@ -7,7 +7,7 @@
 
 use memrnn_core::checkpoint::{load_checkpoint, read_tensors, HostTensor};
 use memrnn_core::{Backend, CellDims, CellKind, ParamBlock, Precision, SeqShape};
-use memrnn_cpu::{reference, CpuBackend};
+use memrnn_cpu::{reference, CpuBackend, PanelFormat};
 use memrnn_testkit::assert_close;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,9 +67,12 @@ fn check(tag: &str, precision: Precision) {
     }
     assert_close(&format!("{tag}: s_final"), &fwd.s_final, &s_final, 1e-5, 0);
 
-    // Stored in its own precision, W_hh is exact: the half backend equals the f32 one.
+    // Stored in its own precision, W_hh is exact: the half backend (its half-width panels)
+    // equals the f32 one.
     let run = |p: Precision| {
-        let be = CpuBackend::new().with_precision(p);
+        let be = CpuBackend::new()
+            .with_precision(p)
+            .with_panel_format(PanelFormat::Storage);
         let f = be
             .seq_forward(&cell, &model.params, shape, &x, None)
             .unwrap();

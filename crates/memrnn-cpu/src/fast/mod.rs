@@ -15,10 +15,13 @@
 //! Results do not depend on the thread count: each row's arithmetic is the same whichever
 //! task runs it, the SGEMMs split only their outputs, and column sums run rows in order.
 //!
-//! Precision ([`FastOptions::precision`]): the recurrent product reads `W_hh` from panels
-//! stored in f32, bf16 or f16 (`recurrent::WeightElem`), packed from the f32 master
-//! weights at every call, so the half-width copy can never be stale; everything else
-//! (the input products, the gates, the caches, the weight gradients) is f32.
+//! Precision ([`FastOptions::precision`]): the recurrent product reads `W_hh` rounded to
+//! the precision from panels packed from the f32 master weights at every call, so the
+//! rounded copy can never be stale; everything else (the input products, the gates, the
+//! caches, the weight gradients) is f32. In bf16 or f16 the panels hold either the
+//! half-width format (`recurrent::WeightElem`, widened in registers) or f32 holding the
+//! same rounded values, whichever is faster for the pass ([`panel_format`]): the bits are
+//! the same.
 
 /// Calls `f::<S, E, N>(args…)` (`E`: the weight storage) with the const row count `N` equal to the run-time `n`, for
 /// the counts listed: how `fwd_block`, `bwd_gates` and `recurrent_grad` reach their
@@ -46,6 +49,7 @@ macro_rules! with_rows {
 pub mod gemm;
 pub mod gru;
 pub mod lstm;
+pub mod panel_format;
 pub mod readout;
 pub mod recurrent;
 pub mod rnn;
@@ -56,6 +60,7 @@ use gemm::{column_sums_acc, matmul, MatRef};
 use memrnn_core::{
     check_finite, check_len, CellDims, CellKind, Error, Precision, Result, SeqShape,
 };
+pub use panel_format::PanelFormat;
 use rayon::prelude::*;
 use recurrent::{padded, recurrent_grad, BwdCtx, Carry, FwdCtx, WeightElem};
 use simd::{Simd, SimdJob, SimdLevel, LANES};
@@ -74,6 +79,9 @@ pub struct FastOptions {
     pub precision: Precision,
     /// How the forward time loop shares its work between threads.
     pub fwd_split: FwdSplit,
+    /// In a half precision, whether the recurrent panels hold the format itself or f32
+    /// (the same rounded values either way).
+    pub panel_format: PanelFormat,
 }
 
 /// How the forward time loop shares its work between threads. Results are bit for bit
@@ -101,6 +109,7 @@ impl Default for FastOptions {
             poison_scratch: false,
             precision: Precision::F32,
             fwd_split: FwdSplit::Auto,
+            panel_format: PanelFormat::Auto,
         }
     }
 }
@@ -553,10 +562,14 @@ fn forward_impl<C: FastCell>(
         gates: gates.as_mut_ptr(),
         cw: C::CACHE_WIDTH * hp,
     };
-    match opts.precision {
-        Precision::F32 => run_forward::<C, f32>(opts, cell, p.w_hh, ctx, steps),
-        Precision::Bf16 => run_forward::<C, half::bf16>(opts, cell, p.w_hh, ctx, steps),
-        Precision::F16 => run_forward::<C, half::f16>(opts, cell, p.w_hh, ctx, steps),
+    let threads = rayon::current_num_threads();
+    let tile = C::row_tile(opts.simd.registers());
+    let units = fwd_split_units(opts.fwd_split, batch, hp, tile, threads);
+    let per_thread = f32_panel_bytes(cell) / if units { threads } else { 1 };
+    match panel_elem(opts, per_thread) {
+        Precision::F32 => run_forward::<C, f32>(opts, cell, p.w_hh, ctx, steps, units),
+        Precision::Bf16 => run_forward::<C, half::bf16>(opts, cell, p.w_hh, ctx, steps, units),
+        Precision::F16 => run_forward::<C, half::f16>(opts, cell, p.w_hh, ctx, steps, units),
     }
 
     let mut h_seq = vec![0.0f32; rows * h];
@@ -727,10 +740,17 @@ fn backward_impl<C: FastCell>(
         cur_c: c0.as_mut_ptr(),
         next_c: c1.as_mut_ptr(),
     };
-    match opts.precision {
-        Precision::F32 => run_backward::<C, f32>(opts, cell, p.w_hh, ctx, carry, steps),
-        Precision::Bf16 => run_backward::<C, half::bf16>(opts, cell, p.w_hh, ctx, carry, steps),
-        Precision::F16 => run_backward::<C, half::f16>(opts, cell, p.w_hh, ctx, carry, steps),
+    let threads = rayon::current_num_threads();
+    let units = split_units(batch, hp, threads);
+    let per_thread = f32_panel_bytes(cell) / if units { threads } else { 1 };
+    match panel_elem(opts, per_thread) {
+        Precision::F32 => run_backward::<C, f32>(opts, cell, p.w_hh, ctx, carry, steps, units),
+        Precision::Bf16 => {
+            run_backward::<C, half::bf16>(opts, cell, p.w_hh, ctx, carry, steps, units)
+        }
+        Precision::F16 => {
+            run_backward::<C, half::f16>(opts, cell, p.w_hh, ctx, carry, steps, units)
+        }
     }
     // After T swaps the latest carry (∂L/∂s_0) is in buffer T mod 2.
     let last = steps % 2;
@@ -793,20 +813,21 @@ fn backward_impl<C: FastCell>(
     FastGrads { dparams, ds0, dx }
 }
 
-/// The forward time loop with `W_hh` packed into panels of `E` (`ctx` complete but for
-/// its panels).
+/// The forward time loop with `W_hh` rounded to the precision and packed into panels of
+/// `E` (`ctx` complete but for its panels): the unit split ([`fwd_split_units`]) or the
+/// batch split.
 fn run_forward<C: FastCell, E: WeightElem>(
     opts: FastOptions,
     cell: &CellDims,
     w_hh: &[f32],
     ctx: FwdCtx,
     steps: usize,
+    split_units: bool,
 ) {
-    let panels = recurrent::pack_forward::<E>(cell, w_hh);
+    let panels = recurrent::pack_forward::<E>(cell, w_hh, opts.precision);
     let ctx = ctx.with_panels(panels.as_ptr());
     let threads = rayon::current_num_threads();
-    let tile = C::row_tile(opts.simd.registers());
-    if fwd_split_units(opts.fwd_split, ctx.batch, ctx.hp, tile, threads) {
+    if split_units {
         // As in the backward: parts run on the backend's own pool and no part waits for
         // a member that has not started, so this cannot deadlock.
         let team = PhaseTeam::new(steps, threads);
@@ -825,7 +846,7 @@ fn run_forward<C: FastCell, E: WeightElem>(
             member();
         });
     } else {
-        batch_tasks(ctx.batch, tile)
+        batch_tasks(ctx.batch, C::row_tile(opts.simd.registers()))
             .into_par_iter()
             .for_each(|rows| {
                 opts.simd.run(FwdJob::<C, E> {
@@ -851,8 +872,31 @@ fn fwd_split_units(split: FwdSplit, batch: usize, hp: usize, tile: usize, thread
     }
 }
 
-/// The backward time loop with `W_hh` packed into panels of `E` (`ctx` complete but for
-/// its panels): the batch split, or the unit split for small batches.
+/// Bytes of `cell`'s recurrent panels in f32 (forward and backward panels alike hold
+/// about `G·Hp·H` weights).
+fn f32_panel_bytes(cell: &CellDims) -> usize {
+    cell.gates() * padded(cell.hidden) * cell.hidden * std::mem::size_of::<f32>()
+}
+
+/// The element type the recurrent panels take for a pass whose threads each stream
+/// `f32_bytes_per_thread` bytes of f32 panels per step: f32, or the precision's own
+/// half-width format where that pays ([`panel_format`]). Either computes the same bits.
+fn panel_elem(opts: FastOptions, f32_bytes_per_thread: usize) -> Precision {
+    let half = panel_format::half_width_pays(
+        opts.panel_format,
+        f32_bytes_per_thread,
+        panel_format::l2_bytes_per_core(),
+    );
+    if half {
+        opts.precision
+    } else {
+        Precision::F32
+    }
+}
+
+/// The backward time loop with `W_hh` rounded to the precision and packed into panels of
+/// `E` (`ctx` complete but for its panels): the unit split for small batches
+/// ([`split_units`]), or the batch split.
 fn run_backward<C: FastCell, E: WeightElem>(
     opts: FastOptions,
     cell: &CellDims,
@@ -860,12 +904,13 @@ fn run_backward<C: FastCell, E: WeightElem>(
     ctx: BwdCtx,
     carry: Carry,
     steps: usize,
+    split_units: bool,
 ) {
-    let panels = recurrent::pack_backward::<E>(cell, w_hh);
+    let panels = recurrent::pack_backward::<E>(cell, w_hh, opts.precision);
     let ctx = ctx.with_panels(panels.as_ptr());
-    let (batch, hp) = (ctx.batch, ctx.hp);
+    let batch = ctx.batch;
     let threads = rayon::current_num_threads();
-    if split_units(batch, hp, threads) {
+    if split_units {
         // Parts run on the backend's own pool (the caller installed it); no part waits
         // for a member that has not started (see `team`), so this cannot deadlock
         // however rayon schedules the tasks.

@@ -12,11 +12,13 @@
 //! Backward panel `q` (columns `16q..16q+16` of `∂L/∂h`) holds, for each padded gate row
 //! `j < G·Hp`, the 16 weights `W_hh[j, 16q + l]`.
 //!
-//! Storage precision: the panels hold `W_hh` as f32, bf16 or f16 ([`WeightElem`]); the
-//! micro-kernel widens each weight vector to f32 as it loads it, so the products and sums
-//! are f32 whatever the storage, and a half-width run equals the f32 run on the rounded
-//! weights bit for bit. Half-width panels halve the bytes streamed per step (the small-
-//! batch LSTM's `W_hh` at H 256 is 1 MiB in f32, 0.5 MiB in bf16).
+//! Storage precision: the panels hold `W_hh` rounded to the precision, as f32, bf16 or
+//! f16 ([`WeightElem`]); the micro-kernel widens each weight vector to f32 as it loads
+//! it, so the products and sums are f32 whatever the storage, and a half-width run
+//! equals the f32 run on the rounded weights bit for bit. Half-width panels halve the
+//! bytes streamed per step (the small-batch LSTM's `W_hh` at H 256 is 1 MiB in f32,
+//! 0.5 MiB in bf16); where the f32 panels stay in cache anyway, f32 panels of the
+//! rounded values skip the widening (`super::panel_format`).
 
 use super::simd::{Simd, LANES};
 use memrnn_core::{CellDims, Precision};
@@ -78,8 +80,9 @@ pub fn padded(h: usize) -> usize {
     h.div_ceil(16) * 16
 }
 
-/// Forward panels of `W_hh [G·H, H]`; see the module docs.
-pub fn pack_forward<E: WeightElem>(cell: &CellDims, w_hh: &[f32]) -> Vec<E> {
+/// Forward panels of `W_hh [G·H, H]` rounded to `precision`, held as `E` (the format
+/// itself, or f32 holding the rounded values); see the module docs.
+pub fn pack_forward<E: WeightElem>(cell: &CellDims, w_hh: &[f32], precision: Precision) -> Vec<E> {
     let (g, h) = (cell.gates(), cell.hidden);
     let hp = padded(h);
     let tiles = hp / LANES;
@@ -91,7 +94,8 @@ pub fn pack_forward<E: WeightElem>(cell: &CellDims, w_hh: &[f32]) -> Vec<E> {
                 for l in 0..LANES {
                     let unit = q * LANES + l;
                     if unit < h {
-                        out[base + l] = E::from_f32(w_hh[(gate * h + unit) * h + k]);
+                        out[base + l] =
+                            E::from_f32(precision.round(w_hh[(gate * h + unit) * h + k]));
                     }
                 }
             }
@@ -100,8 +104,9 @@ pub fn pack_forward<E: WeightElem>(cell: &CellDims, w_hh: &[f32]) -> Vec<E> {
     out
 }
 
-/// Backward panels of `W_hh [G·H, H]`; see the module docs.
-pub fn pack_backward<E: WeightElem>(cell: &CellDims, w_hh: &[f32]) -> Vec<E> {
+/// Backward panels of `W_hh [G·H, H]` rounded to `precision`, held as `E`; see the
+/// module docs.
+pub fn pack_backward<E: WeightElem>(cell: &CellDims, w_hh: &[f32], precision: Precision) -> Vec<E> {
     let (g, h) = (cell.gates(), cell.hidden);
     let hp = padded(h);
     let gh = g * hp;
@@ -115,7 +120,8 @@ pub fn pack_backward<E: WeightElem>(cell: &CellDims, w_hh: &[f32]) -> Vec<E> {
                 for l in 0..2 * LANES {
                     let col = q * 2 * LANES + l;
                     if col < h {
-                        out[base + l] = E::from_f32(w_hh[(gate * h + jj) * h + col]);
+                        out[base + l] =
+                            E::from_f32(precision.round(w_hh[(gate * h + jj) * h + col]));
                     }
                 }
             }
