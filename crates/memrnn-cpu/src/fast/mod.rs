@@ -750,16 +750,14 @@ fn run_forward<C: FastCell, E: WeightElem>(
     // step from its own core's caches whatever its row count, so splitting the rows
     // across cores divides the FMAs among them and leaves each core's weight traffic as
     // it was (two tiles of 4 rows instead of one of 8 on this 2-core shape).
-    batch_tasks(ctx.batch, 1)
-        .into_par_iter()
-        .for_each(|rows| {
-            opts.simd.run(FwdJob::<C, E> {
-                ctx,
-                steps,
-                rows,
-                cell: PhantomData,
-            })
-        });
+    batch_tasks(ctx.batch, 1).into_par_iter().for_each(|rows| {
+        opts.simd.run(FwdJob::<C, E> {
+            ctx,
+            steps,
+            rows,
+            cell: PhantomData,
+        })
+    });
 }
 
 /// The backward time loop with `W_hh` packed into panels of `E` (`ctx` complete but for

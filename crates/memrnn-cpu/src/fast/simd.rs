@@ -568,45 +568,118 @@ mod tests {
         }
     }
 
+    /// Widens `bits` 8 at a time (`load_bf16`, `load_f16`) and 16 at a time
+    /// (`load2_bf16`, `load2_f16`, split back into two vectors).
     struct WidenHalves<'a>(&'a [u16]);
     impl SimdJob for WidenHalves<'_> {
-        type Output = (Vec<f32>, Vec<f32>);
+        type Output = [Vec<f32>; 4];
         fn run<S: Simd>(self, s: S) -> Self::Output {
-            let mut b = vec![0.0; self.0.len()];
-            let mut f = vec![0.0; self.0.len()];
-            for (i, bits) in self.0.chunks_exact(LANES).enumerate() {
-                // SAFETY: each chunk holds exactly LANES values and the outputs as many.
+            let n = self.0.len();
+            let mut out = [vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+            for (i, bits) in self.0.chunks_exact(2 * LANES).enumerate() {
+                let o = i * 2 * LANES;
+                // SAFETY: each chunk holds exactly 2·LANES values and every output as many
+                // from offset o.
                 unsafe {
-                    s.store(b[i * LANES..].as_mut_ptr(), s.load_bf16(bits.as_ptr()));
-                    s.store(f[i * LANES..].as_mut_ptr(), s.load_f16(bits.as_ptr()));
+                    let p = bits.as_ptr();
+                    for h in 0..2 {
+                        let q = p.add(h * LANES);
+                        s.store(out[0][o + h * LANES..].as_mut_ptr(), s.load_bf16(q));
+                        s.store(out[1][o + h * LANES..].as_mut_ptr(), s.load_f16(q));
+                    }
+                    for (k, v) in [s.load2_bf16(p), s.load2_f16(p)].into_iter().enumerate() {
+                        let (lo, hi) = s.split(v);
+                        s.store(out[2 + k][o..].as_mut_ptr(), lo);
+                        s.store(out[2 + k][o + LANES..].as_mut_ptr(), hi);
+                    }
                 }
             }
-            (b, f)
+            out
         }
     }
 
     /// Every one of the 65,536 bit patterns (zeros, subnormals, normals, infinities,
-    /// NaNs) widens exactly as the `half` crate widens it, at every level.
+    /// NaNs) widens exactly as the `half` crate widens it, at every level, 8 and 16 at a
+    /// time.
     #[test]
     fn half_loads_widen_every_bit_pattern_exactly() {
         let all: Vec<u16> = (0..=u16::MAX).collect();
         let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
         for level in SimdLevel::available() {
-            let (b, f) = level.run(WidenHalves(&all));
+            let [b, f, b2, f2] = level.run(WidenHalves(&all));
             for (i, &bits) in all.iter().enumerate() {
                 let want_b = half::bf16::from_bits(bits).to_f32();
                 let want_f = half::f16::from_bits(bits).to_f32();
-                assert!(
-                    same(b[i], want_b),
-                    "{level:?}: bf16 {bits:#06x}: {} vs {want_b}",
-                    b[i]
-                );
-                assert!(
-                    same(f[i], want_f),
-                    "{level:?}: f16 {bits:#06x}: {} vs {want_f}",
-                    f[i]
-                );
+                for (what, got, want) in [
+                    ("bf16", b[i], want_b),
+                    ("f16", f[i], want_f),
+                    ("bf16 x16", b2[i], want_b),
+                    ("f16 x16", f2[i], want_f),
+                ] {
+                    assert!(
+                        same(got, want),
+                        "{level:?}: {what} {bits:#06x}: {got} vs {want}"
+                    );
+                }
             }
+        }
+    }
+
+    /// The pair operations against their 8-lane namesakes on each half: `mul_add2` of
+    /// joined vectors, `load2`, `splat2`, split back, give the same bits.
+    struct PairOps<'a>(&'a [f32]);
+    impl SimdJob for PairOps<'_> {
+        type Output = (Vec<f32>, Vec<f32>);
+        fn run<S: Simd>(self, s: S) -> Self::Output {
+            let n = self.0.len();
+            let (mut single, mut pair) = (vec![0.0; n], vec![0.0; n]);
+            let x = 0.7311_f32;
+            for (i, v) in self.0.chunks_exact(4 * LANES).enumerate() {
+                let o = i * 2 * LANES;
+                // SAFETY: each chunk holds 4·LANES floats (a, b: 2·LANES each); the
+                // outputs hold n / 2 ≥ o + 2·LANES floats.
+                unsafe {
+                    let (a, b) = (v.as_ptr(), v.as_ptr().add(2 * LANES));
+                    for h in 0..2 {
+                        let r = s.mul_add(
+                            s.mul_add(
+                                s.splat(x),
+                                s.load(b.add(h * LANES)),
+                                s.load(a.add(h * LANES)),
+                            ),
+                            s.load(a.add(h * LANES)),
+                            s.load(b.add(h * LANES)),
+                        );
+                        s.store(single[o + h * LANES..].as_mut_ptr(), r);
+                    }
+                    let (a2, b2) = (s.join(s.load(a), s.load(a.add(LANES))), s.load2(b));
+                    let r = s.mul_add2(s.mul_add2(s.splat2(x), b2, a2), a2, b2);
+                    let (lo, hi) = s.split(r);
+                    s.store(pair[o..].as_mut_ptr(), lo);
+                    s.store(pair[o + LANES..].as_mut_ptr(), hi);
+                }
+            }
+            single.truncate(n / 2);
+            pair.truncate(n / 2);
+            (single, pair)
+        }
+    }
+
+    #[test]
+    fn pair_operations_equal_two_vector_operations_bit_for_bit() {
+        // Values whose products round: a fused and an unfused multiply-add differ on
+        // most of them.
+        let xs: Vec<f32> = (0..4096)
+            .map(|i| ((i as f32) * 0.618_034).sin() * (1.0 + (i % 7) as f32 * 1e3))
+            .collect();
+        for level in SimdLevel::available() {
+            let (single, pair) = level.run(PairOps(&xs));
+            let (a, b): (Vec<u32>, Vec<u32>) = (
+                single.iter().map(|v| v.to_bits()).collect(),
+                pair.iter().map(|v| v.to_bits()).collect(),
+            );
+            assert_eq!(a.len(), xs.len() / 2);
+            assert!(a == b, "{level:?}: pair operations differ from 8-lane ones");
         }
     }
 
