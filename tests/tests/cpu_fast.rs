@@ -2,6 +2,7 @@
 //! level this machine has, scratch NaN-poisoned; bit-identical results for 1, 2 and 3
 //! threads and for concurrent callers on one pool; speed, Jacobian and Adam through the `Backend` trait; bad input.
 
+use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
 use memrnn_core::{
     real::convert, AdamConfig, Backend, CellDims, CellKind, Error, Precision, SeqShape, SeqUpstream,
 };
@@ -235,11 +236,23 @@ fn results_are_identical_for_one_and_two_threads() {
     }
 }
 
-/// AVX2 and AVX-512VL run the same instructions (the second only has 32 registers, so its
-/// tiles take more rows), and an element's arithmetic does not depend on the tiling: the
-/// two levels must agree bit for bit, forward and backward, in f32 and in bf16 storage.
-/// Batches: 8 and 13 fill the wider tiles with rows left over, 5 takes the unit split,
-/// 37 the batch split.
+/// The bits of every output, so that `-0.0` against `0.0` (or two NaNs) count as different.
+fn bits(outs: &[&[f32]]) -> Vec<Vec<u32>> {
+    outs.iter()
+        .map(|v| v.iter().map(|x| x.to_bits()).collect())
+        .collect()
+}
+
+/// AVX2 and AVX-512VL give the same bits. Per lane the two run the same arithmetic: the
+/// AVX-512VL level's micro-kernel computes two adjacent 8-column vectors as one 512-bit
+/// FMA (the LSTM's 4 gates as 2 pairs, the GRU's 3 as a pair and a single, the backward's
+/// 16 columns as a pair) and takes more rows per tile (32 registers), and an element's
+/// arithmetic depends on neither. Every cell, forward and backward (`dx`, `ds0`,
+/// `dparams`), f32/bf16/f16 storage, scratch NaN-poisoned, H 1, 7, 17, 33, 70 (one pair,
+/// odd and padded widths), batches 1, 3, 5, 8, 9, 13, 37 on 1 thread (the batch split;
+/// 8 fills one 8-row tile, 9 and 13 leave rows over) and 2 threads (each thread its rows
+/// in the forward; the backward's unit split below 16 rows where `Hp/16 ≥ 2`, else the
+/// batch split): every row tile from 1 to 8 runs at both levels.
 #[test]
 fn avx2_and_avx512vl_give_identical_bits() {
     let levels = SimdLevel::available();
@@ -247,43 +260,92 @@ fn avx2_and_avx512vl_give_identical_bits() {
         eprintln!("skipped: this CPU has no AVX-512VL (levels: {levels:?})");
         return;
     }
-    for (kind, batch) in CellKind::ALL
-        .into_iter()
-        .flat_map(|k| [(k, 37), (k, 13), (k, 8), (k, 5)])
-    {
-        let case = Case {
-            cell: CellDims::new(kind, 23, 45).unwrap(),
-            shape: SeqShape::new(5, batch).unwrap(),
-        };
-        let (cell, shape) = (case.cell, case.shape);
-        let seed = test_seed(&format!("levels-{kind}-{batch}"), 17);
-        let inp = inputs(&case, seed);
-        let (p, x, s0): (Vec<f32>, Vec<f32>, Vec<f32>) =
-            (convert(&inp.params), convert(&inp.x), convert(&inp.s0));
-        let dh: Vec<f32> = convert(&inp.dh_seq);
-        for precision in [Precision::F32, Precision::Bf16] {
-            let run = |level: SimdLevel| {
+    for kind in CellKind::ALL {
+        for hidden in [1, 7, 17, 33, 70] {
+            for batch in [1, 3, 5, 8, 9, 13, 37] {
+                let case = Case {
+                    cell: CellDims::new(kind, 23, hidden).unwrap(),
+                    shape: SeqShape::new(5, batch).unwrap(),
+                };
+                let (cell, shape) = (case.cell, case.shape);
+                let seed = test_seed(&format!("levels-{kind}-{hidden}-{batch}"), 17);
+                let inp = inputs(&case, seed);
+                let (p, x, s0): (Vec<f32>, Vec<f32>, Vec<f32>) =
+                    (convert(&inp.params), convert(&inp.x), convert(&inp.s0));
+                let (dh, dsf): (Vec<f32>, Vec<f32>) =
+                    (convert(&inp.dh_seq), convert(&inp.ds_final));
+                for precision in [Precision::F32, Precision::Bf16, Precision::F16] {
+                    for threads in [1, 2] {
+                        let run = |level: SimdLevel| {
+                            let be = CpuBackend::new()
+                                .with_threads(threads)
+                                .unwrap()
+                                .with_simd(level)
+                                .unwrap()
+                                .with_precision(precision)
+                                .with_panel_format(PanelFormat::Storage)
+                                .with_poisoned_scratch(true);
+                            let f = be.seq_forward(&cell, &p, shape, &x, Some(&s0)).unwrap();
+                            let up = SeqUpstream {
+                                dh_seq: Some(&dh),
+                                ds_final: Some(&dsf),
+                            };
+                            let g = be.seq_backward(&cell, &p, shape, &x, &f, up, true).unwrap();
+                            (
+                                bits(&[&f.h_seq, &f.s_final]),
+                                bits(&[&g.dparams, &g.ds0, g.dx.as_ref().unwrap()]),
+                            )
+                        };
+                        let (a, b) = (run(SimdLevel::Avx2Fma), run(SimdLevel::Avx512Vl));
+                        let what = format!(
+                            "{kind} H{hidden} B{batch} {precision} {threads} thread(s) (seed {seed})"
+                        );
+                        assert!(a.0 == b.0, "{what}: forward differs");
+                        assert!(a.1 == b.1, "{what}: backward differs");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The fused slow-point search (forward and backward row tiles of up to 8 candidates at
+/// AVX-512VL, 512-bit pairs in its micro-kernel) gives the same bits at both levels:
+/// 19 candidates make tiles of 8, 8 and 3, and candidates drop out as they converge.
+#[test]
+fn slow_point_search_is_identical_at_avx2_and_avx512vl() {
+    let levels = SimdLevel::available();
+    if !levels.contains(&SimdLevel::Avx512Vl) {
+        eprintln!("skipped: this CPU has no AVX-512VL (levels: {levels:?})");
+        return;
+    }
+    for kind in CellKind::ALL {
+        for hidden in [7, 33] {
+            let cell = CellDims::new(kind, 3, hidden).unwrap();
+            let seed = test_seed(&format!("levels-slowpoints-{kind}-{hidden}"), 19);
+            let mut r = rng(seed);
+            let params: Vec<f32> = random_params(&mut r, &cell, 1.2);
+            let x: Vec<f32> = uniform(&mut r, cell.input, -1.0, 1.0);
+            let cand: Vec<f32> = uniform(&mut r, 19 * cell.state_size(), -0.9, 0.9);
+            let cfg = SlowPointConfig {
+                max_iters: 30,
+                ..SlowPointConfig::default()
+            };
+            let search = |level: SimdLevel| {
                 let be = CpuBackend::new()
                     .with_threads(2)
                     .unwrap()
                     .with_simd(level)
-                    .unwrap()
-                    .with_precision(precision)
-                    .with_panel_format(PanelFormat::Storage)
-                    .with_poisoned_scratch(true);
-                let f = be.seq_forward(&cell, &p, shape, &x, Some(&s0)).unwrap();
-                let up = SeqUpstream {
-                    dh_seq: Some(&dh),
-                    ds_final: None,
-                };
-                let g = be.seq_backward(&cell, &p, shape, &x, &f, up, true).unwrap();
-                (f.h_seq, f.s_final, g.dparams, g.ds0, g.dx.unwrap())
+                    .unwrap();
+                let mut s = SlowPointSearch::new(&be, &cell, &cand).unwrap();
+                be.slow_point_iterations(&cell, &params, &x, &mut s, &cfg)
+                    .unwrap();
+                (bits(&[&s.states]), s.status)
             };
-            let (a, b) = (run(SimdLevel::Avx2Fma), run(SimdLevel::Avx512Vl));
-            let what = format!("{kind} B{batch} {precision} (seed {seed})");
-            assert!(a.0 == b.0 && a.1 == b.1, "{what}: forward differs");
-            assert!(a.2 == b.2, "{what}: dparams differ");
-            assert!(a.3 == b.3 && a.4 == b.4, "{what}: ds0/dx differ");
+            let (a, b) = (search(SimdLevel::Avx2Fma), search(SimdLevel::Avx512Vl));
+            let what = format!("{kind} H{hidden} (seed {seed})");
+            assert!(a.0 == b.0, "{what}: slow-point states differ");
+            assert_eq!(a.1, b.1, "{what}: statuses differ");
         }
     }
 }

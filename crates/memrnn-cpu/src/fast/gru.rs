@@ -9,12 +9,15 @@ use std::ops::Range;
 
 pub struct Gru;
 
-/// Rows per forward tile: 3 rows × 3 gate vectors = 9 accumulators, plus 3 weight
-/// vectors and 1 broadcast, is 13 of 16 vector registers (4 rows would need all 16 and
-/// spill); with 32 (AVX-512VL), 6 rows need 22.
+/// Rows per forward tile, from the micro-kernel's register count (`recurrent::microkernel`:
+/// the 3 gate vectors are 1 pair and 1 single). 16 registers (a pair = two 8-lane
+/// vectors): 3 rows × 3 accumulators + 3 weight vectors + 1 broadcast = 13 (4 rows would
+/// need all 16 and spill). 32 registers (AVX-512VL, a pair = one 512-bit vector): 8 rows
+/// × 2 accumulators + 2 weight vectors + 1 broadcast = 19; more rows would fit, but 8 is
+/// the small-batch shape's whole batch and each extra tile size is compiled 3 times.
 const fn fwd_rows_max(registers: usize) -> usize {
     if registers >= 32 {
-        6
+        8
     } else {
         3
     }
@@ -36,7 +39,9 @@ impl FastCell for Gru {
         units: Range<usize>,
     ) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0, units), [1, 2, 3], wide: [4, 5, 6]) }
+        unsafe {
+            with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0, units), [1, 2, 3], wide: [4, 5, 6, 7, 8])
+        }
     }
 
     #[inline(always)]

@@ -9,12 +9,15 @@ use std::ops::Range;
 
 pub struct Lstm;
 
-/// Rows per forward tile: 2 rows × 4 gate vectors = 8 accumulators, plus 4 weight
-/// vectors and 1 broadcast, is 13 of 16 vector registers (3 rows would need 17 and
-/// spill); with 32 (AVX-512VL), 4 rows need 21.
+/// Rows per forward tile, from the micro-kernel's register count (`recurrent::microkernel`:
+/// the 4 gate vectors are 2 pairs). 16 registers (pairs = two 8-lane vectors): 2 rows ×
+/// 4 accumulators + 4 weight vectors + 1 broadcast = 13 (3 rows would need 17 and spill).
+/// 32 registers (AVX-512VL, pairs = one 512-bit vector): 8 rows × 2 accumulators + 2
+/// weight vectors + 1 broadcast = 19; more rows would fit, but 8 is the small-batch
+/// shape's whole batch and each extra tile size is compiled 3 times (one per precision).
 const fn fwd_rows_max(registers: usize) -> usize {
     if registers >= 32 {
-        4
+        8
     } else {
         2
     }
@@ -36,7 +39,9 @@ impl FastCell for Lstm {
         units: Range<usize>,
     ) {
         // SAFETY: forwarded contract (FastCell::fwd_block).
-        unsafe { with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0, units), [1, 2], wide: [3, 4]) }
+        unsafe {
+            with_rows!(n, fwd_rows::<S, E>(s, ctx, t, b0, units), [1, 2], wide: [3, 4, 5, 6, 7, 8])
+        }
     }
 
     #[inline(always)]

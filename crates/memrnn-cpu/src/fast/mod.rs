@@ -161,9 +161,12 @@ pub trait FastCell {
 }
 
 /// Rows per backward tile, every cell, with `registers` vector registers: the recurrent
-/// part holds rows × 2 accumulators (16 columns) + 2 weight vectors + 1 broadcast, so 4
-/// rows in 16 registers, 8 in 32 (AVX-512VL; one tile then covers the small-batch shape's
-/// 8 rows and the backward panels stream once per step instead of twice).
+/// part holds rows × 1 pair of accumulators (16 columns) + 1 pair of weight vectors + 1
+/// broadcast. With 16 registers a pair is two 8-lane vectors: 4 rows need 4·2 + 2 + 1 =
+/// 11. At AVX-512VL a pair is one 512-bit vector: 8 rows need 8 + 1 + 1 = 10 of 32 (one
+/// tile covers the small-batch shape's 8 rows, so the backward panels stream once per
+/// step instead of twice; more rows would fit, but each tile size is compiled once per
+/// cell and precision, and larger batches are split across tasks anyway).
 fn bwd_tile(registers: usize) -> usize {
     if registers >= 32 {
         8
@@ -261,7 +264,8 @@ fn copy_rows(src: &[f32], from: usize, dst: &mut [f32], to: usize, width: usize)
         .for_each(|(d, s)| d[..width].copy_from_slice(&s[..width]));
 }
 
-/// Contiguous batch ranges, one per task: as many tasks as threads, none empty.
+/// Contiguous batch ranges, one per task: as many tasks as threads, none empty, and no
+/// more tasks than tiles of `tile` rows.
 fn batch_tasks(batch: usize, tile: usize) -> Vec<Range<usize>> {
     let tiles = batch.div_ceil(tile);
     let n = rayon::current_num_threads().clamp(1, tiles.max(1));
@@ -846,16 +850,19 @@ fn run_forward<C: FastCell, E: WeightElem>(
             member();
         });
     } else {
-        batch_tasks(ctx.batch, C::row_tile(opts.simd.registers()))
-            .into_par_iter()
-            .for_each(|rows| {
-                opts.simd.run(FwdJob::<C, E> {
-                    ctx,
-                    steps,
-                    rows,
-                    cell: PhantomData,
-                })
-            });
+        // Every thread gets rows, even when the batch is a single row tile (the small-
+        // batch shape's 8 rows are one tile at AVX-512VL): each task streams the whole
+        // W_hh every step from its own core's caches whatever its row count, so splitting
+        // the rows across cores divides the FMAs among them and leaves each core's weight
+        // traffic as it was (two tiles of 4 rows instead of one of 8 on this 2-core shape).
+        batch_tasks(ctx.batch, 1).into_par_iter().for_each(|rows| {
+            opts.simd.run(FwdJob::<C, E> {
+                ctx,
+                steps,
+                rows,
+                cell: PhantomData,
+            })
+        });
     }
 }
 

@@ -34,6 +34,12 @@ pub trait WeightElem: Copy + Default + Send + Sync + 'static {
     /// # Safety
     /// `p..p+8` must be readable.
     unsafe fn load8<S: Simd>(s: S, p: *const Self) -> S::V;
+    /// Loads 16 values from `p`, widened to f32, as one [`Simd::V2`] (lanes 0..8 the
+    /// first 8 values: `load8(p)` and `load8(p + 8)` joined).
+    ///
+    /// # Safety
+    /// `p..p+16` must be readable.
+    unsafe fn load16<S: Simd>(s: S, p: *const Self) -> S::V2;
 }
 
 impl WeightElem for f32 {
@@ -46,6 +52,11 @@ impl WeightElem for f32 {
     unsafe fn load8<S: Simd>(s: S, p: *const f32) -> S::V {
         // SAFETY: forwarded contract.
         unsafe { s.load(p) }
+    }
+    #[inline(always)]
+    unsafe fn load16<S: Simd>(s: S, p: *const f32) -> S::V2 {
+        // SAFETY: forwarded contract.
+        unsafe { s.load2(p) }
     }
 }
 
@@ -60,6 +71,11 @@ impl WeightElem for half::bf16 {
         // SAFETY: forwarded contract; bf16 is a transparent u16.
         unsafe { s.load_bf16(p.cast()) }
     }
+    #[inline(always)]
+    unsafe fn load16<S: Simd>(s: S, p: *const Self) -> S::V2 {
+        // SAFETY: forwarded contract; bf16 is a transparent u16.
+        unsafe { s.load2_bf16(p.cast()) }
+    }
 }
 
 impl WeightElem for half::f16 {
@@ -72,6 +88,11 @@ impl WeightElem for half::f16 {
     unsafe fn load8<S: Simd>(s: S, p: *const Self) -> S::V {
         // SAFETY: forwarded contract; f16 is a transparent u16.
         unsafe { s.load_f16(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn load16<S: Simd>(s: S, p: *const Self) -> S::V2 {
+        // SAFETY: forwarded contract; f16 is a transparent u16.
+        unsafe { s.load2_f16(p.cast()) }
     }
 }
 
@@ -133,6 +154,13 @@ pub fn pack_backward<E: WeightElem>(cell: &CellDims, w_hh: &[f32], precision: Pr
 /// `acc[r][w] += Σ_k a[r][k] · panel[k][w]` for `R` rows and `W` vectors of 8 columns,
 /// the panel's weights widened to f32 as they load.
 ///
+/// Vectors `2p, 2p + 1` (adjacent in the panel) are handled as one [`Simd::V2`] pair, a
+/// 512-bit register at the AVX-512VL level, two 8-lane vectors elsewhere; a last odd
+/// vector (the GRU's third gate, the RNN's only one) as an 8-lane vector. Per lane the
+/// arithmetic is the same either way (one FMA per `k`, `k` ascending), so the result does
+/// not depend on the level. Registers live in the loop: `R · (W/2)` pair and `R · (W mod
+/// 2)` single accumulators, `W/2` pair and `W mod 2` single weight vectors, a broadcast.
+///
 /// # Safety
 /// Each `a[r]` must be readable for `k_len` floats and `panel` for `k_len · W · 8`
 /// elements.
@@ -144,22 +172,48 @@ pub unsafe fn microkernel<S: Simd, E: WeightElem, const W: usize, const R: usize
     panel: *const E,
     acc: &mut [[S::V; W]; R],
 ) {
-    let mut p = panel;
-    for k in 0..k_len {
-        let mut w = [s.splat(0.0); W];
-        for (g, wv) in w.iter_mut().enumerate() {
-            // SAFETY: p + g·8 + 8 ≤ panel + k_len·W·8 (caller's contract).
-            *wv = unsafe { E::load8(s, p.add(g * LANES)) };
+    // Stable const generics cannot size an array `W / 2`: the pair arrays are `W` long
+    // and only their first `pairs` entries are used (the rest are dead and never reach
+    // a register).
+    let pairs = W / 2;
+    let odd = W % 2 == 1;
+    let mut acc2 = [[s.splat2(0.0); W]; R];
+    for (a2, a1) in acc2.iter_mut().zip(acc.iter()) {
+        for p in 0..pairs {
+            a2[p] = s.join(a1[2 * p], a1[2 * p + 1]);
         }
+    }
+    let mut wp = panel;
+    for k in 0..k_len {
+        let mut w2 = [s.splat2(0.0); W];
+        for (p, wv) in w2.iter_mut().enumerate().take(pairs) {
+            // SAFETY: wp + 16p + 16 ≤ panel + k_len·W·8 (caller's contract).
+            *wv = unsafe { E::load16(s, wp.add(2 * p * LANES)) };
+        }
+        let w1 = if odd {
+            // SAFETY: wp + 8(W − 1) + 8 ≤ panel + k_len·W·8 (caller's contract).
+            unsafe { E::load8(s, wp.add((W - 1) * LANES)) }
+        } else {
+            s.splat(0.0)
+        };
         for r in 0..R {
             // SAFETY: k < k_len (caller's contract on a[r]).
-            let x = s.splat(unsafe { *a[r].add(k) });
-            for g in 0..W {
-                acc[r][g] = s.mul_add(x, w[g], acc[r][g]);
+            let x = unsafe { *a[r].add(k) };
+            let x2 = s.splat2(x);
+            for p in 0..pairs {
+                acc2[r][p] = s.mul_add2(x2, w2[p], acc2[r][p]);
+            }
+            if odd {
+                acc[r][W - 1] = s.mul_add(s.splat(x), w1, acc[r][W - 1]);
             }
         }
         // SAFETY: stays within (or one past) the panel.
-        p = unsafe { p.add(W * LANES) };
+        wp = unsafe { wp.add(W * LANES) };
+    }
+    for (a2, a1) in acc2.iter().zip(acc.iter_mut()) {
+        for p in 0..pairs {
+            (a1[2 * p], a1[2 * p + 1]) = s.split(a2[p]);
+        }
     }
 }
 

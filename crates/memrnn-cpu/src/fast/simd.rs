@@ -10,15 +10,16 @@
 //! checking. The AVX2 level also requires F16C (`vcvtph2ps`, how f16 weights widen);
 //! every AVX2 CPU has it, but it is detected like the others.
 //!
-//! The AVX-512VL level runs the very same 8-lane instructions, compiled with AVX-512F and
-//! VL enabled as well, for one reason: EVEX encoding gives the compiler 32 vector
-//! registers instead of 16. The register-tiled micro-kernels hold `rows × gates`
-//! accumulators, so twice the registers let a forward tile take twice the batch rows and
-//! stream each weight panel half as often ([`Simd::REGISTERS`] says which budget a job
-//! has). The arithmetic is the same instruction for instruction (FMA, the same `tanh`),
-//! so every level gives the same bits; 512-bit vectors are not used (the panel layouts
-//! are 8 lanes wide, and 256-bit code keeps the clock up on the CPUs that throttle for
-//! 512-bit).
+//! The AVX-512VL level runs the same 8-lane instructions, compiled with AVX-512F and VL
+//! enabled as well, for two reasons. EVEX encoding gives the compiler 32 vector registers
+//! instead of 16: the register-tiled micro-kernels hold `rows × gates` accumulators, so
+//! twice the registers let a tile take twice the batch rows ([`Simd::REGISTERS`] says
+//! which budget a job has). And the micro-kernel's pairs of adjacent 8-column vectors
+//! ([`Simd::V2`]) become one 512-bit vector: one FMA instruction does the work of two.
+//! Per lane the arithmetic is the same (one FMA per term, in the same order, the same
+//! `tanh`), so every level gives the same bits. Everything outside the micro-kernel (the
+//! gate arithmetic, the loads and stores of activations) stays 8 lanes wide: the panel
+//! layouts and the `Hp` padding are in 8-column units.
 
 /// The instruction sets the fast path can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -204,6 +205,77 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn max(self, a: Self::V, b: Self::V) -> Self::V;
     /// `a · b + c`, fused where the hardware has FMA.
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+
+    /// Two adjacent 8-lane vectors (16 floats) as one value: a 512-bit register at the
+    /// AVX-512VL level, a pair of [`Self::V`] elsewhere. Only the micro-kernel's inner
+    /// product uses it, through the few operations below, each the lane-wise equal of
+    /// its 8-lane namesake (so the two forms give the same bits).
+    type V2: Copy;
+    /// `x` in all 16 lanes.
+    fn splat2(self, x: f32) -> Self::V2;
+    /// `lo` in lanes 0..8 and `hi` in lanes 8..16.
+    fn join(self, lo: Self::V, hi: Self::V) -> Self::V2;
+    /// The inverse of [`Self::join`]: `(lanes 0..8, lanes 8..16)`.
+    fn split(self, v: Self::V2) -> (Self::V, Self::V);
+    /// `a · b + c` in every lane, fused where the hardware has FMA (as [`Self::mul_add`]).
+    fn mul_add2(self, a: Self::V2, b: Self::V2, c: Self::V2) -> Self::V2;
+    /// Loads 16 floats from `p` (no alignment needed).
+    ///
+    /// # Safety
+    /// `p..p+16` must be readable.
+    unsafe fn load2(self, p: *const f32) -> Self::V2;
+    /// Loads 16 bfloat16 values (raw bits), widened to f32 as [`Self::load_bf16`] does.
+    ///
+    /// # Safety
+    /// `p..p+16` must be readable.
+    unsafe fn load2_bf16(self, p: *const u16) -> Self::V2;
+    /// Loads 16 IEEE half values (raw bits), widened to f32 as [`Self::load_f16`] does.
+    ///
+    /// # Safety
+    /// `p..p+16` must be readable.
+    unsafe fn load2_f16(self, p: *const u16) -> Self::V2;
+}
+
+/// The [`Simd::V2`] operations of a level without wider vectors: `V2 = [V; 2]`, each
+/// operation its 8-lane namesake on both halves. Expands inside an `impl Simd` block.
+macro_rules! pair_of_halves {
+    () => {
+        type V2 = [Self::V; 2];
+        #[inline(always)]
+        fn splat2(self, x: f32) -> Self::V2 {
+            [self.splat(x), self.splat(x)]
+        }
+        #[inline(always)]
+        fn join(self, lo: Self::V, hi: Self::V) -> Self::V2 {
+            [lo, hi]
+        }
+        #[inline(always)]
+        fn split(self, v: Self::V2) -> (Self::V, Self::V) {
+            (v[0], v[1])
+        }
+        #[inline(always)]
+        fn mul_add2(self, a: Self::V2, b: Self::V2, c: Self::V2) -> Self::V2 {
+            [
+                self.mul_add(a[0], b[0], c[0]),
+                self.mul_add(a[1], b[1], c[1]),
+            ]
+        }
+        #[inline(always)]
+        unsafe fn load2(self, p: *const f32) -> Self::V2 {
+            // SAFETY: the caller guarantees p..p+16 is readable.
+            unsafe { [self.load(p), self.load(p.add(LANES))] }
+        }
+        #[inline(always)]
+        unsafe fn load2_bf16(self, p: *const u16) -> Self::V2 {
+            // SAFETY: as for load2.
+            unsafe { [self.load_bf16(p), self.load_bf16(p.add(LANES))] }
+        }
+        #[inline(always)]
+        unsafe fn load2_f16(self, p: *const u16) -> Self::V2 {
+            // SAFETY: as for load2.
+            unsafe { [self.load_f16(p), self.load_f16(p.add(LANES))] }
+        }
+    };
 }
 
 /// `tanh`, as a [13/6] rational approximation on `[−7.9, 7.9]` (Eigen's
@@ -310,6 +382,7 @@ impl Simd for Portable {
         // Unfused on purpose: `f32::mul_add` without hardware FMA is a slow libm call.
         self.add(self.mul(a, b), c)
     }
+    pair_of_halves!();
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -346,7 +419,7 @@ mod avx2 {
     // One body for both tokens: the instructions are the same, only the register budget
     // (and the target features the enclosing function is compiled with) differ.
     macro_rules! avx2_simd {
-        ($token:ident, $registers:literal) => {
+        ($token:ident, $registers:literal, $pairs:ident) => {
             impl Simd for $token {
                 type V = __m256;
                 const REGISTERS: usize = $registers;
@@ -402,6 +475,56 @@ mod avx2 {
                 fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
                     unsafe { _mm256_fmadd_ps(a, b, c) }
                 }
+                $pairs!();
+            }
+        };
+    }
+
+    /// The [`Simd::V2`] operations of the AVX-512VL level: one 512-bit register, lanes
+    /// 0..8 the first 8-lane vector. Every operation is its 8-lane namesake on 16 lanes
+    /// (the same FMA, the same exact widening), so a pair gives the bits of two `V`s.
+    /// Only AVX-512F instructions (`join`/`split` move 256-bit halves as 4 doubles because
+    /// the 8-float forms need AVX-512DQ; the bits are moved unchanged).
+    macro_rules! zmm_pairs {
+        () => {
+            type V2 = __m512;
+            #[inline(always)]
+            fn splat2(self, x: f32) -> __m512 {
+                unsafe { _mm512_set1_ps(x) }
+            }
+            #[inline(always)]
+            fn join(self, lo: __m256, hi: __m256) -> __m512 {
+                unsafe {
+                    let lo = _mm512_castpd256_pd512(_mm256_castps_pd(lo));
+                    _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, _mm256_castps_pd(hi)))
+                }
+            }
+            #[inline(always)]
+            fn split(self, v: __m512) -> (__m256, __m256) {
+                unsafe {
+                    let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v));
+                    (_mm512_castps512_ps256(v), _mm256_castpd_ps(hi))
+                }
+            }
+            #[inline(always)]
+            fn mul_add2(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+                unsafe { _mm512_fmadd_ps(a, b, c) }
+            }
+            #[inline(always)]
+            unsafe fn load2(self, p: *const f32) -> __m512 {
+                unsafe { _mm512_loadu_ps(p) }
+            }
+            #[inline(always)]
+            unsafe fn load2_bf16(self, p: *const u16) -> __m512 {
+                // Zero-extend each u16 to 32 bits and shift it into the top half.
+                unsafe {
+                    let bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bits))
+                }
+            }
+            #[inline(always)]
+            unsafe fn load2_f16(self, p: *const u16) -> __m512 {
+                unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
             }
         };
     }
@@ -409,10 +532,11 @@ mod avx2 {
     // SAFETY (for every method of both impls): an `Avx2Fma` exists only inside
     // `run_avx2` and an `Avx512Vl` only inside `run_avx512vl`, each entered after
     // `is_x86_feature_detected!` confirmed AVX2, FMA and F16C (and AVX-512F/VL for the
-    // second), so the instructions these intrinsics emit are supported. Pointer validity
-    // for load/store is the caller's contract, stated on the trait.
-    avx2_simd!(Avx2Fma, 16);
-    avx2_simd!(Avx512Vl, 32);
+    // second, the only one whose pairs use 512-bit instructions, all AVX-512F), so the
+    // instructions these intrinsics emit are supported. Pointer validity for the loads
+    // and stores is the caller's contract, stated on the trait.
+    avx2_simd!(Avx2Fma, 16, pair_of_halves);
+    avx2_simd!(Avx512Vl, 32, zmm_pairs);
 
     const _: () = assert!(LANES == 8);
 }
@@ -444,45 +568,118 @@ mod tests {
         }
     }
 
+    /// Widens `bits` 8 at a time (`load_bf16`, `load_f16`) and 16 at a time
+    /// (`load2_bf16`, `load2_f16`, split back into two vectors).
     struct WidenHalves<'a>(&'a [u16]);
     impl SimdJob for WidenHalves<'_> {
-        type Output = (Vec<f32>, Vec<f32>);
+        type Output = [Vec<f32>; 4];
         fn run<S: Simd>(self, s: S) -> Self::Output {
-            let mut b = vec![0.0; self.0.len()];
-            let mut f = vec![0.0; self.0.len()];
-            for (i, bits) in self.0.chunks_exact(LANES).enumerate() {
-                // SAFETY: each chunk holds exactly LANES values and the outputs as many.
+            let n = self.0.len();
+            let mut out = [vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+            for (i, bits) in self.0.chunks_exact(2 * LANES).enumerate() {
+                let o = i * 2 * LANES;
+                // SAFETY: each chunk holds exactly 2·LANES values and every output as many
+                // from offset o.
                 unsafe {
-                    s.store(b[i * LANES..].as_mut_ptr(), s.load_bf16(bits.as_ptr()));
-                    s.store(f[i * LANES..].as_mut_ptr(), s.load_f16(bits.as_ptr()));
+                    let p = bits.as_ptr();
+                    for h in 0..2 {
+                        let q = p.add(h * LANES);
+                        s.store(out[0][o + h * LANES..].as_mut_ptr(), s.load_bf16(q));
+                        s.store(out[1][o + h * LANES..].as_mut_ptr(), s.load_f16(q));
+                    }
+                    for (k, v) in [s.load2_bf16(p), s.load2_f16(p)].into_iter().enumerate() {
+                        let (lo, hi) = s.split(v);
+                        s.store(out[2 + k][o..].as_mut_ptr(), lo);
+                        s.store(out[2 + k][o + LANES..].as_mut_ptr(), hi);
+                    }
                 }
             }
-            (b, f)
+            out
         }
     }
 
     /// Every one of the 65,536 bit patterns (zeros, subnormals, normals, infinities,
-    /// NaNs) widens exactly as the `half` crate widens it, at every level.
+    /// NaNs) widens exactly as the `half` crate widens it, at every level, 8 and 16 at a
+    /// time.
     #[test]
     fn half_loads_widen_every_bit_pattern_exactly() {
         let all: Vec<u16> = (0..=u16::MAX).collect();
         let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
         for level in SimdLevel::available() {
-            let (b, f) = level.run(WidenHalves(&all));
+            let [b, f, b2, f2] = level.run(WidenHalves(&all));
             for (i, &bits) in all.iter().enumerate() {
                 let want_b = half::bf16::from_bits(bits).to_f32();
                 let want_f = half::f16::from_bits(bits).to_f32();
-                assert!(
-                    same(b[i], want_b),
-                    "{level:?}: bf16 {bits:#06x}: {} vs {want_b}",
-                    b[i]
-                );
-                assert!(
-                    same(f[i], want_f),
-                    "{level:?}: f16 {bits:#06x}: {} vs {want_f}",
-                    f[i]
-                );
+                for (what, got, want) in [
+                    ("bf16", b[i], want_b),
+                    ("f16", f[i], want_f),
+                    ("bf16 x16", b2[i], want_b),
+                    ("f16 x16", f2[i], want_f),
+                ] {
+                    assert!(
+                        same(got, want),
+                        "{level:?}: {what} {bits:#06x}: {got} vs {want}"
+                    );
+                }
             }
+        }
+    }
+
+    /// The pair operations against their 8-lane namesakes on each half: `mul_add2` of
+    /// joined vectors, `load2`, `splat2`, split back, give the same bits.
+    struct PairOps<'a>(&'a [f32]);
+    impl SimdJob for PairOps<'_> {
+        type Output = (Vec<f32>, Vec<f32>);
+        fn run<S: Simd>(self, s: S) -> Self::Output {
+            let n = self.0.len();
+            let (mut single, mut pair) = (vec![0.0; n], vec![0.0; n]);
+            let x = 0.7311_f32;
+            for (i, v) in self.0.chunks_exact(4 * LANES).enumerate() {
+                let o = i * 2 * LANES;
+                // SAFETY: each chunk holds 4·LANES floats (a, b: 2·LANES each); the
+                // outputs hold n / 2 ≥ o + 2·LANES floats.
+                unsafe {
+                    let (a, b) = (v.as_ptr(), v.as_ptr().add(2 * LANES));
+                    for h in 0..2 {
+                        let r = s.mul_add(
+                            s.mul_add(
+                                s.splat(x),
+                                s.load(b.add(h * LANES)),
+                                s.load(a.add(h * LANES)),
+                            ),
+                            s.load(a.add(h * LANES)),
+                            s.load(b.add(h * LANES)),
+                        );
+                        s.store(single[o + h * LANES..].as_mut_ptr(), r);
+                    }
+                    let (a2, b2) = (s.join(s.load(a), s.load(a.add(LANES))), s.load2(b));
+                    let r = s.mul_add2(s.mul_add2(s.splat2(x), b2, a2), a2, b2);
+                    let (lo, hi) = s.split(r);
+                    s.store(pair[o..].as_mut_ptr(), lo);
+                    s.store(pair[o + LANES..].as_mut_ptr(), hi);
+                }
+            }
+            single.truncate(n / 2);
+            pair.truncate(n / 2);
+            (single, pair)
+        }
+    }
+
+    #[test]
+    fn pair_operations_equal_two_vector_operations_bit_for_bit() {
+        // Values whose products round: a fused and an unfused multiply-add differ on
+        // most of them.
+        let xs: Vec<f32> = (0..4096)
+            .map(|i| ((i as f32) * 0.618_034).sin() * (1.0 + (i % 7) as f32 * 1e3))
+            .collect();
+        for level in SimdLevel::available() {
+            let (single, pair) = level.run(PairOps(&xs));
+            let (a, b): (Vec<u32>, Vec<u32>) = (
+                single.iter().map(|v| v.to_bits()).collect(),
+                pair.iter().map(|v| v.to_bits()).collect(),
+            );
+            assert_eq!(a.len(), xs.len() / 2);
+            assert!(a == b, "{level:?}: pair operations differ from 8-lane ones");
         }
     }
 
