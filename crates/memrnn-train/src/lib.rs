@@ -30,6 +30,7 @@ pub mod options;
 pub use memrnn_core::philox;
 pub mod pipeline;
 pub mod slow;
+pub mod state_rounding;
 pub mod stats;
 mod step;
 pub mod study;
