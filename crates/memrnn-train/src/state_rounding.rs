@@ -121,6 +121,8 @@ pub struct StorageResult {
     pub frozen_elements: f64,
     /// Median over the pairs of `‖s_{t+1} − s_t‖_∞`.
     pub median_step_inf: f64,
+    /// Median over the pairs of `‖h_{t+1} − h_t‖_∞` (the same but for the LSTM).
+    pub median_step_h_inf: f64,
 }
 
 /// Counts of one mode over the delay period.
@@ -132,6 +134,7 @@ struct StepStats {
     elements: u64,
     frozen_elements: u64,
     step_inf: Vec<f32>,
+    step_h_inf: Vec<f32>,
 }
 
 impl StepStats {
@@ -148,12 +151,14 @@ impl StepStats {
             self.frozen_elements += same as u64;
             self.frozen_state += u64::from(same == state_size);
             self.frozen_h += u64::from(p[..hidden] == n[..hidden]);
-            let inf = p
-                .iter()
-                .zip(n)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            self.step_inf.push(inf);
+            let inf = |p: &[f32], n: &[f32]| {
+                p.iter()
+                    .zip(n)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+            };
+            self.step_inf.push(inf(p, n));
+            self.step_h_inf.push(inf(&p[..hidden], &n[..hidden]));
         }
     }
 
@@ -165,8 +170,7 @@ impl StepStats {
         }
     }
 
-    fn median(&mut self) -> f64 {
-        let v = &mut self.step_inf;
+    fn median(v: &mut [f32]) -> f64 {
         if v.is_empty() {
             return f64::NAN;
         }
@@ -376,7 +380,8 @@ pub fn evaluate_storage<B: Backend>(
             frozen_state: StepStats::frac(r.stats.frozen_state, r.stats.pairs),
             frozen_h: StepStats::frac(r.stats.frozen_h, r.stats.pairs),
             frozen_elements: StepStats::frac(r.stats.frozen_elements, r.stats.elements),
-            median_step_inf: r.stats.median(),
+            median_step_inf: StepStats::median(&mut r.stats.step_inf),
+            median_step_h_inf: StepStats::median(&mut r.stats.step_h_inf),
         })
         .collect())
 }
@@ -392,8 +397,8 @@ pub fn storage_table(results: &[StorageResult]) -> String {
         s += &format!(" {:>7}", format!("acc@{d}"));
     }
     s += &format!(
-        " | {:>9} {:>9} {:>9} {:>11}\n",
-        "frozen s", "frozen h", "frozen el", "med|Δs|∞"
+        " | {:>9} {:>9} {:>9} {:>10} {:>10}\n",
+        "frozen s", "frozen h", "frozen el", "med|Δs|∞", "med|Δh|∞"
     );
     for r in results {
         s += &format!("{:<18}", r.name);
@@ -401,8 +406,8 @@ pub fn storage_table(results: &[StorageResult]) -> String {
             s += &format!(" {a:>7.3}");
         }
         s += &format!(
-            " | {:>9.4} {:>9.4} {:>9.4} {:>11.3e}\n",
-            r.frozen_state, r.frozen_h, r.frozen_elements, r.median_step_inf
+            " | {:>9.4} {:>9.4} {:>9.4} {:>10.3e} {:>10.3e}\n",
+            r.frozen_state, r.frozen_h, r.frozen_elements, r.median_step_inf, r.median_step_h_inf
         );
     }
     s
@@ -467,7 +472,8 @@ mod tests {
         st.add(&prev, &next, 4, 2);
         assert_eq!((st.pairs, st.frozen_state, st.frozen_h), (2, 1, 2));
         assert_eq!((st.elements, st.frozen_elements), (8, 7));
-        assert_eq!(st.median(), 0.25);
+        assert_eq!(StepStats::median(&mut st.step_inf), 0.25);
+        assert_eq!(StepStats::median(&mut st.step_h_inf), 0.0);
     }
 
     #[test]

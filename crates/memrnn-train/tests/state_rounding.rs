@@ -105,7 +105,8 @@ fn weight_only_modes_are_evaluate_exactly() {
             for f in [r.frozen_state, r.frozen_h, r.frozen_elements] {
                 assert!((0.0..=1.0).contains(&f), "{}: {f}", r.name);
             }
-            assert!(r.median_step_inf.is_finite() && r.median_step_inf >= 0.0);
+            assert!(r.median_step_inf.is_finite() && r.median_step_inf >= r.median_step_h_inf);
+            assert!(r.median_step_h_inf.is_finite() && r.median_step_h_inf > 0.0);
         }
         assert!(got[0].delay_steps > 0);
     }
