@@ -193,9 +193,7 @@ impl EvalResult {
         }
         s
     }
-}
 
-impl EvalResult {
     /// The result of `correct[delay][digit]` right answers at `delays` (ascending, as
     /// [`EvalConfig::sorted_delays`]) out of `counts[digit]` trials per digit.
     pub(crate) fn from_counts(
