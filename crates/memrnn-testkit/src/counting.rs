@@ -1,6 +1,8 @@
 //! [`Counting`]: a [`Backend`] that forwards every call to another and counts the host
 //! transfers (`upload`, `download`: calls and f32 values), so a test can hold a training
-//! loop or an evaluation to the transfers it promises.
+//! loop or an evaluation to the transfers it promises. On request
+//! ([`Counting::recording_states`]) it also keeps a copy of every initial state a
+//! `seq_forward` is given, so a test can check what a caller carries between calls.
 
 use memrnn_core::backend::{SlowPointConfig, SlowPointSearch};
 use memrnn_core::lm::{LmConfig, LmSearch};
@@ -8,7 +10,8 @@ use memrnn_core::{
     AdamConfig, AdamGroup, AdamState, Backend, CellDims, DigitTable, ReadoutCe, Result, SeqForward,
     SeqGrads, SeqShape, SeqUpstream, SpeedGrad, StepGuard, TaskBatch, TaskBatchSpec, TaskChunkSpec,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// `inner` with its uploads and downloads counted.
 pub struct Counting<B> {
@@ -17,6 +20,9 @@ pub struct Counting<B> {
     downloads: AtomicUsize,
     uploaded: AtomicUsize,
     downloaded: AtomicUsize,
+    record_states: AtomicBool,
+    /// The `s0` of every `seq_forward` since recording began (`None`: zeros).
+    states: Mutex<Vec<Option<Vec<f32>>>>,
 }
 
 impl<B> Counting<B> {
@@ -27,6 +33,24 @@ impl<B> Counting<B> {
             downloads: AtomicUsize::new(0),
             uploaded: AtomicUsize::new(0),
             downloaded: AtomicUsize::new(0),
+            record_states: AtomicBool::new(false),
+            states: Mutex::new(vec![]),
+        }
+    }
+
+    /// Keeps a copy of the `s0` of every `seq_forward` from now on (fetched through the
+    /// inner backend's `download`, not counted as a transfer): [`Self::take_states`].
+    pub fn recording_states(self) -> Self {
+        self.record_states.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// The initial states recorded so far, in call order (`None` where the call started
+    /// from zeros), and a fresh record.
+    pub fn take_states(&self) -> Vec<Option<Vec<f32>>> {
+        match self.states.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
 
@@ -66,6 +90,9 @@ impl<B: Backend> Backend for Counting<B> {
     fn name(&self) -> String {
         format!("counting({})", self.inner.name())
     }
+    fn precision(&self) -> memrnn_core::Precision {
+        self.inner.precision()
+    }
     fn upload(&self, host: &[f32]) -> Result<B::Tensor> {
         self.uploads.fetch_add(1, Ordering::Relaxed);
         self.uploaded.fetch_add(host.len(), Ordering::Relaxed);
@@ -91,6 +118,13 @@ impl<B: Backend> Backend for Counting<B> {
         x: &B::Tensor,
         s0: Option<&B::Tensor>,
     ) -> Result<SeqForward<B::Tensor, B::Cache>> {
+        if self.record_states.load(Ordering::Relaxed) {
+            let copy = s0.map(|s| self.inner.download(s)).transpose()?;
+            match self.states.lock() {
+                Ok(mut v) => v.push(copy),
+                Err(poisoned) => poisoned.into_inner().push(copy),
+            }
+        }
         self.inner.seq_forward(cell, params, shape, x, s0)
     }
     fn seq_backward(

@@ -193,6 +193,90 @@ impl EvalResult {
         }
         s
     }
+
+    /// The result of `correct[delay][digit]` right answers at `delays` (ascending, as
+    /// [`EvalConfig::sorted_delays`]) out of `counts[digit]` trials per digit.
+    pub(crate) fn from_counts(
+        delays: &[usize],
+        correct: &[[usize; 10]],
+        counts: [usize; 10],
+    ) -> EvalResult {
+        let total: usize = counts.iter().sum();
+        EvalResult {
+            delays: delays.to_vec(),
+            accuracy: correct
+                .iter()
+                .map(|c| c.iter().sum::<usize>() as f64 / total as f64)
+                .collect(),
+            per_class: correct
+                .iter()
+                .map(|c| std::array::from_fn(|d| c[d] as f64 / counts[d].max(1) as f64))
+                .collect(),
+            counts,
+            trials: total,
+        }
+    }
+}
+
+impl EvalConfig {
+    /// The delays to score, ascending, each once: the order of [`EvalResult::delays`].
+    pub fn sorted_delays(&self) -> Vec<usize> {
+        let mut delays = self.delays.clone();
+        delays.sort_unstable();
+        delays.dedup();
+        delays
+    }
+}
+
+/// One batch of an evaluation: its rows, its read time `t_a`, and the inputs of its long
+/// run ([`EvalBatch::chunk`]). Every tool that scores trials the way [`evaluate`] does
+/// takes its batches from [`EvalBatch::all`], so they see the same trials.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalBatch {
+    /// The batch index (the Philox key's counter).
+    pub index: usize,
+    pub rows: usize,
+    /// The image's step, drawn per batch in `[0, read_span)`.
+    pub t_read: u32,
+    seed: u64,
+    noise_mean: f32,
+    noise_std: f32,
+}
+
+impl EvalBatch {
+    /// The batches of `cfg` (`trials` in batches of `batch` rows, the last one short).
+    pub fn all(cfg: &EvalConfig, task: &TaskConfig) -> impl Iterator<Item = EvalBatch> {
+        let (cfg, task) = (cfg.clone(), *task);
+        (0..cfg.trials.div_ceil(cfg.batch)).map(move |k| {
+            let key = philox::key(cfg.seed, k as u64);
+            EvalBatch {
+                index: k,
+                rows: cfg.batch.min(cfg.trials - k * cfg.batch),
+                t_read: philox::below(
+                    philox::philox4x32_10([0, 0, 0, Stream::Sample as u32], key)[0],
+                    cfg.read_span as u32,
+                ),
+                seed: cfg.seed,
+                noise_mean: task.noise_mean,
+                noise_std: task.noise_std,
+            }
+        })
+    }
+
+    /// Steps `t0 .. t0 + len` of this batch's run; `t_report` switches the trigger on.
+    pub fn chunk(&self, t0: usize, len: usize, t_report: Option<u32>) -> TaskChunkSpec {
+        TaskChunkSpec {
+            seed: self.seed,
+            step: self.index as u64,
+            batch: self.rows,
+            t0,
+            len,
+            t_read: self.t_read,
+            t_report,
+            noise_mean: self.noise_mean,
+            noise_std: self.noise_std,
+        }
+    }
 }
 
 /// Scores `model` at every delay of `cfg`. `progress` is advanced by one per scored delay
@@ -217,7 +301,7 @@ pub fn evaluate<B: Backend>(
 
 /// Checks one network for evaluation; its uploaded parameters and readout
 /// `[W_out | b_out]`, and its class count.
-fn eval_member<B: Backend>(
+pub(crate) fn eval_member<B: Backend>(
     backend: &B,
     model: &Model,
     set: &DigitSet,
@@ -287,31 +371,12 @@ pub fn evaluate_ensemble<B: Backend>(
         }
     }
     let digits = digit_table(backend, set)?;
-    let mut delays = cfg.delays.clone();
-    delays.sort_unstable();
-    delays.dedup();
-    let n_batches = cfg.trials.div_ceil(cfg.batch);
+    let delays = cfg.sorted_delays();
     let mut correct = vec![vec![[0usize; 10]; delays.len()]; nets.len()];
     let mut counts = [0usize; 10];
-    for k in 0..n_batches {
-        let rows = cfg.batch.min(cfg.trials - k * cfg.batch);
-        let key = philox::key(cfg.seed, k as u64);
-        let t_read = philox::below(
-            philox::philox4x32_10([0, 0, 0, Stream::Sample as u32], key)[0],
-            cfg.read_span as u32,
-        );
-        // Steps t0 .. t0 + len of this batch's run; `t_report` switches the trigger on.
-        let chunk = |t0: usize, len: usize, t_report: Option<u32>| TaskChunkSpec {
-            seed: cfg.seed,
-            step: k as u64,
-            batch: rows,
-            t0,
-            len,
-            t_read,
-            t_report,
-            noise_mean: task.noise_mean,
-            noise_std: task.noise_std,
-        };
+    for plan in EvalBatch::all(cfg, task) {
+        let (rows, t_read) = (plan.rows, plan.t_read);
+        let chunk = |t0: usize, len: usize, t_report: Option<u32>| plan.chunk(t0, len, t_report);
         let trials = chunk(0, 1, None).trials(digits.counts());
         for tr in &trials {
             counts[tr.digit as usize] += 1;
@@ -373,23 +438,8 @@ pub fn evaluate_ensemble<B: Backend>(
             }
         }
     }
-    let total: usize = counts.iter().sum();
     for (j, n) in nets.iter().enumerate() {
-        let accuracy = correct[j]
-            .iter()
-            .map(|c| c.iter().sum::<usize>() as f64 / total as f64)
-            .collect();
-        let per_class = correct[j]
-            .iter()
-            .map(|c| std::array::from_fn(|d| c[d] as f64 / counts[d].max(1) as f64))
-            .collect();
-        ends[n.0] = Some(Ok(EvalResult {
-            delays: delays.clone(),
-            accuracy,
-            per_class,
-            counts,
-            trials: total,
-        }));
+        ends[n.0] = Some(Ok(EvalResult::from_counts(&delays, &correct[j], counts)));
     }
     Ok(ends
         .into_iter()

@@ -15,6 +15,8 @@
 //! - [`sweep`]: the λ sweep over seeds and regularisation targets, with intervals.
 //! - [`jobs`]: per-network result files, resume, shards and merge, workers side by side.
 //! - [`memprobe`]: a linear probe's memory at log-spaced lags up to the longest delay.
+//! - [`state_rounding`]: accuracy against delay with `W_hh` and the carried state stored
+//!   in bf16 / f16, and how often the rounded state stands still.
 //! - [`stats`]: means with t-intervals over seeds, paired differences, Spearman ρ and its
 //!   seeded bootstrap interval.
 
@@ -30,6 +32,7 @@ pub mod options;
 pub use memrnn_core::philox;
 pub mod pipeline;
 pub mod slow;
+pub mod state_rounding;
 pub mod stats;
 mod step;
 pub mod study;
