@@ -250,9 +250,10 @@ fn bits(outs: &[&[f32]]) -> Vec<Vec<u32>> {
 /// arithmetic depends on neither. Every cell, forward and backward (`dx`, `ds0`,
 /// `dparams`), f32/bf16/f16 storage, scratch NaN-poisoned, H 1, 7, 17, 33, 70 (one pair,
 /// odd and padded widths), batches 1, 3, 5, 8, 9, 13, 37 on 1 thread (the batch split;
-/// 8 fills one 8-row tile, 9 and 13 leave rows over) and 2 threads (each thread its rows
-/// in the forward; the backward's unit split below 16 rows where `Hp/16 ≥ 2`, else the
-/// batch split): every row tile from 1 to 8 runs at both levels.
+/// 8 fills one 8-row tile, 9 and 13 leave rows over) and 2 threads (the forward's unit
+/// split where the batch is fewer row tiles than threads, else each thread its rows; the
+/// backward's unit split below 16 rows where `Hp/16 ≥ 2`, else the batch split): every
+/// row tile from 1 to 8 runs at both levels.
 #[test]
 fn avx2_and_avx512vl_give_identical_bits() {
     let levels = SimdLevel::available();

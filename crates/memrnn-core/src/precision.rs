@@ -9,6 +9,11 @@
 //! which is how the tests isolate storage rounding from everything else and how backends
 //! run the operations that have no half-width kernel of their own.
 //!
+//! The hidden state carried between steps, and every activation, stays f32 in every
+//! precision: carrying it in bf16 freezes part of the state on spurious fixed points of
+//! the rounded map and lengthens the measured memory (docs/MATH.md §3.1,
+//! docs/state-precision.md), which is the quantity memrnn exists to measure.
+//!
 //! Rounding is IEEE round-to-nearest-even, the `half` crate's `from_f32`.
 
 use crate::cell::CellDims;
