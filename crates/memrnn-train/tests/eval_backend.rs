@@ -11,54 +11,16 @@ mod old_host_delay;
 #[path = "common/old_host_eval.rs"]
 mod old_host_eval;
 
-use memrnn_core::{CellKind, Model};
+#[path = "common/eval_fixture.rs"]
+mod eval_fixture;
+use eval_fixture::{eval_cfg, model, set};
+use memrnn_core::CellKind;
 use memrnn_cpu::CpuBackend;
 use memrnn_testkit::Counting;
-use memrnn_train::idx::{bundled_data_dir, load_mnist_dir};
-use memrnn_train::task::{DigitSet, TaskConfig};
-use memrnn_train::train::{TrainConfig, Trainer};
+use memrnn_train::task::TaskConfig;
 use memrnn_train::{evaluate, memprobe, vset, EvalConfig};
 use old_host_delay::{old_class_means, old_long_memory, old_trajectory_states};
 use old_host_eval::old_evaluate;
-use std::sync::OnceLock;
-
-fn set() -> &'static DigitSet {
-    static S: OnceLock<DigitSet> = OnceLock::new();
-    S.get_or_init(|| DigitSet::new(load_mnist_dir(&bundled_data_dir()).unwrap()).unwrap())
-}
-
-/// A network of `cell` trained for `steps` steps (at least one), with its readout's
-/// "nothing" class silenced (bias −100) so that every answer is a digit and the scores
-/// are not all zero (a short training teaches the network to answer "nothing" first).
-fn model(cell: CellKind, hidden: usize, steps: u64) -> Model {
-    let b = CpuBackend::new();
-    let cfg = TrainConfig {
-        cell,
-        hidden,
-        batch: 16,
-        steps: steps.max(1),
-        seed: 21,
-        ..TrainConfig::default()
-    };
-    let mut t = Trainer::new(&b, set(), cfg).unwrap();
-    t.train_steps(steps, "none").unwrap();
-    let mut m = t.model().unwrap();
-    m.readout.as_mut().unwrap().bias[0] = -100.0;
-    m
-}
-
-/// Odd sizes: a last batch of 5 rows, chunks that end mid-way between delays, a delay
-/// of 1, delays given out of order and twice.
-fn eval_cfg() -> EvalConfig {
-    EvalConfig {
-        delays: vec![9, 1, 4, 23, 4],
-        trials: 37,
-        batch: 16,
-        chunk: 7,
-        read_span: 5,
-        seed: 0xE7A1,
-    }
-}
 
 #[test]
 fn cpu_eval_is_the_old_host_path_bit_for_bit() {

@@ -4,52 +4,15 @@
 //! state really carry a state every value of which is representable in their format,
 //! while the f32 modes do not (so that check can fail).
 
+#[path = "common/eval_fixture.rs"]
+mod eval_fixture;
+use eval_fixture::{eval_cfg, model, set};
 use memrnn_core::{CellKind, Model, Precision};
 use memrnn_cpu::CpuBackend;
 use memrnn_testkit::Counting;
-use memrnn_train::idx::{bundled_data_dir, load_mnist_dir};
+use memrnn_train::evaluate;
 use memrnn_train::state_rounding::{evaluate_storage, StorageMode, StorageResult};
-use memrnn_train::task::{DigitSet, TaskConfig};
-use memrnn_train::train::{TrainConfig, Trainer};
-use memrnn_train::{evaluate, EvalConfig};
-use std::sync::OnceLock;
-
-fn set() -> &'static DigitSet {
-    static S: OnceLock<DigitSet> = OnceLock::new();
-    S.get_or_init(|| DigitSet::new(load_mnist_dir(&bundled_data_dir()).unwrap()).unwrap())
-}
-
-/// A network of `cell` trained for `steps` steps, its "nothing" class silenced (bias
-/// −100) so that every answer is a digit and the scores are not all zero.
-fn model(cell: CellKind, hidden: usize, steps: u64) -> Model {
-    let b = CpuBackend::new();
-    let cfg = TrainConfig {
-        cell,
-        hidden,
-        batch: 16,
-        steps: steps.max(1),
-        seed: 21,
-        ..TrainConfig::default()
-    };
-    let mut t = Trainer::new(&b, set(), cfg).unwrap();
-    t.train_steps(steps, "none").unwrap();
-    let mut m = t.model().unwrap();
-    m.readout.as_mut().unwrap().bias[0] = -100.0;
-    m
-}
-
-/// Odd sizes: a last batch of 5 rows, a delay of 1, delays out of order and twice, and
-/// evaluate's chunks (7 steps) unlike the one-step calls of `evaluate_storage`.
-fn eval_cfg() -> EvalConfig {
-    EvalConfig {
-        delays: vec![9, 1, 4, 23, 4],
-        trials: 37,
-        batch: 16,
-        chunk: 7,
-        read_span: 5,
-        seed: 0xE7A1,
-    }
-}
+use memrnn_train::task::TaskConfig;
 
 fn backends(threads: usize) -> Vec<CpuBackend> {
     Precision::ALL

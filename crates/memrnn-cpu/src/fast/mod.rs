@@ -832,22 +832,14 @@ fn run_forward<C: FastCell, E: WeightElem>(
     let ctx = ctx.with_panels(panels.as_ptr());
     let threads = rayon::current_num_threads();
     if split_units {
-        // As in the backward: parts run on the backend's own pool and no part waits for
-        // a member that has not started, so this cannot deadlock.
         let team = PhaseTeam::new(steps, threads);
-        let member = || {
+        run_team(threads, || {
             opts.simd.run(FwdUnitJob::<C, E> {
                 ctx,
                 steps,
                 team: &team,
                 cell: PhantomData,
             })
-        };
-        rayon::scope(|scope| {
-            for _ in 1..threads {
-                scope.spawn(|_| member());
-            }
-            member();
         });
     } else {
         // Every thread gets rows, even when the batch is a single row tile (the small-
@@ -864,6 +856,19 @@ fn run_forward<C: FastCell, E: WeightElem>(
             })
         });
     }
+}
+
+/// Runs `member` on `threads` tasks of the current rayon pool (this one included), the
+/// members of a [`PhaseTeam`]. The tasks run on the backend's own pool (the caller
+/// installed it); no part waits for a member that has not started (see `team`), so
+/// this cannot deadlock however rayon schedules the tasks.
+fn run_team(threads: usize, member: impl Fn() + Sync) {
+    rayon::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(|_| member());
+        }
+        member();
+    });
 }
 
 /// Whether the forward time loop splits the units (not the batch) across `threads`:
@@ -923,11 +928,8 @@ fn run_backward<C: FastCell, E: WeightElem>(
     let batch = ctx.batch;
     let threads = rayon::current_num_threads();
     if split_units {
-        // Parts run on the backend's own pool (the caller installed it); no part waits
-        // for a member that has not started (see `team`), so this cannot deadlock
-        // however rayon schedules the tasks.
         let team = PhaseTeam::new(2 * steps, threads);
-        let member = || {
+        run_team(threads, || {
             opts.simd.run(BwdUnitJob::<C, E> {
                 ctx,
                 carry,
@@ -935,12 +937,6 @@ fn run_backward<C: FastCell, E: WeightElem>(
                 team: &team,
                 cell: PhantomData,
             })
-        };
-        rayon::scope(|scope| {
-            for _ in 1..threads {
-                scope.spawn(|_| member());
-            }
-            member();
         });
     } else {
         batch_tasks(batch, bwd_tile(opts.simd.registers()))
