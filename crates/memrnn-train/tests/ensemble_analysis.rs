@@ -7,42 +7,19 @@
 //! is refused (its error is its own; the others go on), and the evaluations end in a
 //! partial batch.
 
+#[path = "common/eval_fixture.rs"]
+mod eval_fixture;
+use eval_fixture::{eval_cfg, model, set};
 use memrnn_core::{Backend, CellKind, Model};
 use memrnn_cpu::CpuBackend;
 use memrnn_cuda::{CudaBackend, SimProps};
 use memrnn_slowpoints::{
     find_slow_points, find_slow_points_ensemble, EnsembleMember, FinderConfig, SearchMethod,
 };
-use memrnn_train::idx::{bundled_data_dir, load_mnist_dir};
 use memrnn_train::slow::{class_slow_points_ensemble, class_slow_points_with, constant_input};
-use memrnn_train::task::{DigitSet, TaskConfig};
-use memrnn_train::train::{TrainConfig, Trainer};
+use memrnn_train::task::TaskConfig;
 use memrnn_train::{evaluate, evaluate_ensemble, vset, EvalConfig, SpeedSet};
 use std::sync::OnceLock;
-
-fn set() -> &'static DigitSet {
-    static S: OnceLock<DigitSet> = OnceLock::new();
-    S.get_or_init(|| DigitSet::new(load_mnist_dir(&bundled_data_dir()).unwrap()).unwrap())
-}
-
-/// A network of `cell` trained `steps` steps from `seed`, its "nothing" class silenced so
-/// that the scores are not all zero.
-fn model(cell: CellKind, hidden: usize, steps: u64, seed: u64) -> Model {
-    let b = CpuBackend::new();
-    let cfg = TrainConfig {
-        cell,
-        hidden,
-        batch: 16,
-        steps: steps.max(1),
-        seed,
-        ..TrainConfig::default()
-    };
-    let mut t = Trainer::new(&b, set(), cfg).unwrap();
-    t.train_steps(steps, "none").unwrap();
-    let mut m = t.model().unwrap();
-    m.readout.as_mut().unwrap().bias[0] = -100.0;
-    m
-}
 
 /// Two GRUs of one shape (seeds apart), an RNN of another shape, and a GRU without a
 /// readout (refused by evaluation) in between.
@@ -59,19 +36,6 @@ fn models() -> &'static [Model] {
             model(CellKind::Gru, 8, 20, 33),
         ]
     })
-}
-
-/// Odd sizes: a last batch of 5 rows, chunks that end between delays, delays out of order
-/// and twice.
-fn eval_cfg() -> EvalConfig {
-    EvalConfig {
-        delays: vec![9, 1, 4, 23, 4],
-        trials: 37,
-        batch: 16,
-        chunk: 7,
-        read_span: 5,
-        seed: 0xE7A1,
-    }
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn cpu_eval_is_the_old_host_path_bit_for_bit() {
         (CellKind::Lstm, 9, 0),
         (CellKind::Rnn, 5, 0),
     ] {
-        let m = model(cell, hidden, steps);
+        let m = model(cell, hidden, steps, 21);
         for threads in [1, 2] {
             let b = CpuBackend::new().with_threads(threads).unwrap();
             let got = evaluate(&b, &m, set(), &task, &eval_cfg(), None).unwrap();
@@ -49,7 +49,7 @@ fn cpu_eval_is_the_old_host_path_bit_for_bit() {
 fn simulated_device_eval_matches_the_cpu() {
     use memrnn_cuda::{CudaBackend, SimProps};
     let task = TaskConfig::default();
-    let m = model(CellKind::Gru, 8, 30);
+    let m = model(CellKind::Gru, 8, 30, 21);
     let cfg = EvalConfig {
         delays: vec![1, 4, 9],
         trials: 13,
@@ -80,7 +80,7 @@ fn simulated_device_eval_matches_the_cpu() {
 #[test]
 fn eval_transfers_one_class_id_a_row_per_delay() {
     let task = TaskConfig::default();
-    let m = model(CellKind::Gru, 16, 0);
+    let m = model(CellKind::Gru, 16, 0, 21);
     let cfg = eval_cfg();
     let b = Counting::new(CpuBackend::new());
     let r = evaluate(&b, &m, set(), &task, &cfg, None).unwrap();
@@ -111,7 +111,7 @@ fn eval_transfers_one_class_id_a_row_per_delay() {
 fn delay_sources_are_the_old_host_path_bit_for_bit() {
     let task = TaskConfig::default();
     for (cell, hidden) in [(CellKind::Gru, 12), (CellKind::Lstm, 7)] {
-        let m = model(cell, hidden, 20);
+        let m = model(cell, hidden, 20, 21);
         let b = Counting::new(CpuBackend::new());
         // Class means over two batches (the second of 88 rows).
         let got = vset::class_mean_states(&b, &m, set(), &task, 600, 6, 13).unwrap();
@@ -129,7 +129,7 @@ fn delay_sources_are_the_old_host_path_bit_for_bit() {
 #[test]
 fn class_means_upload_the_digits_once_and_read_back_final_states() {
     let task = TaskConfig::default();
-    let m = model(CellKind::Gru, 12, 1);
+    let m = model(CellKind::Gru, 12, 1, 21);
     let b = Counting::new(CpuBackend::new());
     vset::class_mean_states(&b, &m, set(), &task, 600, 30, 13).unwrap();
     let n_images: usize = set().counts().iter().map(|&c| c as usize).sum();

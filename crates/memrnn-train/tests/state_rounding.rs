@@ -27,7 +27,7 @@ fn backends(threads: usize) -> Vec<CpuBackend> {
 }
 
 fn run(cell: CellKind, hidden: usize, steps: u64, threads: usize) -> (Model, Vec<StorageResult>) {
-    let m = model(cell, hidden, steps);
+    let m = model(cell, hidden, steps, 21);
     let bs = backends(threads);
     let refs: Vec<&CpuBackend> = bs.iter().collect();
     let modes = StorageMode::standard(cell);
@@ -89,7 +89,7 @@ fn results_do_not_depend_on_the_thread_count() {
 fn rounding_modes_carry_only_representable_states() {
     let task = TaskConfig::default();
     let (cell, hidden) = (CellKind::Lstm, 9);
-    let m = model(cell, hidden, 30);
+    let m = model(cell, hidden, 30, 21);
     let mut cfg = eval_cfg();
     cfg.trials = 20;
     let fits = |p: Precision, v: f32| p.round(v) == v;
@@ -135,7 +135,7 @@ fn rounding_modes_carry_only_representable_states() {
 #[test]
 fn a_mode_without_its_backend_or_cell_is_refused() {
     let task = TaskConfig::default();
-    let m = model(CellKind::Gru, 5, 0);
+    let m = model(CellKind::Gru, 5, 0, 21);
     let b = CpuBackend::new();
     let err = evaluate_storage(
         &[&b],

@@ -14,17 +14,18 @@ pub fn set() -> &'static DigitSet {
     S.get_or_init(|| DigitSet::new(load_mnist_dir(&bundled_data_dir()).unwrap()).unwrap())
 }
 
-/// A network of `cell` trained for `steps` steps (at least one), with its readout's
-/// "nothing" class silenced (bias −100) so that every answer is a digit and the scores
-/// are not all zero (a short training teaches the network to answer "nothing" first).
-pub fn model(cell: CellKind, hidden: usize, steps: u64) -> Model {
+/// A network of `cell` trained for `steps` steps (at least one) from `seed`, with its
+/// readout's "nothing" class silenced (bias −100) so that every answer is a digit and the
+/// scores are not all zero (a short training teaches the network to answer "nothing"
+/// first).
+pub fn model(cell: CellKind, hidden: usize, steps: u64, seed: u64) -> Model {
     let b = CpuBackend::new();
     let cfg = TrainConfig {
         cell,
         hidden,
         batch: 16,
         steps: steps.max(1),
-        seed: 21,
+        seed,
         ..TrainConfig::default()
     };
     let mut t = Trainer::new(&b, set(), cfg).unwrap();
